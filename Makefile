@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh Debian machine (as root, with only Python):
+#   make demo   install everything, build a small corpus, mix two voices, separate them
+#   make test   install everything, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install system-deps test demo clean
+
+$(INSTALLED): pyproject.toml scripts/bootstrap-venv.sh
+	bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
+	# The CPU build of torch on local disk; a looser spec would download several GB of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(INSTALLED) system-deps
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/cocktail demo --out demo-output
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

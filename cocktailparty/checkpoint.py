@@ -1,0 +1,137 @@
+"""Model files: safetensors weights with the architecture and its config as JSON metadata.
+
+Loading one never executes code (no pickle). :func:`load_model` is how every command turns
+the user's ``--model M`` into a module: a bundled pretrained name, an architecture name, a
+config file (``configs/X.yaml`` or just ``X``), or a checkpoint path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .config import CONFIG_DIR, load_config
+from .errors import CocktailError
+from .models import ARCHITECTURES, build_model, config_class
+
+log = logging.getLogger("cocktailparty")
+
+FORMAT = "cocktailparty/1"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+DEFAULT_MODEL = "tdanet-synth16k"
+
+
+def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights and config atomically; ``metadata`` values are JSON-encoded."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "architecture": model.architecture,
+        "config": json.dumps(dataclasses.asdict(model.config)),
+    }
+    meta.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
+    # safetensors refuses shared or non-contiguous storage; clone keeps each tensor its own.
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's metadata with JSON values decoded; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CocktailError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CocktailError(f"{path}: not a readable safetensors checkpoint (corrupted or truncated: {err})") from None
+    if raw.get("format") != FORMAT:
+        raise CocktailError(f"{path}: a safetensors file, but not a cocktailparty model (no '{FORMAT}' metadata)")
+    meta = {key: value for key, value in raw.items() if key in ("format", "architecture")}
+    for key, value in raw.items():
+        if key not in meta:
+            meta[key] = json.loads(value)
+    return meta
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a checkpoint describes and load its weights (eval mode)."""
+    meta = read_metadata(path)
+    model = build_model(meta["architecture"], **meta["config"])
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CocktailError(f"{path}: checkpoint data is corrupted or truncated ({err})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CocktailError(
+            f"{path}: weights do not fit a {meta['architecture']} with this config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )
+    return model.to(device).eval()
+
+
+def bundled_models() -> list[str]:
+    """Names of the pretrained models shipped inside the package."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def load_model(spec: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Resolve ``--model`` into an eval-mode module on ``device``.
+
+    ``spec`` may be ``None`` (the bundled default), a bundled name, a checkpoint path, a
+    config file path or the name of one in ``configs/``, or an architecture name (its
+    default config). The last two give untrained weights, with a warning.
+    """
+    spec = spec or DEFAULT_MODEL
+    if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
+        return load(PRETRAINED_DIR / f"{spec}.safetensors", device)
+    path = Path(spec)
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix not in (".yaml", ".yml")):
+        return load(path, device)
+    config_path = path if path.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{spec}.yaml"
+    if config_path.is_file():
+        model_cfg = dict(load_config(config_path).get("model") or {})
+        architecture = model_cfg.pop("architecture", None)
+        if not architecture:
+            raise CocktailError(f"{config_path}: has no model.architecture entry")
+        model = build_model(architecture, **model_cfg)
+    elif spec in ARCHITECTURES or _is_architecture(spec):
+        model = build_model(spec)
+    else:
+        choices = bundled_models() + sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) + sorted(ARCHITECTURES)
+        raise CocktailError(
+            f"model {spec!r} is not a bundled model, config, architecture or checkpoint file; "
+            f"choose from: {', '.join(choices) or 'none'}"
+        )
+    log.warning("model %s: untrained weights (architecture only); pass a checkpoint to get real output", spec)
+    return model.to(device).eval()
+
+
+def _is_architecture(name: str) -> bool:
+    try:
+        config_class(name)
+        return True
+    except CocktailError:
+        return False

@@ -1,0 +1,169 @@
+"""The ``cocktail`` command: argument parsing only.
+
+Each subcommand names the library function that does its work as ``"module:function"``; the
+module is imported only when that subcommand runs, so ``cocktail --help`` stays fast and a
+subcommand never pays for another's imports. Handlers take the parsed arguments and return
+an exit status. A :class:`~cocktailparty.errors.CocktailError` becomes a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import CocktailError
+
+PROG = "cocktail"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Separate overlapping talkers, and pick out one known voice.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only, no progress")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name: str, handler: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, **kwargs)
+        p.set_defaults(handler=handler)
+        return p
+
+    # --- separation --------------------------------------------------------------------
+    p = command("separate", "cocktailparty.separate:cli_separate",
+                "separate every talker in audio files or folders into one file each")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
+    p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output folder (default: %(default)s)")
+    _model_arguments(p)
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    p = command("extract", "cocktailparty.separate:cli_extract",
+                "keep only the enrolled talker's voice (Tune-In Offline)")
+    p.add_argument("--enroll", required=True, metavar="E.wav", help="a recording of the talker to keep")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("-o", "--out", default="extracted", metavar="DIR")
+    _model_arguments(p)
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    p = command("verify", "cocktailparty.separate:cli_verify",
+                "score whether the enrolled talker speaks in each recording")
+    p.add_argument("--enroll", required=True, metavar="E.wav")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    _model_arguments(p)
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    # --- data ---------------------------------------------------------------------------
+    corpus = sub.add_parser("corpus", help="build a speaker-labelled speech corpus from TTS voices",
+                            description="Speech corpora made from the packaged TTS voices.")
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
+    corpus_sub.required = True
+    p = corpus_sub.add_parser("build", help="synthesize a speaker-labelled corpus (FLAC + manifest)",
+                              description="Synthesize a speaker-labelled multi-speaker corpus from the "
+                                          "Debian TTS voices, split speaker-disjointly into train/valid/test.")
+    p.set_defaults(handler="cocktailparty.data.corpus:cli_build")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--speakers", type=int, default=120, help="number of speaker identities (default: %(default)s)")
+    p.add_argument("--utterances", type=int, default=50, help="utterances per speaker (default: %(default)s)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voices", nargs="*", metavar="VOICE",
+                   help="restrict to these base voices (e.g. mb-us1 en-us flite:slt); default: all installed")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,CV,TT",
+                   help="fractions of underlying persons per split (default: %(default)s)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel synthesis processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a corpus")
+
+    p = command("mix", "cocktailparty.data.mixing:cli_mix",
+                "write a fixed, seeded set of mixtures (wsj0-2mix layout + metadata CSV)")
+    p.add_argument("--corpus", required=True, metavar="DIR", help="a speaker-labelled corpus folder")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--split", default="test", help="which corpus split to draw speakers from (default: %(default)s)")
+    p.add_argument("--num-mixtures", "-n", type=int, default=500)
+    p.add_argument("--speakers", "-c", type=int, default=2, choices=(2, 3, 4), help="talkers per mixture")
+    p.add_argument("--sample-rate", type=int, default=None, help="default: the corpus's rate")
+    p.add_argument("--seconds", type=float, default=4.0, help="mixture length (default: %(default)s)")
+    p.add_argument("--mode", choices=("min", "max"), default="min",
+                   help="'min' crops to the shortest source, 'max' pads to the longest (wsj0-2mix terms)")
+    p.add_argument("--sir", default="0,5", metavar="LO,HI", help="relative level range in dB (default: %(default)s)")
+    p.add_argument("--noise", metavar="DIR", help="a folder of noise recordings to add (WHAM!-like)")
+    p.add_argument("--snr", default="-6,3", metavar="LO,HI", help="speech-to-noise range in dB when --noise is given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+
+    # --- training, evaluation, profiling ------------------------------------------------
+    p = command("train", "cocktailparty.train:cli_train", "train a model from a YAML config")
+    p.add_argument("--config", metavar="FILE", help="configs/X.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+
+    p = command("evaluate", "cocktailparty.evaluate:cli_evaluate",
+                "SI-SNRi and SDRi of a model on a test set, per utterance and on average")
+    _model_arguments(p)
+    p.add_argument("--data", required=True, metavar="DIR", help="a test set (wsj0-2mix layout or a standard corpus)")
+    p.add_argument("--out", metavar="CSV", help="per-utterance results (default: results-<model>.csv)")
+    p.add_argument("--pesq", action="store_true", help="also compute PESQ")
+    p.add_argument("--stoi", action="store_true", help="also compute STOI")
+    p.add_argument("--limit", type=int, help="evaluate the first N mixtures only")
+
+    p = command("profile", "cocktailparty.profile:cli_profile",
+                "parameters, MACs, peak memory and real-time factor of a model")
+    _model_arguments(p)
+    p.add_argument("--sample-rate", type=int, help="default: the model's own")
+    p.add_argument("--seconds", type=float, default=1.0, help="input length (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("export", "cocktailparty.export:cli_export", "export a model to ONNX, checked against PyTorch")
+    _model_arguments(p)
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx")
+
+    p = command("demo", "cocktailparty.demo:cli_demo",
+                "synthesize two talkers, mix them, separate them, and show the result")
+    p.add_argument("-o", "--out", default="demo-output", metavar="DIR")
+    _model_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default=None, metavar="M",
+                   help="bundled model name, architecture name or checkpoint path (default: the bundled default)")
+    p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.ERROR if args.quiet else logging.INFO,
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.ERROR, "error")
+    logging.addLevelName(logging.INFO, "info")
+    module_name, function_name = args.handler.split(":")
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            raise CocktailError(f"'{args.command}' is not available in this version yet") from None
+        return int(getattr(module, function_name)(args) or 0)
+    except CocktailError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

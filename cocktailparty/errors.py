@@ -1,0 +1,18 @@
+"""Errors that are meant for the person running the tool.
+
+Anything raised as a :class:`CocktailError` is printed by the command line as one line
+(``cocktail: error: <message>``) with no traceback: the message must say which file or
+setting is wrong, what is wrong with it, and, where it helps, what to do instead.
+"""
+
+
+class CocktailError(Exception):
+    """A problem with the user's input or environment, reported without a traceback."""
+
+
+class AudioError(CocktailError):
+    """A sound file that cannot be read, written or used."""
+
+
+class DatasetLayoutError(CocktailError):
+    """A corpus folder that does not have the layout its loader expects."""
