@@ -83,12 +83,17 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
             state = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise CocktailError(f"{path}: checkpoint data is corrupted or truncated ({err})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if expected != found:
+        missing = expected.keys() - found.keys()
+        unexpected = found.keys() - expected.keys()
+        reshaped = [n for n in expected.keys() & found.keys() if expected[n] != found[n]]
         raise CocktailError(
             f"{path}: weights do not fit a {meta['architecture']} with this config "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} wrongly shaped tensors)"
         )
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,12 +19,28 @@ from .errors import CocktailError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string (it wants ``1.0e-3``); learning rates are
+    written the short way, so floats in exponent form without a dot are resolved too."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CocktailError(f"{path}: no such config file")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise CocktailError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(cfg, dict):
@@ -44,5 +61,5 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise CocktailError(f"--set {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_yaml(raw)
     return cfg
