@@ -4,7 +4,8 @@ time-domain single-channel speech separation", ICASSP 2020).
 TasNet's learned encoder/decoder (shared with Conv-TasNet) around a dual-path RNN mask
 estimator: the frame sequence is cut into half-overlapping chunks, and each block runs a
 BiLSTM along every chunk (intra-chunk, local) and then across chunks at each position
-(inter-chunk, global), so each RNN sees sequences of about sqrt(2 * frames) steps.
+(inter-chunk, global). With the chunk size near sqrt(2 * frames), the paper's rule, neither
+RNN runs over more than a few hundred steps even at sample-level frame rates.
 
 The defaults are the paper's 2.6M model on WSJ0-2mix at 8 kHz: 64 filters, window 2
 samples (stride 1), bottleneck 64, 128 hidden units per direction, chunk 250 (hop 125),
