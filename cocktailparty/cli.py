@@ -92,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'min' crops to the shortest source, 'max' pads to the longest (wsj0-2mix terms)")
     p.add_argument("--sir", default="0,5", metavar="LO,HI", help="relative level range in dB (default: %(default)s)")
     p.add_argument("--noise", metavar="DIR", help="a folder of noise recordings to add (WHAM!-like)")
-    p.add_argument("--snr", default="-6,3", metavar="LO,HI", help="speech-to-noise range in dB when --noise is given")
+    p.add_argument("--snr", default="-6,3", metavar="LO,HI",
+                   help="speech-to-noise range in dB when --noise is given (a negative LO needs --snr=LO,HI)")
+    p.add_argument("--music", metavar="DIR", help="a folder of music to add (speech vs music, like WSJ0-music)")
+    p.add_argument("--smr", default="-5,5", metavar="LO,HI",
+                   help="speech-to-music range in dB when --music is given (write --smr=LO,HI)")
+    p.add_argument("--music-as-source", action="store_true",
+                   help="make the music a target source (written as the last sK/) instead of interference")
+    p.add_argument("--speed", metavar="LO,HI", help="speed perturbation range, e.g. 0.95,1.05 (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 
