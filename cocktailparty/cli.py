@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--music-as-source", action="store_true",
                    help="make the music a target source (written as the last sK/) instead of interference")
     p.add_argument("--speed", metavar="LO,HI", help="speed perturbation range, e.g. 0.95,1.05 (default: none)")
+    p.add_argument("--from-metadata", metavar="SET", help="rebuild the set described by SET/metadata.csv and "
+                   "SET/mixing.json from --corpus (and --noise/--music); the other mixing options are ignored")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
 

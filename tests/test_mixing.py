@@ -249,6 +249,14 @@ def test_dataloader_with_workers_matches_single_process(corpus):
     assert torch.equal(batch["mixture"][1], mixer[1]["mixture"])
 
 
+def test_resampling_to_another_rate(corpus):
+    mixer = DynamicMixer(corpus, segment=None, mode="min", sample_rate=16000, seed=2)
+    plan, item = mixer.plan(0), mixer[0]
+    assert mixer.sample_rate == 16000
+    shortest = min(sf.info(str(s.path)).frames for s in plan.sources)
+    assert abs(plan.length - 2 * shortest) <= 1 and item["mixture"].shape == (plan.length,)
+
+
 def test_parse_range():
     assert parse_range("0,5") == (0.0, 5.0)
     assert parse_range("-5, 5") == (-5.0, 5.0)
@@ -299,7 +307,14 @@ def test_cocktail_mix_writes_the_wsj0_layout_and_regenerates(corpus_dir, noise_d
         item = data[i]
         assert torch.equal(item["mixture"], item["sources"][0] + item["sources"][1] + item["noise"])
 
-    again = regenerate_from_metadata(out, tmp_path / "again", progress=False)
+    # Anyone with the corpus, the noise and the two metadata files rebuilds the same set.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in ("metadata.csv", "mixing.json"):
+        (shared / name).write_bytes((out / name).read_bytes())
+    again = tmp_path / "again"
+    assert cli.main(["-q", "mix", "--corpus", str(corpus_dir), "--noise", str(noise_dir), "--out", str(again),
+                     "--from-metadata", str(shared)]) == 0
     first, second = _samples(out), _samples(again)
     assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
     assert (again / "metadata.csv").read_bytes() == (out / "metadata.csv").read_bytes()

@@ -607,7 +607,13 @@ def regenerate_from_metadata(
 
 
 def cli_mix(args) -> int:
-    """``cocktail mix``: parse the command line's ranges and write the set."""
+    """``cocktail mix``: parse the command line's ranges and write the set (or rebuild one)."""
+    if getattr(args, "from_metadata", None):
+        regenerate_from_metadata(args.from_metadata, args.out, corpus=args.corpus, noise=args.noise,
+                                 music=getattr(args, "music", None), force=args.force,
+                                 progress=not getattr(args, "quiet", False))
+        log.info("rebuilt the set of %s in %s", args.from_metadata, args.out)
+        return 0
     speed = getattr(args, "speed", None)
     write_mixture_set(
         args.corpus,
