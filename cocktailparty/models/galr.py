@@ -1,0 +1,203 @@
+"""GALR: globally attentive, locally recurrent blocks (Lam et al., SLT 2021), the building
+block of every space in Tune-In (Wang et al., AAAI 2021, "GALR Block" section).
+
+The encoder's frame sequence ``(D, I)`` is cut into half-overlapping segments of ``K``
+frames, ``(D, S, K)``. Each block then runs
+
+- a locally recurrent layer inside every segment::
+
+      L_s = LN(Lin(BiLSTM(X_{:,s,:}))) + X_{:,s,:}
+
+- a globally attentive layer across segments: a 1x1 Conv2D maps the ``K`` intra-segment
+  positions to ``Q << K`` (so attention runs ``Q`` times instead of ``K`` times), layer norm
+  over ``D``, a positional embedding over the segment index, multi-head self-attention over
+  the ``S`` segments, and a 1x1 Conv2D back from ``Q`` to ``K``::
+
+      G = LN_D(Conv2D_{K->Q}(L)) + P,   X^ = Attn(G),   X = Conv2D_{Q->K}(X^)
+
+Inside the blocks tensors are kept features-last, ``(batch, S, K, D)``: the LSTM, the
+linear maps, the layer norms and the attention all read that layout without a transpose,
+and the two 1x1 Conv2Ds over ``K`` are one matrix product each on it.
+
+For Tune-In's speech-stimuli space the self-attention can be replaced by dual attention
+(paper Eq. 3-4): keys and values are computed from ``r(Z_j) * G + h(Z_j)`` for each
+steering vector ``Z_j``; see :class:`SegmentAttention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+# --- segmentation -------------------------------------------------------------------------
+
+def segment(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut ``(batch, frames, D)`` into half-overlapping segments ``(batch, S, size, D)``.
+
+    Only the right end is padded: to a whole number of hops, and to at least one segment.
+    Unlike DPRNN's chunking (:func:`cocktailparty.models.dprnn.segment`), no extra hop is
+    padded at either end, so the first and last hop of frames lie in one segment instead of
+    two. That saves ``2 * size`` positions per block, 3% of Tune-In's cost at 1 s with
+    ``size=256``: Table 1's budget (28.4 GFLOPs, a third of DPRNN's) has no room for them.
+    :func:`overlap_add` averages rather than sums, so edge frames are not at half scale.
+    """
+    if size < 2 or size % 2:
+        raise ValueError(f"segment size must be even (segments overlap by half), got {size}")
+    hop = size // 2
+    frames = x.shape[1]
+    padded = frames + (-frames) % hop
+    # sym_max keeps the size symbolic under export; inputs shorter than a segment get one.
+    pad = padded - frames + torch.sym_max(size - padded, 0)
+    halves = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, hop))  # (batch, S + 1, hop, D)
+    return torch.cat([halves[:, :-1], halves[:, 1:]], dim=2)
+
+
+def overlap_add(segments: torch.Tensor, frames: int) -> torch.Tensor:
+    """Inverse of :func:`segment`: ``(..., S, size, D)`` -> ``(..., frames, D)``, each frame
+    the mean of the (one or two) segment positions that hold it."""
+    hop = segments.shape[-2] // 2
+    count = segments.shape[-3]
+    first, second = segments[..., :hop, :], segments[..., hop:, :]
+    pad_after = [0, 0, 0, 0, 0, 1]
+    pad_before = [0, 0, 0, 0, 1, 0]
+    halves = F.pad(first, pad_after) + F.pad(second, pad_before)  # (..., S + 1, hop, D)
+    ones = segments.new_ones(count)
+    cover = F.pad(ones, (0, 1)) + F.pad(ones, (1, 0))  # 1 at both ends, 2 inside
+    halves = halves / cover[:, None, None]
+    return halves.flatten(-3, -2).narrow(-2, 0, frames)
+
+
+def sinusoidal_embedding(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """Transformer positional encoding ``(length, dim)``, computed for any length (no table
+    to outgrow), interleaved sin/cos, on ``like``'s device and dtype."""
+    position = torch.arange(length, device=like.device, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angle = position * rate
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)[:, :dim].to(like.dtype)
+
+
+# --- layers -------------------------------------------------------------------------------
+
+class LocallyRecurrent(nn.Module):
+    """Intra-segment layer: ``L_s = LN(Lin(BiLSTM(X_s))) + X_s`` for every segment ``s``.
+
+    Input and output ``(batch, S, K, D)``.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.rnn = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * hidden, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, segments, size, dim = x.shape
+        y = self.rnn(x.reshape(batch * segments, size, dim))[0]
+        return x + self.norm(self.proj(y)).reshape(batch, segments, size, dim)
+
+
+class SegmentAttention(nn.Module):
+    """Multi-head attention across segments, with optional top-down steering (Eq. 3-4).
+
+    Without steering it is the Transformer's self-attention. With steering ``(r, h)``, each
+    ``(batch, C, D)``, the queries still come from ``G`` but keys and values come from
+    ``r_j * G + h_j`` for every speaker ``j``, giving one output per speaker; ``r = 1``,
+    ``h = 0`` gives back self-attention exactly. The ``C`` outputs are averaged unless
+    ``keep_streams`` (see :class:`GALRBlock`).
+
+    Input ``G`` ``(batch, Q, S, D)``; output ``(batch, Q, S, D)``, or ``(batch, C, Q, S, D)``
+    with ``keep_streams``.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"feature dimension {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.dropout = dropout
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        # (..., S, D) -> (..., heads, S, D / heads)
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def forward(self, g: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                keep_streams: bool = False) -> torch.Tensor:
+        q = self._split(self.query(g))
+        if steer is None:
+            memory = g
+        else:
+            scale, shift = steer  # (batch, C, D): r(Z_j), h(Z_j)
+            memory = scale[:, :, None, None, :] * g.unsqueeze(1) + shift[:, :, None, None, :]
+            q = q.unsqueeze(1).expand(-1, memory.shape[1], -1, -1, -1, -1)
+        k, v = self._split(self.key(memory)), self._split(self.value(memory))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (..., heads, S, D / heads)
+        if steer is not None and not keep_streams:
+            # The output projection is linear, so averaging before it is the same and C times cheaper.
+            y = y.mean(dim=1)
+        return self.out(y.transpose(-3, -2).flatten(-2))
+
+
+class GloballyAttentive(nn.Module):
+    """Inter-segment layer (see the module docstring), with residual connections.
+
+    ``X^ = LN(G + Dropout(Attn(G)))`` as in a Transformer encoder layer (its feed-forward
+    sublayer is left out: Table 1's 2.3M parameters have no room for six of them), and the
+    block output is ``L + LN(Conv2D_{Q->K}(X^))``. The paper's text ends the block at the
+    ``Q -> K`` map; without the residual from ``L`` every block would squeeze the
+    ``K``-frame detail through ``Q << K`` numbers, so we keep the residual (as in the GALR
+    paper's Fig. 1 and its authors' code) at no parameter cost.
+
+    Input ``L`` ``(batch, S, K, D)``; output ``(batch, S, K, D)``, or ``(batch, C, S, K, D)``
+    with steering and ``keep_streams``.
+    """
+
+    def __init__(self, dim: int, segment_size: int, low_dim: int, heads: int, dropout: float):
+        super().__init__()
+        # A 1x1 Conv2D whose channels are the K intra-segment positions is a linear map on
+        # that axis at every (d, s): K*Q + Q parameters, applied as one matmul on (K, D).
+        self.down = nn.Linear(segment_size, low_dim)
+        self.norm_in = nn.LayerNorm(dim)
+        self.attn = SegmentAttention(dim, heads, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.up = nn.Linear(low_dim, segment_size)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, l: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                keep_streams: bool = False) -> torch.Tensor:
+        segments, dim = l.shape[1], l.shape[-1]
+        g = torch.matmul(self.down.weight, l) + self.down.bias[:, None]  # (batch, S, Q, D)
+        g = self.norm_in(g) + sinusoidal_embedding(segments, dim, g)[:, None, :]
+        g = g.transpose(1, 2)  # (batch, Q, S, D): Q sequences of S segments
+        a = self.attn(g, steer, keep_streams)
+        if a.dim() == 5:  # one stream per speaker
+            g, l = g.unsqueeze(1), l.unsqueeze(1)
+        x = self.norm_attn(g + self.drop(a)).transpose(-3, -2)  # (..., S, Q, D)
+        y = torch.matmul(self.up.weight, x) + self.up.bias[:, None]  # (..., S, K, D)
+        return l + self.norm_out(y)
+
+
+class GALRBlock(nn.Module):
+    """One GALR block: locally recurrent layer, then globally attentive layer.
+
+    Input ``(batch, S, K, D)``; output the same, or ``(batch, C, S, K, D)`` when steered
+    with ``keep_streams`` (one stream per steering vector, for Tune-In's last block).
+    """
+
+    def __init__(self, dim: int, hidden: int, segment_size: int, low_dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.local = LocallyRecurrent(dim, hidden)
+        self.glob = GloballyAttentive(dim, segment_size, low_dim, heads, dropout)
+
+    def forward(self, x: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                keep_streams: bool = False) -> torch.Tensor:
+        return self.glob(self.local(x), steer, keep_streams)
