@@ -1,0 +1,225 @@
+"""The TTS corpus builder, on a tiny corpus from espeak-ng and a few MBROLA voices (8 kHz)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from cocktailparty.cli import main
+from cocktailparty.data import corpus, tts
+from cocktailparty.errors import CocktailError
+
+# Three recorded persons (two American, one German MBROLA voice) and one espeak-ng formant
+# variant: 6 speakers means round two gives two persons a derived identity.
+VOICES = ["mb-us1", "mb-us2", "mb-de4", "en-us+m3"]
+TINY = dict(speakers=6, utterances=3, sample_rate=8000, seed=0, voices=VOICES, jobs=2)
+
+
+def _cli_args(out, *extra):
+    return ["-q", "corpus", "build", "--out", str(out), "--speakers", "6", "--utterances", "3",
+            "--sample-rate", "8000", "--seed", "0", "--jobs", "2", "--voices", *VOICES, *extra]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The same tiny corpus built twice: through the Python API and through the CLI."""
+    a = tmp_path_factory.mktemp("corpus") / "a"
+    b = tmp_path_factory.mktemp("corpus") / "b"
+    corpus.build_corpus(a, progress=False, **TINY)
+    assert main(_cli_args(b)) == 0
+    return a, b
+
+
+def _manifest(root):
+    with open(root / "manifest.csv", encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def _f0(x: np.ndarray, sr: int) -> float:
+    """Median autocorrelation pitch (Hz) of the louder frames."""
+    frame, hop = int(0.04 * sr), int(0.01 * sr)
+    lo, hi = int(sr / 400), int(sr / 60)
+    floor = 0.1 * np.abs(x).max()
+    found = []
+    for start in range(0, len(x) - frame, hop):
+        f = x[start:start + frame].astype(np.float64)
+        if np.abs(f).max() < floor:
+            continue
+        f = f - f.mean()
+        ac = np.correlate(f, f, "full")[frame - 1:]
+        if ac[0] <= 0:
+            continue
+        ac = ac / ac[0]
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.5:
+            found.append(sr / lag)
+    return float(np.median(found))
+
+
+def test_manifest_columns_and_rows(built):
+    a, _ = built
+    columns, rows = _manifest(a)
+    assert tuple(columns) == corpus.MANIFEST_COLUMNS
+    assert len(rows) == 6 * 3
+    assert len({r["utterance_id"] for r in rows}) == len(rows)
+    assert len({r["speaker"] for r in rows}) == 6
+    for r in rows:
+        assert r["split"] in corpus.SPLITS
+        assert r["gender"] in ("m", "f", "unknown")
+        assert r["engine"] == "espeak-ng"
+        assert r["path"] == f"{r['split']}/{r['speaker']}/{r['utterance_id']}.flac"
+        assert r["text"].strip() and "http" not in r["text"]
+    assert {r["language"] for r in rows} == {"en-us", "de"}
+    meta = json.loads((a / "corpus.json").read_text("utf-8"))
+    assert meta["status"] == "complete"
+    assert sum(c["utterances"] for c in meta["counts"].values()) == 18
+    assert meta["engines"]["espeak-ng"] != "not installed"
+
+
+def test_files_are_flac_at_the_rate_and_durations_match(built):
+    a, _ = built
+    for r in _manifest(a)[1]:
+        info = soundfile.info(str(a / r["path"]))
+        assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 8000, 1)
+        assert int(r["sample_rate"]) == 8000
+        assert abs(info.frames / info.samplerate - float(r["duration"])) < 1e-3
+        assert 1.0 < float(r["duration"]) < 12.0
+
+
+def test_splits_are_disjoint_by_person(built):
+    a, _ = built
+    rows = _manifest(a)[1]
+    persons = {s: {r["person"] for r in rows if r["split"] == s} for s in corpus.SPLITS}
+    assert all(persons.values()), "each split should get at least one person here"
+    assert not persons["train"] & persons["valid"]
+    assert not persons["train"] & persons["test"]
+    assert not persons["valid"] & persons["test"]
+    # Four persons: mbrola-us1, mbrola-us2, mbrola-de4 and the espeak-ng m3 variant.
+    assert len(set().union(*persons.values())) == 4
+
+
+def test_level_is_normalised_and_edges_are_not_silent(built):
+    a, _ = built
+    for r in _manifest(a)[1]:
+        x, sr = soundfile.read(str(a / r["path"]), dtype="float32")
+        rms_db = 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+        peak = np.abs(x).max()
+        if peak < 0.95:
+            assert abs(rms_db - corpus.TARGET_RMS_DBFS) < 0.3, r["path"]
+        else:  # peak-limited instead
+            assert rms_db < corpus.TARGET_RMS_DBFS + 0.3
+            assert peak <= 0.98
+        edge = int(0.03 * sr)
+        for part in (x[:edge], x[-edge:]):
+            assert 20 * np.log10(np.sqrt(np.mean(part.astype(np.float64) ** 2)) + 1e-12) > -60, r["path"]
+
+
+def test_same_seed_gives_the_same_corpus(built):
+    a, b = built
+    cols_a, rows_a = _manifest(a)
+    cols_b, rows_b = _manifest(b)
+    assert rows_a == rows_b
+    speakers_a = json.loads((a / "corpus.json").read_text("utf-8"))["speakers"]
+    speakers_b = json.loads((b / "corpus.json").read_text("utf-8"))["speakers"]
+    assert speakers_a == speakers_b
+    # espeak-ng and MBROLA are deterministic, so the audio is too.
+    for r in rows_a:
+        xa, _ = soundfile.read(str(a / r["path"]), dtype="int16")
+        xb, _ = soundfile.read(str(b / r["path"]), dtype="int16")
+        assert np.array_equal(xa, xb), r["path"]
+
+
+def test_derived_identities_really_differ(built):
+    a, _ = built
+    meta = json.loads((a / "corpus.json").read_text("utf-8"))
+    rows = _manifest(a)[1]
+    by_voice = {}
+    for spk in meta["speakers"]:
+        by_voice.setdefault(spk["voice_key"], []).append(spk)
+    pairs = [v for v in by_voice.values() if len(v) > 1]
+    assert pairs, "the tiny corpus should hold derived identities"
+    for group in pairs:
+        assert len({(s["pitch"], s["formant"]) for s in group}) == len(group)
+        f0 = {}
+        for spk in group:
+            x = np.concatenate([soundfile.read(str(a / r["path"]), dtype="float32")[0]
+                                for r in rows if r["speaker"] == spk["speaker"]])
+            f0[spk["speaker"]] = _f0(x, 8000)
+        base = next(s for s in group if s["rank"] == 0)
+        for spk in group:
+            if spk["rank"] == 0:
+                continue
+            measured = 12 * np.log2(f0[spk["speaker"]] / f0[base["speaker"]])
+            planned = 12 * np.log2(spk["pitch"])
+            assert abs(measured) > 1.5, (spk, f0)
+            assert abs(measured - planned) < 1.5, (spk, f0)
+
+
+def test_too_many_speakers_is_a_clear_error(tmp_path):
+    with pytest.raises(CocktailError, match="install-system-deps.sh"):
+        corpus.build_corpus(tmp_path / "c", speakers=50, utterances=1, voices=["mb-us1"], progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_unknown_voice_and_bad_split_are_clear_errors(tmp_path):
+    with pytest.raises(CocktailError, match="no installed voice matches"):
+        corpus.build_corpus(tmp_path / "c", speakers=1, utterances=1, voices=["nosuchvoice"], progress=False)
+    with pytest.raises(CocktailError, match="--split"):
+        corpus.build_corpus(tmp_path / "c", speakers=1, utterances=1, split="0.5,x", progress=False)
+
+
+def test_refuses_a_folder_that_is_not_a_corpus(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CocktailError, match="holds no corpus"):
+        corpus.build_corpus(tmp_path, progress=False, **TINY)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_keeps_finished_files_and_force_rebuilds(built, tmp_path, capsys):
+    a, _ = built
+    c = tmp_path / "c"
+    shutil.copytree(a, c)
+    rows = _manifest(c)[1]
+    gone, kept = c / rows[0]["path"], c / rows[1]["path"]
+    reference = soundfile.read(str(gone), dtype="int16")[0]
+    gone.unlink()
+    (gone.parent / f".{gone.name}.1234.part").write_bytes(b"half-written")  # left by a killed build
+    kept_mtime = kept.stat().st_mtime_ns
+    corpus.build_corpus(c, progress=False, **TINY)
+    assert np.array_equal(soundfile.read(str(gone), dtype="int16")[0], reference)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert not list(c.rglob("*.part"))
+    assert _manifest(c)[1] == rows
+    # Other settings: refused without --force (through the CLI: one line, exit status 1) ...
+    assert main(_cli_args(c, "--seed", "1")) == 1
+    assert "--force" in capsys.readouterr().err
+    # ... and rebuilt with it.
+    assert main(_cli_args(c, "--seed", "1", "--force")) == 0
+    assert json.loads((c / "corpus.json").read_text("utf-8"))["parameters"]["seed"] == 1
+    assert len(_manifest(c)[1]) == 18
+
+
+def test_text_cleaning():
+    clean = corpus._clean_entry
+    assert clean("Never put off till tomorrow what you can do the day after tomorrow.\n"
+                 "\t\t-- Mark Twain") == ["Never put off till tomorrow what you can do the day after tomorrow."]
+    assert clean("See http://example.com for the rest of this rather long sentence here.") == []
+    assert clean("int main() { return 0; } is the shortest program that does nothing at all.") == []
+    assert clean("Short.") == []
+
+
+def test_voice_inventory_counts_shared_persons_once():
+    voices = tts.discover()
+    keys = {v.key: v for v in voices}
+    assert "espeak-ng:mb-us1" in keys and keys["espeak-ng:mb-us1"].person == "mbrola-us1"
+    assert keys["espeak-ng:en-us+m3"].recorded is False
+    for a, b in [("flite:slt", "festival:cmu_us_slt_arctic_hts"), ("flite:slt", "rhvoice:slt"),
+                 ("flite:kal16", "festival:kal_diphone"), ("flite:awb", "rhvoice:alan")]:
+        if a in keys and b in keys:
+            assert keys[a].person == keys[b].person
