@@ -252,19 +252,37 @@ def mac_breakdown(model: nn.Module, seconds: float = 1.0, sample_rate: int | Non
         model.train(was_training)
     counts = counter.get_flop_counts()
     root = type(model).__name__
-    by_module: dict[str, int] = {}
-    for name, ops in counts.items():
-        if name == "Global":
-            continue
-        if name != root and not name.startswith(root + "."):
-            continue
-        relative = name[len(root) + 1:]
-        if relative and relative.count(".") + 1 > depth:
-            continue
-        by_module[relative] = _halve(sum(ops.values()), name)
+    tracked = {name[len(root) + 1:]: _halve(sum(ops.values()), name) for name, ops in counts.items()
+               if name == root or name.startswith(root + ".")}
+    by_module = _by_depth(tracked, depth)
     by_op = {str(op): _halve(flops, str(op)) for op, flops in counts.get("Global", {}).items()}
     total = sum(by_op.values())
     return MacCount(total=total, by_module=by_module, by_op=by_op)
+
+
+def _by_depth(tracked: dict[str, int], depth: int) -> dict[str, int]:
+    """Totals for every module name at most ``depth`` levels below the model.
+
+    Only modules that were called are tracked, so a container such as an ``nn.ModuleList``
+    (indexed, never called) gets the sum of its outermost called descendants.
+    """
+    def level(name: str) -> int:
+        return 0 if not name else name.count(".") + 1
+
+    def ancestors(name: str) -> list[str]:
+        parts = name.split(".") if name else []
+        return [".".join(parts[:i]) for i in range(len(parts))]
+
+    names = {a for n in tracked for a in ancestors(n) + [n] if level(a) <= depth}
+    totals = {}
+    for prefix in names:
+        if prefix in tracked:
+            totals[prefix] = tracked[prefix]
+            continue
+        below = [n for n in tracked if prefix == "" or n.startswith(prefix + ".")]
+        outermost = [n for n in below if not any(a in tracked and level(a) > level(prefix) for a in ancestors(n))]
+        totals[prefix] = sum(tracked[n] for n in outermost)
+    return dict(sorted(totals.items()))
 
 
 def count_macs(model: nn.Module, seconds: float = 1.0, sample_rate: int | None = None, batch: int = 1,
@@ -347,7 +365,7 @@ def peak_memory_mb(model: nn.Module | str | None, seconds: float = 1.0, sample_r
     """
     device = torch.device(device)
     if device.type == "cuda":
-        module = _resolve(model, sample_rate, device)
+        module = resolve_model(model, sample_rate, device)
         x = example_input(module, seconds, sample_rate, batch, device)
         with torch.inference_mode():
             module(x[:, : round(WARMUP_SECONDS * model_sample_rate(module, sample_rate))])
@@ -375,7 +393,7 @@ def peak_memory_mb(model: nn.Module | str | None, seconds: float = 1.0, sample_r
                 request["pickle"] = os.path.join(tmp, "model.pt")
                 torch.save(model if _device_of(model).type == "cpu" else _cpu_copy(model), request["pickle"])
         else:
-            module = _resolve(model, None, "cpu")
+            module = resolve_model(model, None, "cpu")
             request["sample_rate"] = model_sample_rate(module, sample_rate)
             request["imports"] = [type(module).__module__]  # registers its architecture there too
             request["spec"] = model
@@ -409,8 +427,11 @@ def _median_ms(step: Callable[[], Any], device: torch.device, repeats: int, budg
     """Median wall time of ``step`` in ms after ``warmup`` calls; at least 3 timed runs, then
     stop at ``repeats`` or when ``budget_s`` is spent."""
     for _ in range(warmup):
+        t0 = time.perf_counter()
         step()
-    _sync(device)
+        _sync(device)
+        if time.perf_counter() - t0 > budget_s / 10:
+            break  # a slow step is warm after one call; spend the budget on timed runs
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max(repeats, 1):
@@ -498,7 +519,7 @@ def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_ra
         from .checkpoint import DEFAULT_MODEL
 
         name = model or DEFAULT_MODEL
-    module = _resolve(model, sample_rate, device)
+    module = resolve_model(model, sample_rate, device)
     rate = model_sample_rate(module, sample_rate)
     macs = mac_breakdown(module, seconds, rate, batch, depth=depth)
     result: dict[str, Any] = {
@@ -521,9 +542,8 @@ def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_ra
     }
     if memory:
         details: dict[str, float] = {}
-        # A spec goes to the memory subprocess as text, so that it loads the model itself.
-        target = module if isinstance(model, nn.Module) else model
-        result["peak_memory_mb"] = peak_memory_mb(target, seconds, rate, batch, device, threads, details)
+        # The subprocess rebuilds the architecture from its config: weights do not change the cost.
+        result["peak_memory_mb"] = peak_memory_mb(module, seconds, rate, batch, device, threads, details)
         if "rss_mb" in details:
             result["rss_mb"] = details["rss_mb"]
     if timing:
@@ -577,7 +597,7 @@ def _at_rate(model: nn.Module, sample_rate: int | None) -> nn.Module:
     return rebuilt.to(_device_of(model))
 
 
-def _resolve(model: nn.Module | str | None, sample_rate: int | None, device: torch.device | str) -> nn.Module:
+def resolve_model(model: nn.Module | str | None, sample_rate: int | None, device: torch.device | str) -> nn.Module:
     if not isinstance(model, nn.Module):
         from .checkpoint import load_model
 

@@ -235,3 +235,29 @@ def test_real_time_factor_positive():
     speed = profile.real_time_factor(model, seconds=0.5, repeats=3)
     assert speed["rtf"] > 0 and speed["forward_ms"] > 0
     assert torch.get_num_threads() >= 1
+
+
+def _profile_table_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_table.py"
+    spec = importlib.util.spec_from_file_location("profile_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_table_checks_paper_targets(monkeypatch, capsys):
+    table = _profile_table_module()
+    monkeypatch.setitem(table.PAPER_RATES, "profile-test-tiny", 8000)
+    macs = 8000 * 64 * 17 + 100 * 4 * 8 * (64 + 8) + 8000 * 2 * 64  # per 1 s at 8 kHz
+    monkeypatch.setitem(table.TARGETS, "profile-test-tiny", {"gmacs": (0.99 * macs / 1e9, 1.01 * macs / 1e9)})
+    assert table.main(["profile-test-tiny", "--no-memory", "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "| profile-test-tiny" in out and "| ok" in out and "8 kHz" in out
+    # Another rate is not the paper setting: reported, not judged.
+    assert table.main(["profile-test-tiny@16000", "--no-memory", "--no-timing"]) == 0
+    monkeypatch.setitem(table.TARGETS, "profile-test-tiny", {"params": (1e6, 2e6)})
+    assert table.main(["profile-test-tiny", "--no-memory", "--no-timing"]) == 1
+    assert "MISS: params" in capsys.readouterr().out
