@@ -1,0 +1,155 @@
+"""PIT losses: planted permutations, Hungarian vs. exhaustive, values, gradients on silence."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cocktailparty import losses, metrics
+
+
+def si_snr_np(est, ref):
+    """Zero-mean SI-SNR in float64 through the projection, written out for one pair."""
+    est = est - est.mean()
+    ref = ref - ref.mean()
+    target = ref * (est @ ref) / (ref @ ref)
+    return 10 * np.log10((target @ target) / ((est - target) @ (est - target)))
+
+
+def shuffled_batch(c, batch=3, n=800, noise=0.1, seed=0):
+    """References, and estimates with est[b, i] = ref[b, sigma_b[i]] + noise."""
+    g = torch.Generator().manual_seed(seed)
+    refs = torch.randn(batch, c, n, generator=g, dtype=torch.float64)
+    sigmas = [torch.randperm(c, generator=g) for _ in range(batch)]
+    for b in range(batch):  # make sure at least one item is not the identity
+        if c > 1 and torch.equal(sigmas[b], torch.arange(c)):
+            sigmas[b] = torch.roll(sigmas[b], 1)
+    est = torch.stack([refs[b, sigmas[b]] for b in range(batch)])
+    est = est + noise * torch.randn(est.shape, generator=g, dtype=torch.float64)
+    return est, refs, torch.stack(sigmas)
+
+
+@pytest.mark.parametrize("c", [2, 3, 4, 5])
+def test_pit_finds_planted_permutation(c):
+    est, refs, sigma = shuffled_batch(c, seed=c)
+    loss, perm = losses.pit_si_snr_loss(est, refs)
+    assert perm.dtype == torch.long and perm.shape == (3, c)
+    # Convention: estimates[b, perm[b, j]] pairs with references[b, j], i.e. perm = sigma^-1.
+    np.testing.assert_array_equal(perm.numpy(), np.argsort(sigma.numpy(), axis=1))
+    for b in range(3):
+        for j in range(c):
+            assert torch.allclose(est[b, perm[b, j]], refs[b, j], atol=1.0)
+    assert torch.equal(metrics.permute(est, perm), est.gather(1, perm[..., None].expand(-1, -1, est.shape[-1])))
+
+    expected = -np.mean(
+        [[si_snr_np(est[b, perm[b, j]].numpy(), refs[b, j].numpy()) for j in range(c)] for b in range(3)]
+    )
+    assert loss.item() == pytest.approx(expected, abs=1e-8)
+
+
+def test_loss_is_the_minimum_over_all_permutations():
+    est, refs, _ = shuffled_batch(3, batch=4, noise=2.0, seed=9)  # noisy: pairings are close calls
+    per_utt, perm = losses.pit_si_snr_loss(est, refs, reduction="none")
+    assert per_utt.shape == (4,)
+    for b in range(4):
+        costs = {
+            p: -np.mean([si_snr_np(est[b, p[j]].numpy(), refs[b, j].numpy()) for j in range(3)])
+            for p in itertools.permutations(range(3))
+        }
+        best = min(costs, key=costs.get)
+        assert tuple(perm[b].tolist()) == best
+        assert per_utt[b].item() == pytest.approx(costs[best], abs=1e-8)
+
+
+@pytest.mark.parametrize("c", [4, 5])
+def test_hungarian_equals_exhaustive(c):
+    g = torch.Generator().manual_seed(c)
+    scores = torch.randn(50, c, c, generator=g, dtype=torch.float64)
+    fast = metrics.best_permutation(scores)  # Hungarian for C > 3
+    perms = list(itertools.permutations(range(c)))
+    for b in range(50):
+        totals = [sum(scores[b, p[j], j].item() for j in range(c)) for p in perms]
+        assert tuple(fast[b].tolist()) == perms[int(np.argmax(totals))]
+    low = metrics.best_permutation(scores, maximize=False)
+    for b in range(50):
+        totals = [sum(scores[b, p[j], j].item() for j in range(c)) for p in perms]
+        assert tuple(low[b].tolist()) == perms[int(np.argmin(totals))]
+
+
+def test_hungarian_and_exhaustive_paths_agree(monkeypatch):
+    scores = torch.randn(40, 3, 3, generator=torch.Generator().manual_seed(1))
+    exhaustive = metrics.best_permutation(scores)
+    monkeypatch.setattr(metrics, "EXHAUSTIVE_MAX_SOURCES", 0)
+    assert torch.equal(metrics.best_permutation(scores), exhaustive)
+
+
+def test_permutation_convention_matches_bss_eval():
+    est, refs, _ = shuffled_batch(3, batch=1, n=1500, noise=0.3, seed=4)
+    _, perm = losses.pit_si_snr_loss(est, refs)
+    _, sdr_perm = metrics.sdr(est[0].numpy(), refs[0].numpy())
+    np.testing.assert_array_equal(perm[0].numpy(), sdr_perm)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["both silent", "silent references", "silent estimates", "one silent source"])
+@pytest.mark.parametrize("loss_fn", [losses.pit_si_snr_loss, losses.pit_snr_loss])
+def test_finite_loss_and_gradients_on_silence(dtype, case, loss_fn):
+    g = torch.Generator().manual_seed(0)
+    est = torch.randn(2, 3, 400, generator=g, dtype=dtype)
+    refs = torch.randn(2, 3, 400, generator=g, dtype=dtype)
+    if case in ("both silent", "silent estimates"):
+        est.zero_()
+    if case in ("both silent", "silent references"):
+        refs.zero_()
+    if case == "one silent source":
+        est[0, 1].zero_()
+        refs[1, 2].zero_()
+    est.requires_grad_(True)
+    refs.requires_grad_(True)
+    loss, perm = loss_fn(est, refs)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(est.grad).all() and torch.isfinite(refs.grad).all()
+    assert sorted(perm[0].tolist()) == [0, 1, 2]
+    if case == "both silent":
+        assert loss.item() == 0.0  # (0 + eps) / (0 + eps)
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    est = torch.randn(2, 2, 64, generator=g, dtype=torch.float64, requires_grad=True)
+    refs = torch.randn(2, 2, 64, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e, r: losses.pit_si_snr_loss(e, r)[0], (est, refs))
+    assert torch.autograd.gradcheck(lambda e, r: losses.pit_snr_loss(e, r)[0], (est, refs))
+    silent = torch.zeros(1, 2, 32, dtype=torch.float64, requires_grad=True)
+    quiet = (1e-3 * torch.randn(1, 2, 32, generator=g, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda e: losses.pit_si_snr_loss(e, quiet)[0], (silent,))
+
+
+def test_snr_loss_punishes_gain_but_si_snr_does_not():
+    est, refs, _ = shuffled_batch(2, batch=2, noise=0.0, seed=5)
+    si, _ = losses.pit_si_snr_loss(0.5 * est, refs)
+    plain, perm = losses.pit_snr_loss(0.5 * est, refs)
+    assert si.item() < -60  # only eps keeps it finite
+    assert plain.item() == pytest.approx(-20 * np.log10(2), abs=1e-6)
+    np.testing.assert_array_equal(perm.numpy(), losses.pit_si_snr_loss(est, refs)[1].numpy())
+
+
+def test_pit_wrapper_with_a_custom_pairwise_loss():
+    def pairwise_mse(e, r):
+        return (e.unsqueeze(2) - r.unsqueeze(1)).pow(2).mean(-1)
+
+    est, refs, sigma = shuffled_batch(4, seed=6)
+    loss, perm = losses.PITLoss(pairwise_mse)(est, refs)
+    np.testing.assert_array_equal(perm.numpy(), np.argsort(sigma.numpy(), axis=1))
+    assert loss.item() == pytest.approx(0.01, rel=0.2)  # the planted noise variance
+    default, _ = losses.PITLoss()(est, refs)
+    assert default.item() == pytest.approx(losses.pit_si_snr_loss(est, refs)[0].item())
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="batch, sources, time"):
+        losses.pit_si_snr_loss(torch.zeros(2, 100), torch.zeros(2, 100))
+    with pytest.raises(ValueError, match="reduction"):
+        losses.pit_si_snr_loss(torch.zeros(1, 2, 10), torch.zeros(1, 2, 10), reduction="max")
