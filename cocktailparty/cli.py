@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "SI-SNRi and SDRi of a model on a test set, per utterance and on average")
     _model_arguments(p)
     p.add_argument("--data", required=True, metavar="DIR", help="a test set (wsj0-2mix layout or a standard corpus)")
+    p.add_argument("--split", default="test", help="split to score when DIR holds several (default: %(default)s)")
     p.add_argument("--out", metavar="CSV", help="per-utterance results (default: results-<model>.csv)")
     p.add_argument("--pesq", action="store_true", help="also compute PESQ")
     p.add_argument("--stoi", action="store_true", help="also compute STOI")

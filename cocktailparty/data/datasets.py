@@ -571,6 +571,8 @@ def find_split_folder(
         if not splits:
             continue
         names = ", ".join(p.name for p in splits.values())
+        if split is None and len(splits) == 1:
+            split = next(iter(splits))
         if split is None:
             raise DatasetLayoutError(f"{base}: holds the splits {names}; choose one (split=...)")
         canon = canonical_split(split)

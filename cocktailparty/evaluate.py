@@ -1,0 +1,167 @@
+"""``cocktail evaluate``: a model's SI-SNRi and SDRi on a test set, per utterance and on average.
+
+The model runs on each whole mixture at its own rate, and its raw output is scored, as the
+papers score it (no rescaling, no chunking). One CSV row per mixture is appended and flushed
+as soon as it is scored, so a run that is stopped resumes where it was: rows already in the
+CSV are skipped. A JSON file beside the CSV records the model and data it belongs to (so a
+resume never mixes two models' rows) and, at the end, the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .data.datasets import open_mixture_dataset
+from .errors import CocktailError
+from .metrics import utterance_scores
+from .separate import resolve_device
+
+log = logging.getLogger("cocktailparty")
+
+SUMMARY_METRICS = ("si_snri", "sdri", "si_snr", "sdr", "pesq", "stoi")
+
+
+def evaluate(
+    model_spec: str | None,
+    data: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    device: str | None = None,
+    pesq: bool = False,
+    stoi: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    split: str | None = "test",
+) -> dict:
+    """Score ``model_spec`` on the fixed mixture set at ``data``; returns the summary.
+
+    ``data`` may be a split folder itself (``mix/``, ``s1/``, ...) or a corpus root, from
+    which ``split`` is taken.
+
+    The summary maps each metric to ``{"mean", "ci95", "n"}``: the mean over mixtures (each
+    mixture's score is the mean over its sources) and the half-width of its 95% confidence
+    interval (Student t).
+    """
+    from tqdm import tqdm
+
+    device = resolve_device(device)
+    model = load_model(model_spec, device)
+    rate = model.config.sample_rate
+    dataset = open_mixture_dataset(data, split=split, sample_rate=rate)
+    if dataset.num_sources != model.config.num_sources:
+        raise CocktailError(
+            f"{data}: has {dataset.num_sources} sources per mixture but the model separates "
+            f"{model.config.num_sources}"
+        )
+    metrics = ["si_snr", "si_snri", "sdr", "sdri"] + (["pesq"] if pesq else []) + (["stoi"] if stoi else [])
+    columns = ["id"] + metrics + [f"si_snri_s{i + 1}" for i in range(dataset.num_sources)]
+    out_csv = Path(out_csv)
+    identity = {"model": str(model_spec or "default"), "data": str(Path(data).resolve()), "metrics": metrics}
+    done = _resume(out_csv, identity, columns)
+    indices = [i for i, item_id in enumerate(dataset.ids) if item_id not in done]
+    if limit is not None:
+        indices = [i for i in indices if i < limit]
+    if done:
+        log.info("%s: %d mixtures already scored; resuming with %d more", out_csv, len(done), len(indices))
+
+    with open(out_csv, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if not done:
+            writer.writerow(columns)
+        for index in tqdm(indices, desc="evaluating", unit="mix", disable=not progress):
+            item = dataset[index]
+            with torch.inference_mode():
+                estimates = model(item["mixture"].to(device).unsqueeze(0))[0].float().cpu()
+            scores = utterance_scores(
+                estimates, item["sources"], item["mixture"], sample_rate=rate,
+                compute_pesq=pesq, compute_stoi=stoi,
+            )
+            row = [item["id"]] + [f"{np.mean(scores[m]):.6f}" for m in metrics]
+            row += [f"{v:.6f}" for v in scores["si_snri"]]
+            writer.writerow(row)
+            handle.flush()
+
+    rows = _read_rows(out_csv)
+    if limit is not None:
+        wanted = set(dataset.ids[:limit])
+        rows = [r for r in rows if r["id"] in wanted]
+    summary = {m: _mean_ci([float(r[m]) for r in rows]) for m in metrics}
+    identity["summary"] = summary
+    _identity_path(out_csv).write_text(json.dumps(identity, indent=2) + "\n")
+    return summary
+
+
+def _identity_path(out_csv: Path) -> Path:
+    return out_csv.with_suffix(".json")
+
+
+def _resume(out_csv: Path, identity: dict, columns: list[str]) -> set[str]:
+    """Ids already scored in ``out_csv`` for the same model and data; empty for a new run."""
+    meta_path = _identity_path(out_csv)
+    if not out_csv.exists():
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(identity, indent=2) + "\n")
+        return set()
+    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if {k: previous.get(k) for k in ("model", "data", "metrics")} != identity:
+        raise CocktailError(
+            f"{out_csv}: holds results of another run (model {previous.get('model')!r} on "
+            f"{previous.get('data')!r}); choose another --out or delete it"
+        )
+    with open(out_csv, newline="") as handle:
+        text = handle.read()
+    if not text.endswith("\n"):
+        # The run was stopped while writing a row: drop the partial line.
+        text = text[: text.rfind("\n") + 1]
+        out_csv.write_text(text)
+    lines = text.splitlines()
+    if not lines or lines[0].split(",") != columns:
+        raise CocktailError(f"{out_csv}: its columns do not match this evaluation; choose another --out")
+    return {r["id"] for r in _read_rows(out_csv)}
+
+
+def _read_rows(out_csv: Path) -> list[dict]:
+    with open(out_csv, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _mean_ci(values: list[float]) -> dict:
+    """Mean and 95% confidence half-width (Student t) of finite values."""
+    from scipy import stats
+
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    n = int(finite.size)
+    if n == 0:
+        return {"mean": float("nan"), "ci95": float("nan"), "n": 0}
+    mean = float(finite.mean())
+    if n == 1:
+        return {"mean": mean, "ci95": float("nan"), "n": 1}
+    half_width = float(stats.t.ppf(0.975, n - 1) * finite.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "ci95": half_width, "n": n}
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'metric':<8} {'mean':>8} {'95% CI':>9} {'n':>6}"]
+    for metric, s in summary.items():
+        lines.append(f"{metric:<8} {s['mean']:8.2f} {'±' + format(s['ci95'], '.2f'):>9} {s['n']:6d}")
+    return "\n".join(lines)
+
+
+def cli_evaluate(args) -> int:
+    name = Path(args.model).stem if args.model else "default"
+    out_csv = Path(args.out or f"results-{name}.csv")
+    summary = evaluate(
+        args.model, args.data, out_csv, device=args.device, pesq=args.pesq, stoi=args.stoi,
+        limit=args.limit, progress=not args.quiet, split=args.split,
+    )
+    print(format_summary(summary))
+    print(f"per-utterance results: {out_csv}")
+    return 0
