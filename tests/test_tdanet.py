@@ -187,3 +187,19 @@ def test_configs_build(path):
 def test_configs_exist():
     names = {p.stem for p in CONFIG_DIR.glob("tdanet*.yaml")}
     assert {"tdanet-lrs2", "tdanet-large-lrs2"} <= names
+
+
+def test_bf16_autocast_keeps_activations_bf16_and_waveform_fp32():
+    model = tiny().eval()
+    model.channels_last = False
+    x = torch.randn(2, 3000)
+    dtypes = {}
+    model.block.down[1].register_forward_hook(lambda m, i, o: dtypes.update(norm=o.dtype))
+    with torch.inference_mode():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert dtypes["norm"] == torch.bfloat16  # no fp32 round trip around the norms
+    assert out.dtype == torch.float32
+    err = (out - reference).square().sum() / reference.square().sum()
+    assert err < 1e-2  # bf16 has 8 mantissa bits; 20 dB SNR is ample for a smoke check
