@@ -122,9 +122,10 @@ class Conv(nn.Conv1d):
 class GLN(GlobalLayerNorm):
     """gLN that keeps the activations' dtype under autocast. ``(batch, channels, *)``.
 
-    CUDA autocast runs group_norm in fp32, which wraps every norm in two casts and doubles
-    its memory traffic: the reason bf16 autocast made the authors' model slower. torch's
-    group_norm accumulates its statistics in fp32 for bf16/fp16 inputs anyway.
+    CUDA autocast runs group_norm in fp32, which wraps every norm in two casts and keeps the
+    activations between convs in fp32: more memory traffic than plain fp32, a likely reason
+    why bf16 autocast made the authors' model slower (REFERENCE-NOTES). torch's group_norm
+    accumulates its statistics in fp32 for bf16/fp16 inputs anyway.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
