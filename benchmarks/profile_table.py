@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-timing", action="store_true", help="skip the real-time factor")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # every model here is untrained on purpose
+    try:
+        return _run(args)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run(args: argparse.Namespace) -> int:
 
     rows, missed = [], False
     for item in args.models or default_models():

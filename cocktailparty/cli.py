@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder of a new run (default: runs/<config>-<time>)")
+    p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
 
     p = command("evaluate", "cocktailparty.evaluate:cli_evaluate",
                 "SI-SNRi and SDRi of a model on a test set, per utterance and on average")
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(p)
     p.add_argument("--sample-rate", type=int, help="default: the model's own")
     p.add_argument("--seconds", type=float, default=1.0, help="input length (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for timing (default: 1, like the papers' reference figures)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = command("export", "cocktailparty.export:cli_export", "export a model to ONNX, checked against PyTorch")
