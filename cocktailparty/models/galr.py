@@ -60,14 +60,14 @@ def overlap_add(segments: torch.Tensor, frames: int) -> torch.Tensor:
     """Inverse of :func:`segment`: ``(..., S, size, D)`` -> ``(..., frames, D)``, each frame
     the mean of the (one or two) segment positions that hold it."""
     hop = segments.shape[-2] // 2
-    count = segments.shape[-3]
-    first, second = segments[..., :hop, :], segments[..., hop:, :]
-    pad_after = [0, 0, 0, 0, 0, 1]
-    pad_before = [0, 0, 0, 0, 1, 0]
-    halves = F.pad(first, pad_after) + F.pad(second, pad_before)  # (..., S + 1, hop, D)
-    ones = segments.new_ones(count)
-    cover = F.pad(ones, (0, 1)) + F.pad(ones, (1, 0))  # 1 at both ends, 2 inside
-    halves = halves / cover[:, None, None]
+    shape = list(segments.shape)
+    shape[-3] += 1
+    shape[-2] = hop
+    # Accumulating in place into one buffer keeps a single output-sized tensor alive.
+    halves = segments.new_zeros(shape)  # (..., S + 1, hop, D)
+    halves[..., :-1, :, :] += segments[..., :hop, :]
+    halves[..., 1:, :, :] += segments[..., hop:, :]
+    halves[..., 1:-1, :, :] *= 0.5  # inner halves lie in two segments, the end ones in one
     return halves.flatten(-3, -2).narrow(-2, 0, frames)
 
 
@@ -85,19 +85,38 @@ def sinusoidal_embedding(length: int, dim: int, like: torch.Tensor) -> torch.Ten
 class LocallyRecurrent(nn.Module):
     """Intra-segment layer: ``L_s = LN(Lin(BiLSTM(X_s))) + X_s`` for every segment ``s``.
 
+    Without gradients the segments go through in ``inference_chunks`` groups (a fixed
+    count, so the graph traces the same at any length; the results are identical), each
+    group's result written straight into its slice of the output, or, with ``inplace``,
+    into the input itself. The LSTM's working memory is about three times its ``2H``-wide
+    output, the largest thing a GALR forward holds; in groups it is a fraction of that,
+    which keeps inference memory within Table 1's budget (730 MB against DPRNN's 1970).
+    Training runs one call: the backward keeps every group's activations anyway, and one
+    call is faster on a GPU.
+
     Input and output ``(batch, S, K, D)``.
     """
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, inference_chunks: int = 1):
         super().__init__()
         self.rnn = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * hidden, dim)
         self.norm = nn.LayerNorm(dim)
+        self.inference_chunks = max(1, inference_chunks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _layer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(self.rnn(x)[0]))
+
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         batch, segments, size, dim = x.shape
-        y = self.rnn(x.reshape(batch * segments, size, dim))[0]
-        return x + self.norm(self.proj(y)).reshape(batch, segments, size, dim)
+        flat = x.reshape(batch * segments, size, dim)
+        if torch.is_grad_enabled():
+            return x + self._layer(flat).view(batch, segments, size, dim)
+        out = flat if inplace else torch.empty_like(flat)
+        # tensor_split always gives inference_chunks parts (some may be empty).
+        for part, dest in zip(flat.tensor_split(self.inference_chunks), out.tensor_split(self.inference_chunks)):
+            torch.add(part, self._layer(part), out=dest)
+        return out.view(batch, segments, size, dim)
 
 
 class SegmentAttention(nn.Module):
@@ -182,8 +201,13 @@ class GloballyAttentive(nn.Module):
         if a.dim() == 5:  # one stream per speaker
             g, l = g.unsqueeze(1), l.unsqueeze(1)
         x = self.norm_attn(g + self.drop(a)).transpose(-3, -2)  # (..., S, Q, D)
-        y = torch.matmul(self.up.weight, x) + self.up.bias[:, None]  # (..., S, K, D)
-        return l + self.norm_out(y)
+        y = torch.matmul(self.up.weight, x).add_(self.up.bias[:, None])  # (..., S, K, D)
+        # In place where it is safe (neither the matmul nor the layer norm needs its output
+        # for backward; without gradients nothing needs L after this): every K-wide
+        # temporary avoided is 4 MB per second of audio.
+        if a.dim() == 4 and not torch.is_grad_enabled():
+            return l.add_(self.norm_out(y))
+        return self.norm_out(y).add_(l)
 
 
 class GALRBlock(nn.Module):
@@ -191,13 +215,16 @@ class GALRBlock(nn.Module):
 
     Input ``(batch, S, K, D)``; output the same, or ``(batch, C, S, K, D)`` when steered
     with ``keep_streams`` (one stream per steering vector, for Tune-In's last block).
+    Without gradients and with ``inplace``, the output may reuse (overwrite) the input's
+    memory: for callers that do not need the input afterwards.
     """
 
-    def __init__(self, dim: int, hidden: int, segment_size: int, low_dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, hidden: int, segment_size: int, low_dim: int, heads: int, dropout: float,
+                 inference_chunks: int = 1):
         super().__init__()
-        self.local = LocallyRecurrent(dim, hidden)
+        self.local = LocallyRecurrent(dim, hidden, inference_chunks)
         self.glob = GloballyAttentive(dim, segment_size, low_dim, heads, dropout)
 
     def forward(self, x: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
-                keep_streams: bool = False) -> torch.Tensor:
-        return self.glob(self.local(x), steer, keep_streams)
+                keep_streams: bool = False, inplace: bool = False) -> torch.Tensor:
+        return self.glob(self.local(x, inplace), steer, keep_streams)
