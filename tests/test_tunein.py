@@ -8,6 +8,8 @@ Behaviour tests use tiny configs; only the parameter-count tests build full-size
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -311,3 +313,15 @@ def test_paper_configs_match_table1_parameter_counts(name):
     assert dataclasses.asdict(model.config) == {**dataclasses.asdict(model.config), **fields}
     count = sum(p.numel() for p in model.parameters_in_use())
     assert abs(count / TABLE1[model.config.mode] - 1) < 0.05, count
+
+
+@pytest.mark.parametrize("mode", ["autopilot", "online"])
+def test_trace_at_one_length_runs_at_others(mode):
+    model = tiny(mode).eval()
+    with torch.no_grad():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic
+            traced = torch.jit.trace(model, torch.randn(1, 800), check_trace=False)
+        for length in (1234, 5):  # longer, and shorter than one segment
+            x = torch.randn(2, length)
+            torch.testing.assert_close(traced(x), model(x))

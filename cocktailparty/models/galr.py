@@ -50,8 +50,10 @@ def segment(x: torch.Tensor, size: int) -> torch.Tensor:
     hop = size // 2
     frames = x.shape[1]
     padded = frames + (-frames) % hop
-    # sym_max keeps the size symbolic under export; inputs shorter than a segment get one.
-    pad = padded - frames + torch.sym_max(size - padded, 0)
+    # Inputs shorter than a segment get one: max(need, 0) written as arithmetic, which stays
+    # symbolic under torch.jit.trace (sizes are tensors there) as well as for plain ints.
+    need = size - padded
+    pad = padded - frames + (need + abs(need)) // 2
     halves = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, hop))  # (batch, S + 1, hop, D)
     return torch.cat([halves[:, :-1], halves[:, 1:]], dim=2)
 
