@@ -20,8 +20,16 @@ MBROLA_VOICES="af1 ar1 ar2 br1 br2 br3 br4 bz1 ca1 ca2 cn1 cr1 cz1 cz2 de1 de2 d
   ee1 en1 es1 es2 es3 es4 fr1 fr2 fr3 fr4 fr5 fr6 fr7 gr1 gr2 hb1 hb2 hn1 hu1 ic1 id1 in1 in2 ir1
   it1 it2 it3 it4 jp1 jp2 jp3 la1 lt1 lt2 ma1 mx1 mx2 nl1 nl2 nl3 nz1 pl1 pt1 ro1 sw1 sw2 tl1 tr1
   tr2 us1 us2 us3 vz1"
-PACKAGES="espeak-ng mbrola flite festival festvox-kallpc16k festvox-rablpc16k festvox-us-slt-hts
-  libttspico-utils rhvoice rhvoice-english fortune-mod fortunes fortunes-min fortunes-de
+# Every voice below is a different recorded person in a language that has fortunes (the
+# corpus builder's text), so each adds a speaker that splits can hold out. festvox-us1..3/en1
+# are left out on purpose: they are the MBROLA us1..3/en1 persons again.
+PACKAGES="espeak-ng mbrola flite festival
+  festvox-kallpc16k festvox-rablpc16k festvox-us-slt-hts festvox-kdlpc16k festvox-don
+  festvox-italp16k festvox-itapc16k festvox-ellpc11k festvox-ru
+  festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb
+  libttspico-utils rhvoice rhvoice-english rhvoice-russian rhvoice-polish rhvoice-esperanto
+  rhvoice-brazilian-portuguese
+  fortune-mod fortunes fortunes-min fortunes-de
   fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-br fortunes-cs fortunes-eo"
 for v in $MBROLA_VOICES; do PACKAGES="$PACKAGES mbrola-$v"; done
 

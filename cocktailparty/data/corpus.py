@@ -598,6 +598,10 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
         raise CocktailError(f"--sample-rate {sample_rate}: use a rate between 4000 and 192000 Hz, e.g. 16000")
     jobs = jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
     started = time.time()
+    if out.is_dir() and any(out.iterdir()) and not (out / "corpus.json").is_file():
+        # Said before the slow voice probing; _prepare_out checks the rest once the plan exists.
+        raise CocktailError(f"{out}: is not empty and holds no corpus (no corpus.json); "
+                            f"choose an empty or new folder for --out")
 
     inventory = tts.discover()
     if not inventory:

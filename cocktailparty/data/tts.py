@@ -53,7 +53,7 @@ RHVOICE_VOICES = Path("/usr/share/RHVoice/voices")
 # robots, novelty voices) would teach a separation model about effects rather than voices.
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
 # espeak-ng languages its formant voices read; only languages that have a text source matter.
-ESPEAK_LANGUAGES = ("en-us", "en-gb", "de", "es", "it", "pl", "ru", "pt-br", "cs", "sk", "eo")
+ESPEAK_LANGUAGES = ("en-us", "en-gb", "de", "es", "it", "pl", "ru", "pt-br", "cs", "eo")
 
 # One name per recorded person whatever engine packages them (see the module docstring).
 SHARED_PERSONS = {
@@ -310,6 +310,8 @@ def synthesize(voice: Voice, text: str, text_language: str, pitch: float = 1.0,
             p = min(99, max(0, round(50 + 72 * math.log2(pitch))))
             s = min(450, max(80, round(175 * rate)))
             cmd, stdin = ["espeak-ng", "-v", name, "-p", str(p), "-s", str(s), "-w", wav], text.encode()
+            if name.startswith("mb-"):
+                return _mbrola(voice, name, text, p, s, wav)
         elif voice.engine == "flite":
             txt = os.path.join(tmp, "in.txt")
             Path(txt).write_text(text, encoding="utf-8")
@@ -353,6 +355,29 @@ def synthesize(voice: Voice, text: str, text_language: str, pitch: float = 1.0,
             samples, rate_hz = soundfile.read(wav, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError) as err:
             raise SynthesisError(f"{voice.engine} voice {name} wrote an unreadable file ({err})") from None
+    return np.ascontiguousarray(samples.mean(axis=1)), int(rate_hz), warnings
+
+
+def _mbrola(voice: Voice, name: str, text: str, p: int, s: int, wav: str) -> tuple[np.ndarray, int, str]:
+    """MBROLA through espeak-ng's phoneme output, repaired, then the mbrola program.
+
+    espeak-ng 1.51 marks some vowels with a trailing ``/`` (Spanish ``e/``, ``o/``) that the
+    MBROLA recordings do not have, and MBROLA turns every diphone it lacks into silence; so the
+    phonemes pass through here with the marker dropped, which makes the Spanish voices usable.
+    """
+    database = MBROLA_DIR / name.split("-")[1] / name.split("-")[1]
+    pho = _run(["espeak-ng", "-v", name, "-p", str(p), "-s", str(s), "-q", "--pho"], text.encode())
+    phonemes = re.sub(r"^(\S+?)/(?=[\t ])", r"\1", pho.stdout.decode("utf-8", "replace"), flags=re.M)
+    if pho.returncode != 0 or not phonemes.strip() or not database.is_file():
+        last = (pho.stderr.decode("utf-8", "replace").strip().splitlines() or ["no phonemes"])[-1][:200]
+        raise SynthesisError(f"espeak-ng voice {name} produced no phonemes for {text[:60]!r} ({last})")
+    res = _run(["mbrola", "-e", str(database), "-", wav], phonemes.encode())
+    warnings = res.stderr.decode("utf-8", "replace")
+    if res.returncode != 0 or not os.path.exists(wav) or os.path.getsize(wav) <= 44:
+        last = (warnings.strip().splitlines() or ["no message"])[-1][:200]
+        raise SynthesisError(f"mbrola voice {name} produced no audio for {text[:60]!r} "
+                             f"(exit status {res.returncode}: {last})")
+    samples, rate_hz = soundfile.read(wav, dtype="float32", always_2d=True)
     return np.ascontiguousarray(samples.mean(axis=1)), int(rate_hz), warnings
 
 
