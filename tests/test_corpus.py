@@ -223,3 +223,12 @@ def test_voice_inventory_counts_shared_persons_once():
                  ("flite:kal16", "festival:kal_diphone"), ("flite:awb", "rhvoice:alan")]:
         if a in keys and b in keys:
             assert keys[a].person == keys[b].person
+
+
+def test_mbrola_spanish_voice_has_no_missing_diphones():
+    # espeak-ng's Spanish phonemes carry a "/" marker that MBROLA's recording lacks; the
+    # repaired phoneme route must leave no diphone to be replaced by silence.
+    voice = {v.key: v for v in tts.discover()}["espeak-ng:mb-es1"]
+    samples, rate, warnings = tts.synthesize(voice, "A Dios de rodillas, al rey de pie, y al demonio en el canapé.", "es")
+    assert tts.count_unknown_diphones(warnings) == 0
+    assert len(samples) > 2 * rate

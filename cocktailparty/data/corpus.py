@@ -258,13 +258,12 @@ def _select_voices(voices: list[tts.Voice], patterns: list[str] | None) -> list[
         return voices
     import fnmatch
 
-    selected = []
-    for voice in voices:
-        names = (voice.key, voice.name, voice.engine)
-        if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
-            selected.append(voice)
-    unmatched = [p for p in patterns if not any(
-        fnmatch.fnmatchcase(n, p) for v in voices for n in (v.key, v.name, v.engine))]
+    def names(v: tts.Voice) -> tuple[str, ...]:
+        # "en-us" alone means espeak-ng's en-us in every variant.
+        return (v.key, v.name, v.engine, v.name.split("+")[0])
+
+    selected = [v for v in voices if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names(v))]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for v in voices for n in names(v))]
     if unmatched:
         raise CocktailError(
             f"--voices: no installed voice matches {', '.join(unmatched)}; installed voices look like "
