@@ -42,18 +42,20 @@ Model hooks (all optional, looked up by attribute; the engine never asks for a m
 ``model.training_step_loss(batch) -> dict[str, Tensor]``
     The loss when ``training_objective`` gave no module (a model without training state).
 ``model.validation_estimates(batch) -> Tensor (batch, C, time)``
-    What validation scores (eval mode, no grad); default ``model(batch["mixture"])``.
+    What validation scores (eval mode, no grad); default ``model(batch["mixture"])``, or
+    ``model(batch["mixture"], batch["enrollment"])`` when the data has enrollments.
 
 Either loss form returns named scalar terms including ``"loss"`` (what is minimized); every
 term is averaged over the epoch and logged (e.g. ``{"loss", "si_snr", "ince", "reg"}``).
 ``batch`` holds, on the training device: ``mixture (B, T)``, ``sources (B, C, T)``,
 ``speaker_ids (B, C)`` int64 (only for data from a speaker-labelled corpus; they index
-``info.speakers``), ``id`` (list of str), and ``noise``/``music`` ``(B, T)`` when the data
-has them. Hooks run under autocast when ``precision`` is bf16/fp16: compute losses in
-float32. With several processes the model and objective are wrapped together in DDP, which
-averages gradients and broadcasts buffers from rank 0 before every forward; a buffer updated
-from the batch (an EMA) should all-gather what it needs when ``torch.distributed`` is
-initialized. Without hooks the loss is ``training.loss`` (``si_snr`` or ``snr``) under u-PIT
+``info.speakers``), ``id`` (list of str), ``noise``/``music`` ``(B, T)`` when the data has
+them, and ``enrollment (B, C, T_e)`` with ``data.enrollment_seconds`` (row ``j``: another
+recording of the talker of ``sources[:, j]``, see :class:`WithEnrollment`). Hooks run under
+autocast when ``precision`` is bf16/fp16: compute losses in float32. With several processes
+the model and objective are wrapped together in DDP, which averages gradients and broadcasts
+buffers from rank 0 before every forward; a buffer updated from the batch (an EMA) should
+all-gather what it needs when ``torch.distributed`` is initialized. Without hooks the loss is ``training.loss`` (``si_snr`` or ``snr``) under u-PIT
 on ``model(batch["mixture"])``.
 
 Exact resume: ``train-state.json`` holds the data position (``epoch``, ``batch`` within it),
@@ -75,12 +77,10 @@ import base64
 import contextlib
 import copy
 import csv
-import dataclasses
 import datetime
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -93,7 +93,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -171,6 +171,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "speed": None,                # e.g. [0.95, 1.05]
     "distinct_persons": True,
     "epoch_length": None,         # dynamic mixing: mixtures per epoch; default one per utterance
+    "enrollment_seconds": None,   # dynamic mixing: add an enrollment per talker (Tune-In Offline; paper: 16)
     "seed": None,                 # default training.seed
     "splits": None,               # the dataset's split sizes, for the record
 }
@@ -333,6 +334,13 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
                                          segment=valid_segment, seed=seed, mode=d["mode"])
         else:
             valid = DynamicMixer(d["corpus"], split=d["valid_split"], segment=valid_segment, **common)
+        if d["enrollment_seconds"]:
+            train = WithEnrollment(train, float(d["enrollment_seconds"]))
+            if isinstance(valid, DynamicMixer):
+                valid = WithEnrollment(valid, float(d["enrollment_seconds"]))
+    elif d["enrollment_seconds"]:
+        raise CocktailError(f"{source}: data.enrollment_seconds needs dynamic mixing from a speaker-labelled "
+                            f"corpus (data.corpus): fixed mixture sets do not say who speaks")
     else:
         train = open_mixture_dataset(d["train_set"], d["train_split"], sample_rate=sample_rate,
                                      segment=segment, seed=seed, mode=d["mode"])
@@ -342,6 +350,74 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
         valid = open_mixture_dataset(d["valid_set"], d["valid_split"], sample_rate=sample_rate,
                                      segment=valid_segment, seed=seed, mode=d["mode"])
     return train, valid, speakers
+
+
+class WithEnrollment(Dataset):
+    """Dynamic mixtures plus an enrollment recording per talker, for Tune-In Offline training.
+
+    Adds ``"enrollment": (C, T_e)`` to each item of a
+    :class:`~cocktailparty.data.mixing.DynamicMixer`: row ``j`` is other utterances of the
+    speaker of ``sources[j]`` (not those in the mixture, when the speaker has others),
+    concatenated to ``seconds``, mixed with another person's speech at a relative level drawn
+    from the mixer's ``sir`` range ("the same SIR range but with different interferences").
+    A function of ``(seed, epoch, index)`` like the mixture itself.
+    """
+
+    def __init__(self, mixer, seconds: float):
+        self.mixer, self.seconds = mixer, seconds
+        corpus = mixer.corpus
+        self._persons = {s: {corpus[u].person for u in corpus.by_speaker[s]} for s in corpus.speakers}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.mixer.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.mixer)
+
+    def __getitem__(self, index: int) -> dict:
+        from .data.mixing import DEFAULT_MAX_PEAK, active_level_db
+
+        item = self.mixer[index]
+        mixer, corpus = self.mixer, self.mixer.corpus
+        rate = mixer.sample_rate
+        total = int(round(self.seconds * rate))
+        rng = np.random.default_rng([mixer.seed, mixer.epoch, index, 0xE7])
+        rows = []
+        for sid in item["speaker_ids"].tolist():
+            speaker = corpus.speakers[sid]
+            target = self._speech(rng, corpus.by_speaker[speaker], item["id"], total)
+            others = [s for s in corpus.speakers if not self._persons[s] & self._persons[speaker]]
+            other = others[int(rng.integers(0, len(others)))] if others else speaker
+            interference = self._speech(rng, corpus.by_speaker[other], item["id"], total)
+            r, reference = float(rng.uniform(*mixer.sir)), float(rng.uniform(*mixer.level))
+            parts = []
+            for signal_, offset in ((target, r / 2), (interference, -r / 2)):
+                current = active_level_db(signal_, rate)
+                gain = 10.0 ** ((reference + offset - current) / 20.0) if np.isfinite(current) else 1.0
+                parts.append(signal_.astype(np.float64) * gain)
+            mixed = parts[0] + parts[1]
+            peak = float(np.abs(mixed).max())
+            if peak > DEFAULT_MAX_PEAK:
+                mixed *= DEFAULT_MAX_PEAK / peak
+            rows.append(mixed.astype(np.float32))
+        item["enrollment"] = torch.from_numpy(np.stack(rows))
+        return item
+
+    def _speech(self, rng: np.random.Generator, pool: list[int], mixture_id: str, total: int) -> np.ndarray:
+        from .data.mixing import load_speech
+
+        corpus = self.mixer.corpus
+        fresh = [u for u in pool if corpus[u].id not in mixture_id] or list(pool)
+        order = [fresh[int(i)] for i in rng.permutation(len(fresh))]
+        pieces, have, k = [], 0, 0
+        while have < total:
+            x = load_speech(corpus[order[k % len(order)]].path, self.mixer.sample_rate)
+            pieces.append(x)
+            have += x.shape[-1]
+            k += 1
+        joined = np.concatenate(pieces)
+        start = int(rng.integers(0, joined.shape[-1] - total + 1))
+        return joined[start:start + total]
 
 
 def epoch_order(seed: int, epoch: int, size: int, shuffle: bool = True) -> np.ndarray:
@@ -1119,6 +1195,8 @@ class Trainer:
                 with self._autocast():
                     if hasattr(model, "validation_estimates"):
                         est = model.validation_estimates(batch)
+                    elif "enrollment" in batch:
+                        est = model(batch["mixture"], batch["enrollment"])
                     else:
                         est = model(batch["mixture"])
                 improvement, _ = si_snri(est.float(), batch["sources"].float(), batch["mixture"].float())

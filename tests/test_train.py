@@ -331,3 +331,46 @@ def test_torchrun_two_processes_gloo(config_path, tmp_path):
     assert len(rows) == 1 and rows[0]["step"] == "3" and np.isfinite(float(rows[0]["valid_si_snri"]))
     _, state, tensors, _ = latest_checkpoint(run_dir)
     assert state["world_size"] == 2 and {"rng/0/cpu", "rng/1/cpu"} <= set(tensors)
+
+
+TINY_TUNEIN = {"architecture": "tunein", "sample_rate": RATE, "num_sources": 2, "num_filters": 8, "feature_dim": 8,
+               "hidden": 8, "segment_size": 16, "low_dim": 4, "num_heads": 2, "generic_blocks": 1,
+               "speaker_blocks": 1, "speech_blocks": 1}
+
+
+def _tiny_tunein_run(tmp_path, corpus_dir, name: str, mode: str, *overrides: str) -> Path:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": dict(TINY_TUNEIN, mode=mode),
+        "data": {"corpus": str(corpus_dir), "segment_seconds": 0.25, "valid_segment_seconds": 0.25,
+                 "valid_max_items": 2},
+        "training": {"batch_size": 2, "epochs": 1, "max_steps_per_epoch": 2, "num_workers": 0},
+    }))
+    out = tmp_path / name
+    assert cli.main(["-q", "train", "--config", str(cfg), "--out", str(out), "--device", "cpu", *overrides]) == 0
+    return out
+
+
+def test_tunein_modes_and_stages_train_through_the_model_hook(corpus_dir, tmp_path):
+    """Tune-In brings its own loss and training state (the EMA speaker bank) through
+    training_objective; the engine logs its terms and checkpoints its state."""
+    online = _tiny_tunein_run(tmp_path, corpus_dir, "online", "online")
+    row = _epoch_rows(online)[0]
+    assert {"train_si_snr", "train_ince", "train_reg", "train_loss"} <= set(row)
+    _, _, tensors, weights = latest_checkpoint(online)
+    assert tensors["objective/speaker_loss.bank"].shape == (len(SPEAKERS["train"]), 8)
+    assert not any(k.startswith("objective") for k in weights)  # the model file stays an inference model
+    offline = _tiny_tunein_run(tmp_path, corpus_dir, "offline", "offline", "--set", "data.enrollment_seconds=0.5")
+    assert np.isfinite(float(_epoch_rows(offline)[0]["valid_si_snri"]))
+    autopilot = _tiny_tunein_run(tmp_path, corpus_dir, "autopilot", "autopilot")
+    assert "train_ince" not in _epoch_rows(autopilot)[0]
+    # Speaker augmentation: the speaker space alone, then the speech space from its weights.
+    speaker = _tiny_tunein_run(tmp_path, corpus_dir, "stage1", "online", "--set", "training.stage=speaker")
+    assert "train_si_snr" not in _epoch_rows(speaker)[0]
+    speech = _tiny_tunein_run(tmp_path, corpus_dir, "stage2", "online", "--set", "training.stage=speech",
+                              "--set", f"training.init_from={speaker / 'best.safetensors'}")
+    before, after = load_file(str(speaker / "best.safetensors")), _final_weights(speech)
+    frozen = [k for k in before if k.startswith("speaker_blocks.")]
+    trained = [k for k in before if k.startswith("speech_blocks.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
