@@ -879,7 +879,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch = 0  # next batch of the current epoch
-        self.finished = False
+        self.early_stopped = False
         self.sums: dict[str, float] = {}
         self.count = 0
         self.window: dict[str, float] = {}
@@ -951,7 +951,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
-        self.finished = state["finished"]
+        self.early_stopped = state["early_stopped"]
         self.sums, self.count = state["sums"], state["count"]
         self.window, self.window_count = state["window"], state["window_count"]
         self.skipped, self.elapsed = state["skipped"], state["elapsed"]
@@ -982,8 +982,9 @@ class Trainer:
         """Train until ``epochs``, early stopping or a stop signal. Returns ``"finished"``,
         ``"early_stopped"``, ``"stopped"`` (a signal; resumable) or ``"already_finished"``."""
         if self.finished:
-            log.info("%s: this run already finished (epoch %d, step %d); nothing to do",
-                     self.run_dir, self.epoch, self.step)
+            log.info("%s: this run already finished (epoch %d, step %d%s); nothing to do", self.run_dir,
+                     self.epoch, self.step, ", early stop" if self.early_stopped else
+                     "; --set training.epochs=N trains on")
             return "already_finished"
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -994,6 +995,10 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    @property
+    def finished(self) -> bool:
+        return self.early_stopped or self.epoch >= self.t["epochs"]
+
     def _on_signal(self, signum: int, frame) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C: the user wants out now
             raise KeyboardInterrupt
@@ -1003,16 +1008,13 @@ class Trainer:
                   f"(press Ctrl-C again to quit without saving)", file=sys.stderr)
 
     def _loop(self) -> str:
-        t = self.t
         outcome = "finished"
         while not self.finished:
-            if self.epoch < t["epochs"]:
-                if self._train_epoch():
-                    return self._stopped()
-                if self._end_epoch():
-                    outcome = "early_stopped"
-                    self.finished = True
-            self.finished = self.finished or self.epoch >= t["epochs"]
+            if self._train_epoch():
+                return self._stopped()
+            if self._end_epoch():
+                outcome = "early_stopped"
+                self.early_stopped = True
             self._save()
             if not self.finished and self._agree(self._stop_signal is not None):
                 return self._stopped()
@@ -1228,7 +1230,7 @@ class Trainer:
                 tensors.update({f"objective/{k}": v for k, v in self.trainee.objective.state_dict().items()})
             state = {
                 "step": self.step, "epoch": self.epoch, "batch": self.batch, "n_batches": self.n_batches,
-                "finished": self.finished, "sums": self.sums, "count": self.count,
+                "finished": self.finished, "early_stopped": self.early_stopped, "sums": self.sums, "count": self.count,
                 "window": self.window, "window_count": self.window_count,
                 "skipped": self.skipped, "elapsed": self.elapsed,
                 "optimizer": optim_meta, "recipe": self.recipe.state_dict(),

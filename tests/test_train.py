@@ -46,6 +46,15 @@ TINY_MODEL = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _voice(f0: float, seconds: float, seed: int) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
     tone = sum(np.sin(2 * np.pi * f0 * h * t + seed * h) / h for h in range(1, 4))
@@ -314,23 +323,48 @@ def test_fixed_mixture_sets(corpus_dir, tmp_path):
     assert code == 0
     rows = _epoch_rows(out)
     assert len(rows) == 1 and float(rows[0]["lr"]) == 5e-4 and rows[0]["valid_si_snri"]
-    # A finished run resumes to nothing.
+    # A finished run resumes to nothing, unless it is given more epochs.
     assert cli.main(["-q", "train", "--resume", str(out), "--device", "cpu"]) == 0
+    assert len(_epoch_rows(out)) == 1
+    assert cli.main(["-q", "train", "--resume", str(out), "--device", "cpu", "--set", "training.epochs=2"]) == 0
+    assert [r["epoch"] for r in _epoch_rows(out)] == ["1", "2"]
+    # Early stopping: with lr 0 the validation score never improves on the first epoch's.
+    stalled = tmp_path / "stalled"
+    assert cli.main(["-q", "train", "--config", str(cfg), "--out", str(stalled), "--device", "cpu",
+                     "--set", f"data.valid_set={tmp_path / 'set'}", "--set", "training.lr=0",
+                     "--set", "training.epochs=10", "--set", "training.early_stop_patience_epochs=2"]) == 0
+    rows = _epoch_rows(stalled)
+    assert len(rows) == 3 and len({r["valid_si_snri"] for r in rows}) == 1
+    _, state, _, _ = latest_checkpoint(stalled)
+    assert state["early_stopped"] and state["epoch"] == 3
 
 
 def test_torchrun_two_processes_gloo(config_path, tmp_path):
-    """DDP smoke test: 2 CPU processes (gloo) share the global batch; rank 0 alone writes."""
+    """DDP smoke test on 2 CPU processes (gloo): each takes half of the global batch, so
+    without dropout the weights match a one-process run (with plain SGD: Adam's first steps
+    turn rounding-level gradient differences into lr-sized ones); rank 0 alone writes; it resumes."""
+    common = ["--config", str(config_path), "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=3",
+              "--set", "training.checkpoint_every=2", "--set", "model.dropout=0", "--set", "model.drop_path=0",
+              "--set", "training.optimizer=sgd", "--set", "training.momentum=0"]
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cocktailparty.cli", "-q", "train", "--device", "cpu", "--config", str(config_path),
-           "--out", str(run_dir), "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=3",
-           "--set", "training.checkpoint_every=2"]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "cocktailparty.cli", "-q", "train", "--device", "cpu"]
+    result = subprocess.run(torchrun + common + ["--out", str(run_dir)], env=_env(), capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _epoch_rows(run_dir)
     assert len(rows) == 1 and rows[0]["step"] == "3" and np.isfinite(float(rows[0]["valid_si_snri"]))
     _, state, tensors, _ = latest_checkpoint(run_dir)
     assert state["world_size"] == 2 and {"rng/0/cpu", "rng/1/cpu"} <= set(tensors)
+    single = tmp_path / "single"
+    _run(*common, "--out", str(single))
+    a, b = _final_weights(run_dir), _final_weights(single)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    result = subprocess.run(torchrun + ["--resume", str(run_dir), "--set", "training.epochs=2"], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in _epoch_rows(run_dir)] == ["3", "6"]
+
 
 
 TINY_TUNEIN = {"architecture": "tunein", "sample_rate": RATE, "num_sources": 2, "num_filters": 8, "feature_dim": 8,
