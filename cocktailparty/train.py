@@ -981,6 +981,8 @@ class Trainer:
     def fit(self) -> str:
         """Train until ``epochs``, early stopping or a stop signal. Returns ``"finished"``,
         ``"early_stopped"``, ``"stopped"`` (a signal; resumable) or ``"already_finished"``."""
+        if not self.finished:
+            self._preflight()
         if self.finished:
             log.info("%s: this run already finished (epoch %d, step %d%s); nothing to do", self.run_dir,
                      self.epoch, self.step, ", early stop" if self.early_stopped else
@@ -994,6 +996,16 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _preflight(self) -> None:
+        """Score one validation batch before training, so that a model/data mismatch shows up
+        now and not after the first epoch (the random streams are left untouched)."""
+        try:
+            self.validate(max_batches=1)
+        except CocktailError as err:
+            hint = (" (data.enrollment_seconds adds enrollments to mixtures from a corpus)"
+                    if "enroll" in str(err) and not self.cfg["data"]["enrollment_seconds"] else "")
+            raise CocktailError(f"the model fails on the first validation batch: {err}{hint}") from None
 
     @property
     def finished(self) -> bool:
@@ -1171,7 +1183,7 @@ class Trainer:
         return stop
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def validate(self, max_batches: Optional[int] = None) -> float:
         """Mean SI-SNRi (dB) over the validation mixtures (sources averaged per mixture)."""
         t, d = self.t, self.cfg["data"]
         model = self.model
@@ -1185,10 +1197,10 @@ class Trainer:
         fixed = d["valid_segment_seconds"] is not None
         size = int(t["valid_batch_size"] or (max(1, t["batch_size"] // self.dist.world) if fixed else 1))
         mine = list(range(self.dist.rank, n, self.dist.world))
-        batches = [mine[i:i + size] for i in range(0, len(mine), size)]
+        batches = [mine[i:i + size] for i in range(0, len(mine), size)][:max_batches]
         loader = _loader(self.valid_set, batches, int(t["num_workers"]), self.seed, self.device.type == "cuda")
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        bar = self._bar(total=len(batches), desc="validation")
+        bar = self._bar(total=len(batches), desc="validation") if max_batches is None else None
         # Validation must not move the training's random streams, whatever a model does in eval.
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type if devices else "cuda"):

@@ -408,3 +408,15 @@ def test_tunein_modes_and_stages_train_through_the_model_hook(corpus_dir, tmp_pa
     trained = [k for k in before if k.startswith("speech_blocks.")]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_a_model_that_cannot_validate_fails_before_training(corpus_dir, tmp_path, capsys):
+    cfg = tmp_path / "offline.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": dict(TINY_TUNEIN, mode="offline"),
+        "data": {"corpus": str(corpus_dir), "segment_seconds": 0.25, "valid_segment_seconds": 0.25},
+        "training": {"batch_size": 2, "epochs": 1, "num_workers": 0}}))
+    assert cli.main(["-q", "train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "first validation batch" in err and "data.enrollment_seconds" in err
+    assert not (tmp_path / "r" / "log.csv").exists()
