@@ -302,6 +302,17 @@ def synthesize(voice: Voice, text: str, text_language: str, pitch: float = 1.0,
         ``(samples, sample_rate, warnings)``: float32 ``(time,)`` at the engine's rate, and the
         engine's stderr text.
     """
+    try:
+        return _synthesize(voice, text, text_language, pitch, rate)
+    except SynthesisError:
+        if voice.engine != "festival" or not re.search(r"[?!]", text):
+            raise
+        # Festival's Italian intonation rules crash on some questions ("... ping pong?"); the
+        # same words said as a statement do synthesize.
+        return _synthesize(voice, re.sub(r"[?!]+", ".", text), text_language, pitch, rate)
+
+
+def _synthesize(voice: Voice, text: str, text_language: str, pitch: float, rate: float) -> tuple[np.ndarray, int, str]:
     name = voice.engine_name_for(text_language)
     with tempfile.TemporaryDirectory(prefix="cocktail-tts-") as tmp:
         wav = os.path.join(tmp, "out.wav")
