@@ -215,9 +215,186 @@ def cli_separate(args) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------------------------
+# One known talker: cocktail extract / cocktail verify (Tune-In)
+# --------------------------------------------------------------------------------------------
+
+
+def _load_tunein(args, what: str) -> nn.Module:
+    from .verification import require_tunein
+
+    model = load_model(args.model, resolve_device(args.device))
+    require_tunein(model, f"'{what}'", args.model)
+    return model
+
+
+def _read_enrollment(path, sample_rate: int) -> np.ndarray:
+    """The enrollment at the model's rate, refused (in words) when too short to describe a voice."""
+    from .verification import MIN_ENROLLMENT_SECONDS
+
+    samples, _ = audio.read(path, sample_rate=sample_rate)
+    seconds = samples.shape[-1] / sample_rate
+    if seconds < MIN_ENROLLMENT_SECONDS:
+        raise CocktailError(f"{path}: the enrollment is {seconds:.2f} s long; at least {MIN_ENROLLMENT_SECONDS:g} s "
+                            f"of the talker is needed (a few seconds is better; the paper enrolls with 16 s)")
+    return samples
+
+
+class EnrolledTalker(nn.Module):
+    """A Tune-In model narrowed to one enrolled talker: ``(batch, time) -> (batch, 1, time)``.
+
+    It looks like any separation model with one source, so the :class:`Separator` reads,
+    resamples, chunks, stitches and rescales for it unchanged.
+
+    How the talker is picked depends on how the model was trained:
+
+    - **Offline** models (Table 1's Tune-In Offline): output ``j`` is steered by enrollment
+      ``j``, so the enrollment becomes source 1's speaker memory and output 1 is kept. The
+      other talker(s) have no enrollment; their memory is the recording's own speaker
+      features (the chunk being processed), i.e. *the mixture is the other talker's
+      enrollment*. That is the form Offline training sees (an enrollment is the talker mixed
+      with another person at 0-5 dB), and the cross attention is what picks the relevant
+      parts; the target is steered by the clean enrollment either way.
+    - **Online** models: the model separates as trained, and the output whose steering vector
+      is closest (cosine) to the enrollment's (:class:`~cocktailparty.verification.SteeringScorer`)
+      is kept, chunk by chunk.
+
+    Args:
+        model: a Tune-In model with a speaker space.
+        enrollment: ``(time,)`` at the model's rate, any length, clean or noisy; long ones are
+            embedded in chunks of ``chunk_seconds`` whose speaker features are pooled.
+    """
+
+    def __init__(self, model: nn.Module, enrollment: np.ndarray, chunk_seconds: float = 10.0):
+        super().__init__()
+        from types import SimpleNamespace
+
+        from .verification import SteeringScorer, chunk_bounds
+
+        self.model = model.eval()
+        cfg = model.config
+        self.config = SimpleNamespace(sample_rate=cfg.sample_rate, num_sources=1)
+        self.offline = cfg.mode == "offline"
+        device = next(model.parameters()).device
+        if self.offline:
+            rate = cfg.sample_rate
+            pools = []
+            with torch.inference_mode():
+                for start, stop in chunk_bounds(enrollment.shape[-1], int(chunk_seconds * rate), rate):
+                    piece = torch.from_numpy(np.ascontiguousarray(enrollment[start:stop])).to(device)[None]
+                    # (1, C, S_e, D) -> (1, C * S_e, D): all C feature sequences the Embedder
+                    # finds in the enrollment, as embed_enrollment pools one per source.
+                    pools.append(model.embed_enrollment(piece).features.flatten(1, 2))
+            self.register_buffer("pool", torch.cat(pools, dim=1), persistent=False)
+        else:
+            target = SteeringScorer(model, chunk_seconds=chunk_seconds).embed_enrollment(enrollment, cfg.sample_rate)
+            self.register_buffer("target", torch.from_numpy(target).float().to(device), persistent=False)
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        from .models.tunein import SpeakerMemory
+
+        batch = mixture.shape[0]
+        if not self.offline:
+            out = self.model(mixture, mode="online", return_details=True)
+            z = torch.nn.functional.normalize(out.steering.float(), dim=-1)  # (batch, C, D)
+            pick = (z @ self.target).argmax(dim=1)  # (batch,)
+            return out.sources[torch.arange(batch, device=pick.device), pick].unsqueeze(1)
+        own = self.model.embed_enrollment(mixture).features.flatten(1, 2)  # (batch, C * S, D)
+        c = self.model.config.num_sources
+        pools = [self.pool.expand(batch, -1, -1)] + [own] * (c - 1)
+        longest = max(p.shape[1] for p in pools)
+        features = torch.stack([torch.nn.functional.pad(p, (0, 0, 0, longest - p.shape[1])) for p in pools], 1)
+        valid = torch.stack([torch.arange(longest, device=features.device) < p.shape[1] for p in pools])
+        memory = SpeakerMemory(features, valid.unsqueeze(0).expand(batch, -1, -1))
+        return self.model(mixture, memory)[:, :1]  # output 1 is steered by enrollment 1
+
+
 def cli_extract(args) -> int:
-    raise CocktailError("'extract' needs a Tune-In model, which this version does not include yet")
+    from tqdm import tqdm
+
+    files = audio.find_audio_files(args.inputs)
+    if not files:
+        raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
+    model = _load_tunein(args, "extract")
+    enroll_path = Path(args.enroll)
+    enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
+    separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
+    out_dir = Path(args.out)
+    failed = 0
+    for path in tqdm(files, desc="extracting", unit="file", disable=args.quiet or len(files) == 1):
+        target = out_dir / f"{path.stem}_{enroll_path.stem}.wav"
+        if not args.force and target.exists():
+            log.warning("%s: %s exists; skipping (use --force to overwrite)", path, target)
+            continue
+        try:
+            samples, rate = audio.read(path, min_seconds=0.01)
+            audio.write(target, separator(samples, rate, progress=not args.quiet)[0], rate)
+        except AudioError as err:
+            log.error("%s", err)
+            failed += 1
+            continue
+        if not args.quiet:
+            print(f"{path} -> {target}")
+    if failed:
+        log.error("%d of %d file(s) failed", failed, len(files))
+    return 1 if failed else 0
+
+
+def _checkpoint_file(spec: str | None) -> Path | None:
+    """The safetensors file behind ``--model`` (None for configs and architectures)."""
+    from .checkpoint import DEFAULT_MODEL, PRETRAINED_DIR
+
+    spec = spec or DEFAULT_MODEL
+    if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
+        return PRETRAINED_DIR / f"{spec}.safetensors"
+    path = Path(spec)
+    return path if path.is_file() and path.suffix not in (".yaml", ".yml") else None
 
 
 def cli_verify(args) -> int:
-    raise CocktailError("'verify' needs a Tune-In model, which this version does not include yet")
+    import json
+
+    from .checkpoint import read_metadata
+    from .verification import SteeringScorer
+
+    files = audio.find_audio_files(args.inputs)
+    if not files:
+        raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
+    model = _load_tunein(args, "verify")
+    threshold, source = args.threshold, "--threshold"
+    if threshold is None:
+        ckpt = _checkpoint_file(args.model)
+        threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
+        source = f"calibrated ({ckpt.name})" if threshold is not None else None
+        if threshold is None:
+            log.warning("the model has no calibrated threshold (checkpoint metadata 'verify_threshold'); printing "
+                        "scores without decisions: calibrate with 'python benchmarks/verification.py --calibrate "
+                        "OUT.safetensors' or pass --threshold")
+    scorer = SteeringScorer(model)
+    rate = scorer.sample_rate
+    enrollment = scorer.embed_enrollment(_read_enrollment(args.enroll, rate), rate)
+    results, failed = [], 0
+    for path in files:
+        try:
+            samples, file_rate = audio.read(path, min_seconds=0.01)
+        except AudioError as err:
+            log.error("%s", err)
+            failed += 1
+            continue
+        score = scorer.score(enrollment, samples, file_rate)
+        decision = None if threshold is None else bool(score >= threshold)
+        results.append({"file": str(path), "score": round(score, 6), "decision": decision})
+    if args.json:
+        print(json.dumps({"enrollment": str(args.enroll), "threshold": threshold, "threshold_source": source,
+                          "results": results}, indent=2))
+    else:
+        width = max([len(r["file"]) for r in results] + [4])
+        print(f"enrollment: {args.enroll}   threshold: "
+              + (f"{threshold:.4f} ({source})" if threshold is not None else "none"))
+        print(f"{'file':<{width}}  {'score':>8}  decision")
+        for r in results:
+            verdict = "-" if r["decision"] is None else ("present" if r["decision"] else "absent")
+            print(f"{r['file']:<{width}}  {r['score']:>8.4f}  {verdict}")
+    if failed:
+        log.error("%d of %d file(s) failed", failed, len(files))
+    return 1 if failed else 0
