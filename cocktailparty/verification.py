@@ -449,7 +449,8 @@ def plot_cross_attention(model: nn.Module, mixture, path: PathLike, sample_rate:
 
     Panel 1: the spectrogram, time on x. Panel ``1 + j``: ``a_crs,j`` with the mixture's
     segments (the queries, in time order) on x, aligned with the spectrogram, and the speaker
-    features attended over on y (Online: the same segments; Offline: the enrollment's).
+    features attended over on y (Online: the mixture's own segments, in time too, so a
+    talker's parts show as bright rows; Offline: the enrollment's pooled features).
     Where a column lights up a few rows, that part of the mixture retrieved speaker knowledge
     from a few places: the selective attention of the paper's appendix.
 
@@ -465,13 +466,13 @@ def plot_cross_attention(model: nn.Module, mixture, path: PathLike, sample_rate:
     maps = cross_attention_maps(model, mixture, rate, enrollment)
     x = mixture.detach().cpu().numpy() if isinstance(mixture, torch.Tensor) else np.asarray(mixture, np.float32)
     seconds = x.shape[-1] / rate
-    where = "enrollment" if enrollment is not None else "mixture"
     titles = ["mixture"] + [f"a_crs,{j + 1}: steering vector {j + 1}" for j in range(maps.shape[0])]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(titles), 1, figsize=(8, 2.2 + 2.4 * maps.shape[0]), squeeze=False,
                              gridspec_kw={"height_ratios": [1] + [1.4] * maps.shape[0]})
     axes = axes[:, 0]
+    fig.subplots_adjust(hspace=0.45)
     try:
         nfft = max(64, int(2 ** round(np.log2(0.032 * rate))))
         axes[0].specgram(x + 1e-9, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
@@ -481,9 +482,11 @@ def plot_cross_attention(model: nn.Module, mixture, path: PathLike, sample_rate:
             # Transposed so that the queries (mixture segments) run along time, like panel 1.
             # No colour bar: it would narrow these panels out of line with the spectrogram;
             # each column is a distribution (sums to 1), so brightness is relative anyway.
+            # Online: the keys are the mixture's own segments, so both axes are mixture time.
+            top = seconds if enrollment is None else maps.shape[2]
             ax.imshow(maps[j].T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                      extent=(0, seconds, 0, maps.shape[2]))
-            ax.set_ylabel(f"{where} segment")
+                      extent=(0, seconds, 0, top))
+            ax.set_ylabel("attended (s)" if enrollment is None else "enrollment feature")
         for ax, name in zip(axes, titles):
             ax.set_title(name, fontsize="small", loc="left")
         axes[-1].set_xlabel("mixture time (s); one column per segment")
