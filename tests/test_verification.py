@@ -34,13 +34,7 @@ SPEAKERS = {"a1": ("pa1", "train", 100.0), "a2": ("pa2", "train", 130.0),
             "t3b": ("p3", "test", 250.0), "t4": ("p4", "test", 280.0), "t5": ("p5", "test", 310.0)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def voice(f0: float, seconds: float, seed: int, rate: int = RATE) -> np.ndarray:
