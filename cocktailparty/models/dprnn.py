@@ -85,15 +85,17 @@ class DualPathBlock(nn.Module):
         self.inter_norm = make_norm(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, chunks, size = x.shape
+        # Shapes come from flatten/reshape_as, not from Python ints read off x.shape: the
+        # ONNX exporter freezes sizes of internal tensors at their traced values, and an
+        # export must run at any batch and length.
         # Intra-chunk: batch * chunks sequences of chunk_size steps.
-        y = x.permute(0, 2, 3, 1).reshape(batch * chunks, size, channels)
-        y = self.intra_proj(self.intra_rnn(y)[0])
-        x = x + self.intra_norm(y.reshape(batch, chunks, size, channels).permute(0, 3, 1, 2))
+        rows = x.permute(0, 2, 3, 1)  # (batch, chunks, size, channels)
+        y = self.intra_proj(self.intra_rnn(rows.flatten(0, 1))[0])
+        x = x + self.intra_norm(y.reshape_as(rows).permute(0, 3, 1, 2))
         # Inter-chunk: batch * chunk_size sequences of `chunks` steps.
-        y = x.permute(0, 3, 2, 1).reshape(batch * size, chunks, channels)
-        y = self.inter_proj(self.inter_rnn(y)[0])
-        return x + self.inter_norm(y.reshape(batch, size, chunks, channels).permute(0, 3, 2, 1))
+        cols = x.permute(0, 3, 2, 1)  # (batch, size, chunks, channels)
+        y = self.inter_proj(self.inter_rnn(cols.flatten(0, 1))[0])
+        return x + self.inter_norm(y.reshape_as(cols).permute(0, 3, 2, 1))
 
 
 @register("dprnn", DPRNNConfig)
@@ -138,7 +140,8 @@ class DPRNN(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.head(x)  # (batch, C*B, chunks, K)
-        x = overlap_add(x.reshape(batch * cfg.num_sources, cfg.bottleneck, x.shape[2], x.shape[3]), frames)
+        # (batch * C, B, chunks, K); no size read off x, so that an ONNX export stays dynamic.
+        x = overlap_add(x.unflatten(1, (cfg.num_sources, cfg.bottleneck)).flatten(0, 1), frames)
         masks = self.mask_act(torch.tanh(self.out_value(x)) * torch.sigmoid(self.out_gate(x)))
         sources = feats.unsqueeze(1) * masks.reshape(batch, cfg.num_sources, cfg.num_filters, frames)
         out = self.decoder(sources.flatten(0, 1), length)

@@ -1,0 +1,288 @@
+"""ONNX export: ``cocktail export --model M --onnx out.onnx``.
+
+Every registered architecture exports to one ONNX graph with a dynamic batch and a dynamic
+length, ``mixture (batch, time) -> sources (batch, C, time)`` at the model's rate. The file
+carries the architecture, its config, the sample rate and the number of sources as
+metadata, so :class:`~cocktailparty.onnxrun.OnnxRunner` (and ``cocktail separate --backend
+onnx``) needs no torch. After writing, the export is run with onnxruntime at the export
+length and at one it has not seen, and compared with PyTorch; a mismatch fails the export
+and leaves no file behind.
+
+Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``). The dynamo
+exporter (``torch.export``) was tried first and refused DPRNN and Tune-In (the LSTMs and the
+shape arithmetic of the chunking give it guards it cannot prove for every length), and its
+TDANet graph accepted only lengths that satisfy the guards of the export length; it also
+takes minutes where the tracer takes seconds. The tracer keeps the models' size arithmetic
+symbolic (they are written for that, see e.g. :func:`cocktailparty.models.dprnn.segment`),
+with one exporter fix, :func:`_floor_divide` below. No model needs col2im (chunking is done
+with reshapes), so opset 17 suffices; ``opset`` may be raised (up to the exporter's maximum).
+
+Tune-In Offline: the graph gets a second input, ``enrollment (batch or 1, C, time_e)``, one
+recording per target talker (see :meth:`~cocktailparty.models.tunein.TuneIn.embed_enrollment`);
+the speaker space runs on it inside the graph. Online and Autopilot exports take the mixture only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CocktailError
+from .onnxrun import FORMAT, OnnxRunner
+
+log = logging.getLogger("cocktailparty")
+
+DEFAULT_OPSET = 17
+# Agreement required between onnxruntime and PyTorch, relative to the reference's peak
+# (outputs are not normalised; an untrained model's can be far from unit scale).
+DEFAULT_TOLERANCE = 1e-4
+
+
+# ----------------------------------------------------------------------------- exporter fix
+
+
+def _floor_divide(g, self, other):
+    """Floor division of traced sizes with Python semantics.
+
+    The TorchScript exporter maps ``aten::floor_divide`` / ``floordiv`` to ONNX ``Div``,
+    which truncates towards zero: ``-7 // 2`` becomes -3 instead of -4. Ceiling division
+    written as ``-(-a // b)`` (TDANet's frame count) then comes out one short at lengths the
+    trace did not see. Here: truncate, then subtract one where the signs differ and the
+    division is inexact. Float inputs take ``Floor(Div)``.
+    """
+    from torch.onnx import symbolic_helper as sym
+
+    if sym._is_fp(self) or sym._is_fp(other):
+        return g.op("Floor", g.op("Div", self, other))
+    self = g.op("Cast", self, to_i=7)  # INT64: sizes are int64, Python scalars may arrive as int32
+    other = g.op("Cast", other, to_i=7)
+    zero = g.op("Constant", value_t=torch.tensor(0, dtype=torch.int64))
+    quotient = g.op("Div", self, other)
+    inexact = g.op("Not", g.op("Equal", g.op("Sub", self, g.op("Mul", quotient, other)), zero))
+    signs_differ = g.op("Xor", g.op("Less", self, zero), g.op("Less", other, zero))
+    fixup = g.op("Cast", g.op("And", inexact, signs_differ), to_i=7)
+    return g.op("Sub", quotient, fixup)
+
+
+@contextlib.contextmanager
+def _exporter_fixes(opset: int):
+    """Register :func:`_floor_divide` for the duration of one export only."""
+    names = ("aten::floor_divide", "aten::floordiv")
+    for name in names:
+        torch.onnx.register_custom_op_symbolic(name, _floor_divide, opset)
+    try:
+        yield
+    finally:
+        for name in names:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+class _Graph(nn.Module):
+    """What is exported: ``mixture (batch, time) [, enrollment (batch, C, time_e)] ->
+    sources (batch, C, time)``, with only tensors as arguments (the exporter passes every
+    parameter of ``forward`` positionally, so Tune-In's keyword options are bound here)."""
+
+    def __init__(self, model: nn.Module, offline: bool):
+        super().__init__()
+        # The exporter puts the module in eval mode and afterwards restores *this* module's
+        # mode recursively: a fresh module is in training mode, which would switch the
+        # model's dropout on for everything after the export. Callers build it with .eval().
+        self.model = model
+        self.offline = offline
+
+    def forward(self, mixture: torch.Tensor, enrollment: torch.Tensor | None = None) -> torch.Tensor:
+        if self.offline:
+            return self.model(mixture, enrollment, mode="offline")
+        return self.model(mixture)
+
+
+def _is_offline(model: nn.Module) -> bool:
+    return getattr(model.config, "mode", None) == "offline"
+
+
+def _example_inputs(model: nn.Module, length: int, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    mixture = torch.randn(batch, length, generator=generator)
+    if not _is_offline(model):
+        return (mixture,)
+    # Enrollments of another length than the mixture, so that both time axes stay separate.
+    enrollment = torch.randn(batch, model.config.num_sources, length * 3 // 4 + 7, generator=generator)
+    return mixture, enrollment
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    example_seconds: float = 1.0,
+    check: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Path:
+    """Export ``model`` to ONNX with dynamic batch and length, check it, write it atomically.
+
+    Args:
+        model: a registered separation model, ``(batch, time) -> (batch, C, time)``.
+        path: the ``.onnx`` file to write (replaced only once the export has passed its check).
+        opset: ONNX opset (17 or later).
+        example_seconds: length of the example input the graph is traced with.
+        check: run the file with onnxruntime at the export length and at a length it has not
+            seen, and fail if it differs from PyTorch by more than ``tolerance`` times the
+            output's peak (see :func:`check_onnx`).
+
+    Returns:
+        ``path``. The check's maximum differences are logged.
+    """
+    path = Path(path)
+    cfg = model.config
+    model = model.cpu().eval()
+    length = max(int(example_seconds * cfg.sample_rate), 64)
+    # Batch 2 in the example: with batch 1 the tracer may fold "batch * n" into a constant.
+    inputs = _example_inputs(model, length, batch=2, seed=0)
+    names = ["mixture", "enrollment"][: len(inputs)]
+    dynamic_axes = {"mixture": {0: "batch", 1: "time"}, "sources": {0: "batch", 2: "time"}}
+    if len(inputs) == 2:
+        dynamic_axes["enrollment"] = {0: "enrollment_batch", 2: "enrollment_time"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        with torch.no_grad(), _exporter_fixes(opset), warnings.catch_warnings():
+            # The tracer warns about every Python int it sees made from a size; the models'
+            # size arithmetic is written to stay symbolic, and the check below proves it.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Graph(model, offline=len(inputs) == 2).eval(), inputs, tmp,
+                input_names=names, output_names=["sources"], dynamic_axes=dynamic_axes,
+                opset_version=opset, dynamo=False, do_constant_folding=True,
+            )
+        _finish(tmp, model)
+        if check:
+            diffs = check_onnx(model, tmp, lengths=(length, _unseen_length(length)), tolerance=tolerance)
+            log.info("%s: onnxruntime vs PyTorch, max abs difference %s",
+                     path, ", ".join(f"{d:.2e} at {n} samples" for n, d in diffs.items()))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _unseen_length(length: int) -> int:
+    # Odd and not a multiple of any hop or chunk size: exercises every padding path.
+    return length * 37 // 27 + 13
+
+
+def _zero_initial_states_to_defaults(graph) -> None:
+    """Make every LSTM start from ONNX's default zero state instead of the exporter's.
+
+    nn.LSTM builds its zero initial state from the input's batch size; the exporter folds
+    that tensor into a constant of the export shape and ``Expand``s it to the run-time
+    batch, which fails for any other number of sequences (DPRNN and GALR run ``batch x
+    chunks`` sequences through their LSTMs). ONNX LSTM's ``initial_h`` and ``initial_c``
+    are optional and default to zeros, so an all-zero constant there is dropped: the same
+    function, now for every shape. Nodes left without a consumer are pruned.
+    """
+    from onnx import numpy_helper
+
+    producers = {out: node for node in graph.node for out in node.output}
+    initializers = {t.name: t for t in graph.initializer}
+
+    def is_zero(name: str, depth: int = 0) -> bool:
+        if name in initializers:
+            return not numpy_helper.to_array(initializers[name]).any()
+        node = producers.get(name)
+        if node is None or depth > 4:
+            return False
+        if node.op_type == "Constant":
+            return not numpy_helper.to_array(node.attribute[0].t).any()
+        if node.op_type == "ConstantOfShape":
+            return all(not numpy_helper.to_array(a.t).any() for a in node.attribute)
+        if node.op_type in ("Expand", "Identity", "Cast", "Unsqueeze", "Reshape"):
+            return is_zero(node.input[0], depth + 1)
+        return False
+
+    for node in graph.node:
+        if node.op_type == "LSTM":
+            for i in (5, 6):  # initial_h, initial_c
+                if len(node.input) > i and node.input[i] and is_zero(node.input[i]):
+                    node.input[i] = ""
+    needed = {out.name for out in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+
+
+def _finish(path: str | os.PathLike, model: nn.Module) -> None:
+    """Post-process the exported file in place: LSTM states, then the metadata."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    _zero_initial_states_to_defaults(proto.graph)
+    meta = {
+        "format": FORMAT,
+        "architecture": model.architecture,
+        "config": json.dumps(dataclasses.asdict(model.config)),
+        "sample_rate": str(model.config.sample_rate),
+        "num_sources": str(model.config.num_sources),
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "cocktailparty"
+    onnx.save(proto, str(path))
+
+
+def check_onnx(model: nn.Module, path: str | os.PathLike, lengths: tuple[int, ...],
+               tolerance: float = DEFAULT_TOLERANCE) -> dict[int, float]:
+    """Max abs difference between onnxruntime and PyTorch at each length (batch 2 at the
+    first, batch 1 at the others); raises :class:`CocktailError` above ``tolerance`` x peak."""
+    runner = OnnxRunner(path)
+    diffs = {}
+    for i, length in enumerate(lengths):
+        inputs = _example_inputs(model, length, batch=2 if i == 0 else 1, seed=100 + i)
+        with torch.no_grad():
+            reference = _Graph(model, offline=len(inputs) == 2).eval()(*inputs).numpy()
+        got = runner.forward(*(t.numpy() for t in inputs))
+        if got.shape != reference.shape:
+            raise CocktailError(f"{path}: the ONNX model gives shape {got.shape} at {length} samples, "
+                                f"PyTorch {reference.shape}; this architecture does not export correctly")
+        diff = float(np.abs(got - reference).max())
+        diffs[length] = diff
+        peak = float(np.abs(reference).max())
+        if not diff <= tolerance * max(peak, 1.0):
+            raise CocktailError(f"{path}: the ONNX model differs from PyTorch by {diff:.3g} (peak {peak:.3g}) "
+                                f"at {length} samples; the export is not reliable")
+    return diffs
+
+
+def cli_export(args) -> int:
+    from .checkpoint import load_model
+
+    if args.device not in (None, "cpu"):
+        log.info("exporting on the CPU (an ONNX graph does not depend on the device it was traced on)")
+    model = load_model(args.model, "cpu")
+    if _is_offline(model):
+        log.info("Tune-In Offline: the ONNX model takes a second input, 'enrollment' (batch, %d, time)",
+                 model.config.num_sources)
+    path = export_onnx(model, args.onnx, opset=args.opset, example_seconds=args.seconds)
+    if not args.quiet:
+        print(f"{args.model or 'default model'} -> {path} (opset {args.opset}, "
+              f"{model.config.sample_rate} Hz, {model.config.num_sources} sources)")
+    return 0

@@ -1,0 +1,91 @@
+"""Run an exported ``.onnx`` model with onnxruntime: numpy in, numpy out, no torch.
+
+:class:`OnnxRunner` has the interface :class:`~cocktailparty.separate.Separator` needs from
+a model (``sample_rate``, ``num_sources`` and a call from a ``(time,)`` mixture to
+``(num_sources, time)`` estimates), so chunking, stitching and scaling are shared with the
+PyTorch backend. The rate and source count come from the metadata that
+:func:`cocktailparty.export.export_onnx` writes into the file.
+
+    >>> runner = OnnxRunner("tdanet.onnx", threads=2)
+    >>> sources = runner(mixture)                       # (C, time) from (time,), float32
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CocktailError
+
+# Keys of the ONNX file's metadata_props written by export_onnx.
+FORMAT = "cocktailparty/onnx/1"
+META_KEYS = ("format", "architecture", "config", "sample_rate", "num_sources")
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CocktailError("the onnx backend needs onnxruntime: pip install 'cocktailparty[export]'") from None
+    return onnxruntime
+
+
+class OnnxRunner:
+    """An exported separation model in an onnxruntime session (CPU).
+
+    Args:
+        path: a ``.onnx`` file written by ``cocktail export``.
+        threads: intra-op threads (``None``: onnxruntime's default, all cores).
+
+    Attributes:
+        sample_rate, num_sources, architecture, config: from the file's metadata.
+        enrollment_input: True for a Tune-In Offline export, whose second input
+            ``enrollment`` ``(batch, C, time_e)`` must be given (see :meth:`__call__`).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        ort = _onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CocktailError(f"{self.path}: no such ONNX file")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # onnxruntime's warnings are about its internals, not the user's input
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own (unexported) exception types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CocktailError(f"{self.path}: not a readable ONNX model (corrupted or truncated? {first[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != FORMAT:
+            raise CocktailError(f"{self.path}: an ONNX model, but not one exported by 'cocktail export' "
+                                f"(no '{FORMAT}' metadata); re-export it with cocktail export")
+        self.architecture = meta["architecture"]
+        self.config = json.loads(meta["config"])
+        self.sample_rate = int(meta["sample_rate"])
+        self.num_sources = int(meta["num_sources"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.enrollment_input = "enrollment" in self.input_names
+
+    def forward(self, mixture: np.ndarray, enrollment: np.ndarray | None = None) -> np.ndarray:
+        """The model itself: ``(batch, time)`` float32 -> ``(batch, C, time)``.
+
+        ``enrollment`` ``(batch or 1, C, time_e)``: Tune-In Offline exports only.
+        """
+        feeds = {"mixture": np.ascontiguousarray(mixture, dtype=np.float32)}
+        if self.enrollment_input:
+            if enrollment is None:
+                raise CocktailError(f"{self.path}: a Tune-In Offline model; it needs an enrollment of the "
+                                    f"target talkers (use 'cocktail extract --enroll'), or export the model "
+                                    f"in online or autopilot mode for plain separation")
+            feeds["enrollment"] = np.ascontiguousarray(enrollment, dtype=np.float32)
+        return self.session.run(["sources"], feeds)[0]
+
+    def __call__(self, mixture: np.ndarray) -> np.ndarray:
+        """``(time,)`` -> ``(num_sources, time)`` float32: the Separator's model call."""
+        return self.forward(mixture[None])[0]
