@@ -203,3 +203,22 @@ def test_bf16_autocast_keeps_activations_bf16_and_waveform_fp32():
     assert out.dtype == torch.float32
     err = (out - reference).square().sum() / reference.square().sum()
     assert err < 1e-2  # bf16 has 8 mantissa bits; 20 dB SNR is ample for a smoke check
+
+
+def test_cuda_layer_norm_path_matches_group_norm_and_its_gradients():
+    """The split-statistics gLN used on CUDA, run here on the CPU: same values as group_norm,
+    and a hand-written backward that passes gradcheck in float64."""
+    from cocktailparty.models.tdanet import GLN, _GLNFunction
+
+    torch.manual_seed(0)
+    norm = GLN(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 6, 1, 37) * 2 + 0.3
+    expected = torch.nn.functional.group_norm(x, 1, norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(norm._split_statistics(x), expected, atol=1e-5, rtol=1e-5)
+    x64 = torch.randn(2, 4, 1, 9, dtype=torch.float64, requires_grad=True)
+    w64 = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    b64 = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w, b: _GLNFunction.apply(a, w, b, 1e-8), (x64, w64, b64))
