@@ -266,7 +266,7 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
         compiled.load_state_dict(model.state_dict())
         try:
             t0 = time.perf_counter()
-            compiled.compile_block()
+            compiled.compile()
             with torch.inference_mode():
                 compiled(x)
             torch.cuda.synchronize()
@@ -320,7 +320,7 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
         net.channels_last = channels_last
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         if how == "compile":
-            net.compile_block()
+            net.compile()
         fwd = net
 
         def step() -> None:

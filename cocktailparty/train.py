@@ -133,6 +133,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "epochs": 500,                # at most
     "max_steps_per_epoch": None,  # cap on an epoch's batches (e.g. to set an epoch length)
     "precision": "fp32",          # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    "compile": False,             # torch.compile the model in place (model.compile(); a model may
+                                  # narrow it, e.g. TDANet compiles only its shared block)
     "seed": 0,
     "deterministic": False,       # torch.use_deterministic_algorithms (bitwise GPU resumes)
     "num_workers": 4,             # DataLoader worker processes per training process
@@ -849,6 +851,8 @@ class Trainer:
         if self.t["init_from"] and not resume:
             self._init_from(Path(self.t["init_from"]), architecture)
         self.model.to(self.device)
+        if self.t["compile"]:
+            self.model.compile()  # in place: parameter names, so checkpoints, are unchanged
         objective = None
         if hasattr(self.model, "training_objective"):
             info = TrainingInfo(speakers, self.num_sources, self.sample_rate, self.t["stage"],

@@ -222,3 +222,14 @@ def test_cuda_layer_norm_path_matches_group_norm_and_its_gradients():
     w64 = torch.rand(4, dtype=torch.float64, requires_grad=True)
     b64 = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, w, b: _GLNFunction.apply(a, w, b, 1e-8), (x64, w64, b64))
+
+
+def test_compile_narrows_to_the_shared_block_and_keeps_parameter_names():
+    from cocktailparty.models import build_model
+
+    model = build_model("tdanet", channels=32, bottleneck=16, ffn_channels=64, heads=4, unfolds=2)
+    names = list(model.state_dict())
+    model.compile()  # what `training.compile: true` calls
+    assert model.block._compiled_call_impl is not None
+    assert model._compiled_call_impl is None and model.encoder._compiled_call_impl is None
+    assert list(model.state_dict()) == names

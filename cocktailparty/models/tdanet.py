@@ -430,15 +430,14 @@ class TDANet(nn.Module):
         self.decoder = nn.ConvTranspose1d(basis, 1, kernel, stride, bias=False)
         self.channels_last: bool | None = None  # None: on CPU only, where oneDNN wants it
 
-    def compile_block(self, **options) -> "TDANet":
-        """torch.compile the shared block in place (parameter names unchanged).
+    def compile(self, **options) -> None:
+        """torch.compile in place, as ``nn.Module.compile``, but only the shared block.
 
         The GPU's fastest training path (fused gLN, PReLU and gating kernels, far fewer
         launches). All unfolds run the same block on same-shaped inputs, so one graph is
         compiled and reused; compiling the whole model would trace all unfolds unrolled.
         """
         self.block.compile(**options)
-        return self
 
     def _frames(self, length: int) -> int:
         """Frames for ``length`` samples: every sample under K/H windows, rounded to 2**depth."""
