@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output folder (default: %(default)s)")
     _model_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the model with PyTorch, or an exported .onnx (--model X.onnx) with onnxruntime")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the onnx backend (default: all)")
 
     p = command("extract", "cocktailparty.separate:cli_extract",
                 "keep only the enrolled talker's voice (Tune-In Offline)")
@@ -137,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", "cocktailparty.export:cli_export", "export a model to ONNX, checked against PyTorch")
     _model_arguments(p)
     p.add_argument("--onnx", required=True, metavar="OUT.onnx")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of the example input traced (default: %(default)s)")
 
     p = command("demo", "cocktailparty.demo:cli_demo",
                 "synthesize two talkers, mix them, separate them, and show the result")

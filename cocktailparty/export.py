@@ -46,6 +46,11 @@ DEFAULT_OPSET = 17
 # Agreement required between onnxruntime and PyTorch, relative to the reference's peak
 # (outputs are not normalised; an untrained model's can be far from unit scale).
 DEFAULT_TOLERANCE = 1e-4
+# Architectures whose export does not yet run at lengths other than the traced one.
+NOT_EXPORTABLE = {
+    "tunein": "its GALR blocks read sizes off internal tensors (segment count, positional "
+              "encoding, overlap-add), which the exporter freezes at the traced length",
+}
 
 
 # ----------------------------------------------------------------------------- exporter fix
@@ -147,6 +152,8 @@ def export_onnx(
     """
     path = Path(path)
     cfg = model.config
+    if model.architecture in NOT_EXPORTABLE:
+        raise CocktailError(f"{model.architecture}: ONNX export is not supported yet ({NOT_EXPORTABLE[model.architecture]})")
     model = model.cpu().eval()
     length = max(int(example_seconds * cfg.sample_rate), 64)
     # Batch 2 in the example: with batch 1 the tracer may fold "batch * n" into a constant.
@@ -159,7 +166,11 @@ def export_onnx(
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(handle)
     try:
-        with torch.no_grad(), _exporter_fixes(opset), warnings.catch_warnings():
+        # Traced with autograd on: models take their plain (training-time) code paths then,
+        # which compute the same function as their no-grad paths in eval mode but without
+        # in-place writes into views and out= buffers (Tune-In's GALR blocks use those to
+        # save memory), which the tracer cannot express in ONNX.
+        with torch.enable_grad(), _exporter_fixes(opset), warnings.catch_warnings():
             # The tracer warns about every Python int it sees made from a size; the models'
             # size arithmetic is written to stay symbolic, and the check below proves it.
             warnings.simplefilter("ignore")
@@ -259,7 +270,13 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, lengths: tuple[int, ..
         inputs = _example_inputs(model, length, batch=2 if i == 0 else 1, seed=100 + i)
         with torch.no_grad():
             reference = _Graph(model, offline=len(inputs) == 2).eval()(*inputs).numpy()
-        got = runner.forward(*(t.numpy() for t in inputs))
+        try:
+            got = runner.forward(*(t.numpy() for t in inputs))
+        except CocktailError:
+            raise
+        except Exception as err:  # onnxruntime's own error types
+            raise CocktailError(f"{path}: the ONNX model fails at {length} samples "
+                                f"({str(err).splitlines()[0][:300]}); this architecture does not export correctly") from None
         if got.shape != reference.shape:
             raise CocktailError(f"{path}: the ONNX model gives shape {got.shape} at {length} samples, "
                                 f"PyTorch {reference.shape}; this architecture does not export correctly")

@@ -51,8 +51,10 @@ class Separator:
 
     Args:
         model: a separation model, ``(batch, time) -> (batch, C, time)`` at
-            ``model.config.sample_rate``.
-        device: where to run it (default: CUDA when present).
+            ``model.config.sample_rate``; or a runner with ``sample_rate``,
+            ``num_sources`` and a call ``(time,) -> (C, time)`` numpy, such as
+            :class:`~cocktailparty.onnxrun.OnnxRunner` (see :meth:`from_onnx`).
+        device: where to run a torch model (default: CUDA when present).
         chunk_seconds: recordings longer than this are processed in chunks of this length,
             which bounds memory; ``None`` processes them whole.
         overlap_seconds: overlap between chunks, used both to align the talkers' order
@@ -66,10 +68,19 @@ class Separator:
         chunk_seconds: float | None = 10.0,
         overlap_seconds: float = 2.0,
     ):
-        self.device = resolve_device(device) if not isinstance(device, torch.device) else device
-        self.model = model.to(self.device).eval()
-        self.sample_rate: int = model.config.sample_rate
-        self.num_sources: int = model.config.num_sources
+        if isinstance(model, nn.Module):
+            self.device = resolve_device(device) if not isinstance(device, torch.device) else device
+            self.model = model.to(self.device).eval()
+            self._forward = self._torch_forward
+            self.sample_rate: int = model.config.sample_rate
+            self.num_sources: int = model.config.num_sources
+        else:
+            # A runner (numpy in, numpy out): the chunking below never touches torch.
+            self.device = None
+            self.model = model
+            self._forward = model
+            self.sample_rate = model.sample_rate
+            self.num_sources = model.num_sources
         if chunk_seconds is not None and overlap_seconds * 2 > chunk_seconds:
             raise ValueError("overlap_seconds must be at most half of chunk_seconds")
         self.chunk = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
@@ -80,6 +91,13 @@ class Separator:
         """A bundled model name, checkpoint path, config or architecture (see ``load_model``)."""
         device = resolve_device(device)
         return cls(load_model(name_or_path, device), device=device, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str, threads: int | None = None, **kwargs) -> "Separator":
+        """An ONNX file from ``cocktail export``, run with onnxruntime on the CPU."""
+        from .onnxrun import OnnxRunner
+
+        return cls(OnnxRunner(path, threads=threads), **kwargs)
 
     def __call__(self, waveform: Array, sample_rate: int, progress: bool = False) -> np.ndarray:
         """Separate one recording.
@@ -106,7 +124,6 @@ class Separator:
             estimates = np.pad(estimates, ((0, 0), (0, length - estimates.shape[1])))
         return estimates[:, :length]
 
-    @torch.inference_mode()
     def separate_at_model_rate(self, mixture: np.ndarray, progress: bool = False) -> np.ndarray:
         """``(time,)`` at the model's rate -> ``(C, time)``, chunked when long."""
         length = mixture.shape[0]
@@ -137,9 +154,13 @@ class Separator:
         return output
 
     def _run(self, mixture: np.ndarray) -> np.ndarray:
+        """The only model call: ``(time,)`` -> ``(C, time)`` at the mixture's scale."""
+        return match_mixture_scale(self._forward(mixture), mixture)
+
+    @torch.inference_mode()
+    def _torch_forward(self, mixture: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(mixture)).to(self.device).unsqueeze(0)
-        estimates = self.model(x)[0].float().cpu().numpy()
-        return match_mixture_scale(estimates, mixture)
+        return self.model(x)[0].float().cpu().numpy()
 
 
 def match_mixture_scale(estimates: np.ndarray, mixture: np.ndarray) -> np.ndarray:
@@ -191,7 +212,14 @@ def cli_separate(args) -> int:
     files = audio.find_audio_files(args.inputs)
     if not files:
         raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
-    separator = Separator.from_pretrained(args.model, device=args.device)
+    if getattr(args, "backend", "torch") == "onnx":
+        if not args.model or not str(args.model).endswith(".onnx"):
+            raise CocktailError("--backend onnx needs --model FILE.onnx (make one with 'cocktail export')")
+        if args.device not in (None, "cpu"):
+            raise CocktailError("--backend onnx runs on the CPU; drop --device or use --device cpu")
+        separator = Separator.from_onnx(args.model, threads=args.threads)
+    else:
+        separator = Separator.from_pretrained(args.model, device=args.device)
     out_dir = Path(args.out)
     failed = 0
     for path in tqdm(files, desc="separating", unit="file", disable=args.quiet or len(files) == 1):

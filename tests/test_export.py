@@ -1,0 +1,110 @@
+"""ONNX export: every exportable architecture agrees with PyTorch at lengths it was not
+traced at; the CLI exports and separates with the onnx backend; bad files get one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from cocktailparty import checkpoint  # noqa: E402
+from cocktailparty.cli import main  # noqa: E402
+from cocktailparty.errors import CocktailError  # noqa: E402
+from cocktailparty.export import export_onnx  # noqa: E402
+from cocktailparty.models import build_model  # noqa: E402
+from cocktailparty.onnxrun import OnnxRunner  # noqa: E402
+from cocktailparty.separate import Separator  # noqa: E402
+
+TINY = {
+    "dprnn": dict(num_filters=16, kernel_size=4, stride=2, bottleneck=8, hidden=8, chunk_size=10, num_blocks=2),
+    "convtasnet": dict(num_filters=16, kernel_size=8, stride=4, bottleneck=8, hidden=16, skip=8,
+                       num_layers=2, num_repeats=2),
+    "tdanet": dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=2, depth=3, unfolds=2),
+    "tdanet-large": dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=2, depth=3, unfolds=2),
+}
+
+
+def tiny(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, **TINY[name]).eval()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_onnxruntime_matches_pytorch_at_unseen_lengths(name, tmp_path):
+    model = tiny(name)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", example_seconds=0.2)  # traced at 1600 samples
+    runner = OnnxRunner(path)
+    assert (runner.sample_rate, runner.num_sources, runner.architecture) == (8000, 2, name)
+    for batch, length in ((1, 2345), (3, 801), (1, 37)):
+        x = torch.randn(batch, length, generator=torch.Generator().manual_seed(length))
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = runner.forward(x.numpy())
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_tunein_export_says_it_is_not_supported(tmp_path):
+    model = build_model("tunein", mode="autopilot", num_filters=16, feature_dim=8, hidden=6, segment_size=10,
+                        low_dim=3, num_heads=2, generic_blocks=1, speech_blocks=1)
+    with pytest.raises(CocktailError, match="not supported yet"):
+        export_onnx(model, tmp_path / "t.onnx")
+    assert not (tmp_path / "t.onnx").exists()
+
+
+def test_cli_export_then_separate_with_onnx_matches_torch(tmp_path, capsys):
+    model_path = checkpoint.save(tiny("dprnn"), tmp_path / "dprnn.safetensors")
+    onnx_path = tmp_path / "dprnn.onnx"
+    assert main(["export", "--model", str(model_path), "--onnx", str(onnx_path), "--seconds", "0.2"]) == 0
+    assert onnx_path.is_file() and not list(tmp_path.glob(".*.part"))
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    soundfile.write(tmp_path / "in" / "a.wav", 0.1 * rng.standard_normal(12_345), 16000)  # resampled to 8 kHz
+    common = [str(tmp_path / "in"), "--device", "cpu"]
+    assert main(["separate", *common, "-o", str(tmp_path / "torch"), "--model", str(model_path)]) == 0
+    assert main(["separate", *common, "-o", str(tmp_path / "onnx"), "--model", str(onnx_path),
+                 "--backend", "onnx", "--threads", "1"]) == 0
+    for i in (1, 2):
+        a, rate_a = soundfile.read(tmp_path / "torch" / f"a_s{i}.wav", dtype="float32")
+        b, rate_b = soundfile.read(tmp_path / "onnx" / f"a_s{i}.wav", dtype="float32")
+        assert rate_a == rate_b == 16000 and a.shape == b.shape == (12_345,)
+        # WAV output is 16-bit: allow its quantisation step on top of 1e-4.
+        assert np.abs(a - b).max() <= 1e-4 + 2 ** -15
+
+
+def test_onnx_backend_does_not_call_torch(tmp_path, monkeypatch):
+    path = export_onnx(tiny("convtasnet"), tmp_path / "c.onnx", example_seconds=0.2)
+    separator = Separator.from_onnx(str(path), chunk_seconds=1.0, overlap_seconds=0.25)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch used in the onnx hot path")
+
+    monkeypatch.setattr(torch, "from_numpy", forbidden)
+    monkeypatch.setattr(torch.nn.Module, "__call__", forbidden)
+    monkeypatch.setattr(torch, "inference_mode", forbidden)
+    out = separator(np.random.default_rng(1).standard_normal(20_000).astype(np.float32), 8000)  # 3 chunks
+    assert out.shape == (2, 20_000) and np.isfinite(out).all()
+
+
+def test_corrupted_onnx_gets_one_line(tmp_path, capsys):
+    path = export_onnx(tiny("convtasnet"), tmp_path / "c.onnx", example_seconds=0.2)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    soundfile.write(tmp_path / "a.wav", np.zeros(800), 8000)
+    code = main(["separate", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out"), "--model", str(path),
+                 "--backend", "onnx"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "not a readable ONNX model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_onnx_backend_needs_an_onnx_file(tmp_path, capsys):
+    soundfile.write(tmp_path / "a.wav", np.zeros(800), 8000)
+    assert main(["separate", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out"), "--backend", "onnx",
+                 "--model", "dprnn"]) == 1
+    assert "--model FILE.onnx" in capsys.readouterr().err
