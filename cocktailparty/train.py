@@ -888,6 +888,9 @@ class Trainer:
         self.count = 0
         self.window: dict[str, float] = {}
         self.window_count = 0
+        # Wall-clock throughput of the steps since the last steps.csv row (not saved: after a
+        # resume it restarts with the steps this process ran).
+        self.clock_start, self.clock_steps = time.perf_counter(), 0
         self.skipped = 0
         self.elapsed = 0.0
         self._stop_signal: Optional[int] = None
@@ -1139,14 +1142,19 @@ class Trainer:
             self.window[name] = self.window.get(name, 0.0) + value
         self.count += 1
         self.window_count += 1
+        self.clock_steps += 1
         return numbers[-1] > 0
 
     def _log_window(self, bar) -> None:
         means = {k: v / max(1, self.window_count) for k, v in self.window.items()}
         lr = self.optimizer.param_groups[0]["lr"]
+        now = time.perf_counter()
+        samples_per_s = self.clock_steps * self.t["batch_size"] / max(now - self.clock_start, 1e-9)
+        self.clock_start, self.clock_steps = now, 0
         if self.dist.main:
             self.step_log.write({"step": self.step, "epoch": self.epoch + 1, "lr": _fmt(lr),
-                                 **{k: _fmt(v) for k, v in sorted(means.items())}})
+                                 **{k: _fmt(v) for k, v in sorted(means.items())},
+                                 "samples_per_s": f"{samples_per_s:.1f}"})
             if bar is not None:
                 bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")
         self.window, self.window_count = {}, 0
