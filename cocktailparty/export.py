@@ -44,8 +44,12 @@ log = logging.getLogger("cocktailparty")
 
 DEFAULT_OPSET = 17
 # Agreement required between onnxruntime and PyTorch, relative to the reference's peak
-# (outputs are not normalised; an untrained model's can be far from unit scale).
-DEFAULT_TOLERANCE = 1e-4
+# (outputs are not normalised; an untrained model's can be far from unit scale). fp32
+# kernels that sum in another order drift apart through deep stacks: the full-size models
+# differ by 1e-4 to 4e-4 of their peak at 1-10 s (TDANet's 16 unfolds, DPRNN's 12 LSTMs
+# over 8000 steps), while a wrong graph is off by 1e-2 or more. The tests hold tiny models
+# to 1e-4 absolute.
+DEFAULT_TOLERANCE = 1e-3
 # Architectures whose export does not yet run at lengths other than the traced one.
 NOT_EXPORTABLE = {
     "tunein": "its GALR blocks read sizes off internal tensors (segment count, positional "
