@@ -1215,7 +1215,10 @@ class Trainer:
         bar = self._bar(total=len(batches), desc="validation") if max_batches is None else None
         # Validation must not move the training's random streams, whatever a model does in eval.
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type if devices else "cuda"):
+        # Whole validation utterances vary in length: a compiled model would recompile for each
+        # one (minutes per epoch, seen on an H200), so validation runs eagerly.
+        eager = torch.compiler.set_stance("force_eager") if t["compile"] else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type if devices else "cuda"), eager:
             for batch in loader:
                 batch = _to_device(batch, self.device)
                 with self._autocast():
