@@ -207,8 +207,6 @@ def output_paths(source: Path, out_dir: Path, num_sources: int) -> list[Path]:
 
 
 def cli_separate(args) -> int:
-    from tqdm import tqdm
-
     files = audio.find_audio_files(args.inputs)
     if not files:
         raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
@@ -221,22 +219,38 @@ def cli_separate(args) -> int:
     else:
         separator = Separator.from_pretrained(args.model, device=args.device)
     out_dir = Path(args.out)
+    return process_files(
+        files, separator, lambda path: output_paths(path, out_dir, separator.num_sources),
+        desc="separating", force=args.force, quiet=args.quiet,
+    )
+
+
+def process_files(files: list[Path], separator: Separator, targets_for, desc: str, force: bool,
+                  quiet: bool, keep: slice = slice(None)) -> int:
+    """Run ``separator`` over ``files``, writing output ``i`` to ``targets_for(path)[i]``.
+
+    Existing outputs are skipped unless ``force``; a file that cannot be read or written is
+    reported in one line and the others still run. ``keep`` selects which outputs to write.
+    Returns the exit status: 1 when any file failed.
+    """
+    from tqdm import tqdm
+
     failed = 0
-    for path in tqdm(files, desc="separating", unit="file", disable=args.quiet or len(files) == 1):
-        targets = output_paths(path, out_dir, separator.num_sources)
-        if not args.force and any(t.exists() for t in targets):
-            log.warning("%s: outputs exist in %s; skipping (use --force to overwrite)", path, out_dir)
+    for path in tqdm(files, desc=desc, unit="file", disable=quiet or len(files) == 1):
+        targets = targets_for(path)
+        if not force and any(t.exists() for t in targets):
+            log.warning("%s: %s exists; skipping (use --force to overwrite)",
+                        path, ", ".join(str(t) for t in targets if t.exists()))
             continue
         try:
             samples, rate = audio.read(path, min_seconds=0.01)
-            sources = separator(samples, rate, progress=not args.quiet)
-            for target, source in zip(targets, sources):
+            for target, source in zip(targets, separator(samples, rate, progress=not quiet)[keep]):
                 audio.write(target, source, rate)
         except AudioError as err:
             log.error("%s", err)
             failed += 1
             continue
-        if not args.quiet:
+        if not quiet:
             print(f"{path} -> {', '.join(str(t) for t in targets)}")
     if failed:
         log.error("%d of %d file(s) failed", failed, len(files))
@@ -338,8 +352,6 @@ class EnrolledTalker(nn.Module):
 
 
 def cli_extract(args) -> int:
-    from tqdm import tqdm
-
     files = audio.find_audio_files(args.inputs)
     if not files:
         raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
@@ -348,24 +360,10 @@ def cli_extract(args) -> int:
     enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
     separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
     out_dir = Path(args.out)
-    failed = 0
-    for path in tqdm(files, desc="extracting", unit="file", disable=args.quiet or len(files) == 1):
-        target = out_dir / f"{path.stem}_{enroll_path.stem}.wav"
-        if not args.force and target.exists():
-            log.warning("%s: %s exists; skipping (use --force to overwrite)", path, target)
-            continue
-        try:
-            samples, rate = audio.read(path, min_seconds=0.01)
-            audio.write(target, separator(samples, rate, progress=not args.quiet)[0], rate)
-        except AudioError as err:
-            log.error("%s", err)
-            failed += 1
-            continue
-        if not args.quiet:
-            print(f"{path} -> {target}")
-    if failed:
-        log.error("%d of %d file(s) failed", failed, len(files))
-    return 1 if failed else 0
+    return process_files(
+        files, separator, lambda path: [out_dir / f"{path.stem}_{enroll_path.stem}.wav"],
+        desc="extracting", force=args.force, quiet=args.quiet, keep=slice(0, 1),
+    )
 
 
 def _checkpoint_file(spec: str | None) -> Path | None:
