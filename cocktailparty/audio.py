@@ -109,7 +109,8 @@ def validate(samples: np.ndarray, sample_rate: int, path: PathLike = "<audio>", 
         raise AudioError(f"{path}: contains no samples (zero length)")
     if length < min_seconds * sample_rate:
         raise AudioError(
-            f"{path}: is {length / sample_rate:.3f} s long; at least {min_seconds:g} s is needed"
+            f"{path}: is {length / sample_rate:.3f} s long; at least {min_seconds:g} s is needed "
+            f"(it holds {length} sample{'s' if length > 1 else ''})"
         )
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
@@ -130,7 +131,53 @@ def write(
     clip at full scale, so samples beyond it are clipped with a warning; pass
     ``subtype="FLOAT"`` (WAV) to keep them.
     """
-    path = Path(path)
+    return write_all([path], [samples], sample_rate, subtype)[0]
+
+
+def write_all(
+    paths: Iterable[PathLike],
+    signals: Iterable[np.ndarray],
+    sample_rate: int,
+    subtype: str | None = None,
+) -> list[Path]:
+    """Write several files as one set: either all of them appear, or none changes.
+
+    Every file is first written in full to a temporary file beside its target; only when all
+    are written (and no target name is taken by a folder) are they renamed into place. So a
+    failure (full disk, a name taken by a folder, a bad value) never leaves a lone
+    ``_s1.wav`` that a rerun would skip as done, and never replaces an existing output with
+    a new one whose siblings are missing. Arguments as for :func:`write`.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, samples in zip(paths, signals):
+            path = Path(path)
+            staged.append((_write_temporary(path, samples, sample_rate, subtype), path))
+        for _, path in staged:
+            if path.is_dir():
+                raise AudioError(f"{path}: could not be written (a folder has that name)")
+        created: list[Path] = []
+        for tmp_name, path in staged:
+            existed = path.exists()
+            try:
+                os.replace(tmp_name, path)
+            except OSError as err:
+                # Renames within one folder hardly ever fail; if one does, take back the new
+                # files of this set so that no incomplete set looks finished.
+                for done in created:
+                    done.unlink(missing_ok=True)
+                raise AudioError(f"{path}: could not be written ({_short(err)})") from None
+            if not existed:
+                created.append(path)
+    finally:
+        for tmp_name, _ in staged:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    return [path for _, path in staged]
+
+
+def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype: str | None) -> str:
+    """Write ``samples`` to a new hidden ``.part`` file beside ``path``; returns its name."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim not in (1, 2):
         raise ValueError(f"expected (time,) or (channels, time) samples, got shape {samples.shape}")
@@ -152,13 +199,12 @@ def write(
         raise AudioError(f"{directory}: cannot write output there ({err.strerror})") from None
     try:
         soundfile.write(tmp_name, samples.T, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp_name, path)
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
-        raise AudioError(f"{path}: could not be written ({_short(err)})") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
+    except BaseException as err:
+        os.unlink(tmp_name)
+        if isinstance(err, (OSError, RuntimeError, soundfile.LibsndfileError)):
+            raise AudioError(f"{path}: could not be written ({_short(err)})") from None
+        raise
+    return tmp_name
 
 
 def find_audio_files(inputs: Iterable[PathLike]) -> list[Path]:

@@ -70,14 +70,26 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     meta = {key: value for key, value in raw.items() if key in ("format", "architecture")}
     for key, value in raw.items():
         if key not in meta:
-            meta[key] = json.loads(value)
+            try:
+                meta[key] = json.loads(value)
+            except ValueError:
+                raise CocktailError(f"{path}: checkpoint metadata '{key}' is not valid JSON (the file is damaged)") from None
+    for key in ("architecture", "config"):
+        if key not in meta:
+            raise CocktailError(f"{path}: checkpoint metadata has no '{key}' entry (the file is damaged)")
     return meta
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Build the model a checkpoint describes and load its weights (eval mode)."""
     meta = read_metadata(path)
-    model = build_model(meta["architecture"], **meta["config"])
+    if not isinstance(meta["config"], dict):
+        raise CocktailError(f"{path}: checkpoint metadata 'config' is not a mapping (the file is damaged)")
+    try:
+        model = build_model(meta["architecture"], **meta["config"])
+    except CocktailError as err:
+        # Say which file asked for the unknown architecture or config field.
+        raise CocktailError(f"{path}: {err}") from None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             state = {name: f.get_tensor(name) for name in f.keys()}

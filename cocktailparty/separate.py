@@ -117,7 +117,12 @@ class Separator:
         if samples.ndim != 1:
             raise ValueError(f"expected (time,) or (channels, time) audio, got shape {samples.shape}")
         length = samples.shape[0]
+        if length == 0 or not np.isfinite(samples).all():
+            audio.validate(samples, sample_rate, "waveform")  # raises the one-line AudioError
         at_model_rate = audio.resample(samples, sample_rate, self.sample_rate)
+        if at_model_rate.shape[0] == 0:
+            # A few samples at a higher rate can resample to none; give the model one sample.
+            at_model_rate = np.zeros(1, np.float32) + samples.mean()
         estimates = self.separate_at_model_rate(at_model_rate, progress=progress)
         estimates = audio.resample(estimates, self.sample_rate, sample_rate)
         if estimates.shape[1] < length:
@@ -244,8 +249,8 @@ def process_files(files: list[Path], separator: Separator, targets_for, desc: st
             continue
         try:
             samples, rate = audio.read(path, min_seconds=0.01)
-            for target, source in zip(targets, separator(samples, rate, progress=not quiet)[keep]):
-                audio.write(target, source, rate)
+            # All tracks of a file appear together or not at all (see audio.write_all).
+            audio.write_all(targets, separator(samples, rate, progress=not quiet)[keep], rate)
         except AudioError as err:
             log.error("%s", err)
             failed += 1
