@@ -196,7 +196,9 @@ def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype:
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
         os.close(handle)
     except OSError as err:
-        raise AudioError(f"{directory}: cannot write output there ({err.strerror})") from None
+        # mkdir says "File exists" when a file stands where a folder is needed: say it plainly.
+        reason = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        raise AudioError(f"{directory}: cannot write output there ({reason})") from None
     try:
         soundfile.write(tmp_name, samples.T, sample_rate, subtype=subtype, format=fmt)
     except BaseException as err:

@@ -211,14 +211,16 @@ def test_missing_input(tmp_path, model_path, capsys, caplog):
 # --- outputs ------------------------------------------------------------------------------------
 
 
-def test_output_folder_below_a_regular_file(tmp_path, model_path, capsys, caplog):
+@pytest.mark.parametrize("below", [True, False], ids=["below-a-file", "is-a-file"])
+def test_output_folder_that_cannot_be_made(tmp_path, model_path, capsys, caplog, below):
     """-o names a folder that cannot exist (a file is in the way): works as root, unlike chmod."""
     good = tmp_path / "a.wav"
     soundfile.write(good, speech_like()[0], RATE)
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
-    out = blocker / "out"
-    check_failure(capsys, caplog, separate([good], out, model_path), 1, str(blocker), "cannot write output there")
+    out = blocker / "out" if below else blocker
+    check_failure(capsys, caplog, separate([good], out, model_path), 1, str(blocker),
+                  "cannot write output there (a file is in the way)")
     assert blocker.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "blocker", "model"]
 
