@@ -453,9 +453,11 @@ class EpochBatches(Sampler):
 
 
 def _worker_init(_: int) -> None:
-    # Ctrl-C reaches the whole process group; the workers leave it to the main process, which
-    # finishes its step and saves before exiting.
+    # Ctrl-C, GNU timeout and cluster schedulers signal the whole process group; the workers
+    # leave the signal to the main process, which finishes its step and saves before exiting
+    # (a worker killed by SIGTERM would abort the run with a DataLoader error instead).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _loader(dataset: Dataset, batches: Sampler, workers: int, seed: int, pin: bool) -> DataLoader:

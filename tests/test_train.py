@@ -302,6 +302,26 @@ def test_sigterm_saves_and_exits_cleanly_and_set_overrides_apply(config_path, tm
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
 
 
+def test_sigterm_to_the_process_group_with_loader_workers_still_saves(config_path, tmp_path):
+    """GNU timeout and cluster schedulers signal every process of the group, workers too."""
+    run_dir = tmp_path / "group"
+    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
+                                       "--set", "training.num_workers=2", "--set", "training.epochs=3"),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    steps = run_dir / "steps.csv"
+    deadline = time.monotonic() + 90
+    while not steps.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "DataLoader worker" not in err
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert not state["finished"] and state["step"] >= 1
+
+
 def test_fixed_mixture_sets(corpus_dir, tmp_path):
     from cocktailparty.data.mixing import write_mixture_set
 
