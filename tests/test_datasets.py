@@ -22,6 +22,7 @@ from cocktailparty.data.datasets import (
     open_mixture_dataset,
 )
 from cocktailparty.errors import DatasetLayoutError
+from tests.conftest import write_manifest
 
 RATE = 8000
 
@@ -40,8 +41,6 @@ def write(path: Path, samples: np.ndarray, rate: int = RATE, subtype: str | None
     return path
 
 
-MANIFEST_HEADER = ["utterance_id", "path", "speaker", "person", "engine", "voice", "language",
-                   "gender", "split", "text", "duration", "sample_rate"]
 
 
 def make_manifest_corpus(root: Path, speakers: dict[str, tuple[str, str, float]], per_speaker: int = 2) -> Path:
@@ -58,11 +57,7 @@ def make_manifest_corpus(root: Path, speakers: dict[str, tuple[str, str, float]]
             rows.append(dict(utterance_id=uid, path=rel, speaker=speaker, person=person, engine="fake",
                              voice=speaker, language="en", gender="f", split=split, text="hello",
                              duration=seconds, sample_rate=RATE))
-    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "corpus.json").write_text("{}", encoding="utf-8")
+    write_manifest(root, rows)
     return root
 
 

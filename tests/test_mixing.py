@@ -24,10 +24,9 @@ from cocktailparty.data.mixing import (
     write_mixture_set,
 )
 from cocktailparty.errors import CocktailError
+from tests.conftest import write_manifest
 
 RATE = 8000
-MANIFEST_HEADER = ["utterance_id", "path", "speaker", "person", "engine", "voice", "language",
-                   "gender", "split", "text", "duration", "sample_rate"]
 
 # speaker -> (person, f0). Two voices share person "us1", as TTS voices built from one
 # recording do; they must never meet in one mixture.
@@ -61,11 +60,7 @@ def corpus_dir(tmp_path_factory) -> Path:
                 rows.append(dict(utterance_id=uid, path=rel, speaker=speaker, person=person, engine="fake",
                                  voice=speaker, language="en", gender="x", split=split, text="",
                                  duration=seconds, sample_rate=RATE))
-    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "corpus.json").write_text(json.dumps({"name": "fake"}), encoding="utf-8")
+    write_manifest(root, rows, {"name": "fake"})
     return root
 
 

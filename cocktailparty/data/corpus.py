@@ -64,11 +64,10 @@ from .. import __version__
 from ..audio import resample, write
 from ..errors import CocktailError
 from . import tts
+from .datasets import MANIFEST_COLUMNS  # the reader owns the manifest's contract
 
 log = logging.getLogger("cocktailparty")
 
-MANIFEST_COLUMNS = ("utterance_id", "path", "speaker", "person", "engine", "voice", "language",
-                    "gender", "split", "text", "duration", "sample_rate")
 SPLITS = ("train", "valid", "test")
 CORPUS_FORMAT = "cocktailparty-speech-corpus"
 INSTALL_HINT = "scripts/install-system-deps.sh"
