@@ -121,6 +121,11 @@ def load_model(spec: str | None = None, device: str | torch.device = "cpu") -> n
     config file path or the name of one in ``configs/``, or an architecture name (its
     default config). The last two give untrained weights, with a warning.
     """
+    if spec is None and DEFAULT_MODEL not in bundled_models():
+        raise CocktailError(
+            "no pretrained model is bundled with this version yet; pass --model with a checkpoint "
+            "you trained (cocktail train ... writes RUN_DIR/best.safetensors)"
+        )
     spec = spec or DEFAULT_MODEL
     if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
         return load(PRETRAINED_DIR / f"{spec}.safetensors", device)

@@ -94,6 +94,11 @@ def test_load_model_resolves_specs(tmp_path, caplog):
     assert "untrained" in caplog.text
     with pytest.raises(CocktailError, match="not a bundled model, config, architecture"):
         checkpoint.load_model("no-such-model")
+    if checkpoint.DEFAULT_MODEL not in checkpoint.bundled_models():
+        with pytest.raises(CocktailError, match="no pretrained model is bundled"):
+            checkpoint.load_model(None)
+    else:
+        assert checkpoint.load_model(None) is not None
     (tmp_path / "noarch.yaml").write_text("model:\n  channels: 3\n")
     with pytest.raises(CocktailError, match="no model.architecture"):
         checkpoint.load_model(str(tmp_path / "noarch.yaml"))
