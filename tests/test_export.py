@@ -13,7 +13,6 @@ pytest.importorskip("onnxruntime")
 
 from cocktailparty import checkpoint  # noqa: E402
 from cocktailparty.cli import main  # noqa: E402
-from cocktailparty.errors import CocktailError  # noqa: E402
 from cocktailparty.export import export_onnx  # noqa: E402
 from cocktailparty.models import build_model  # noqa: E402
 from cocktailparty.onnxrun import OnnxRunner  # noqa: E402
@@ -25,7 +24,10 @@ TINY = {
                        num_layers=2, num_repeats=2),
     "tdanet": dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=2, depth=3, unfolds=2),
     "tdanet-large": dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=2, depth=3, unfolds=2),
+    "tunein": dict(mode="online", num_filters=16, feature_dim=8, hidden=6, segment_size=10, low_dim=3,
+                   num_heads=2, generic_blocks=1, speaker_blocks=1, speech_blocks=2),
 }
+TUNEIN_MODES = ("autopilot", "online", "offline")
 
 
 def tiny(name: str) -> torch.nn.Module:
@@ -33,7 +35,7 @@ def tiny(name: str) -> torch.nn.Module:
     return build_model(name, **TINY[name]).eval()
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(set(TINY) - {"tunein"}))  # Tune-In: per mode, below
 def test_onnxruntime_matches_pytorch_at_unseen_lengths(name, tmp_path):
     model = tiny(name)
     path = export_onnx(model, tmp_path / f"{name}.onnx", example_seconds=0.2)  # traced at 1600 samples
@@ -48,12 +50,23 @@ def test_onnxruntime_matches_pytorch_at_unseen_lengths(name, tmp_path):
         assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_tunein_export_says_it_is_not_supported(tmp_path):
-    model = build_model("tunein", mode="autopilot", num_filters=16, feature_dim=8, hidden=6, segment_size=10,
-                        low_dim=3, num_heads=2, generic_blocks=1, speech_blocks=1)
-    with pytest.raises(CocktailError, match="not supported yet"):
-        export_onnx(model, tmp_path / "t.onnx")
-    assert not (tmp_path / "t.onnx").exists()
+@pytest.mark.parametrize("mode", TUNEIN_MODES)
+def test_tunein_onnxruntime_matches_pytorch_at_unseen_lengths(mode, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("tunein", **{**TINY["tunein"], "mode": mode}).eval()
+    path = export_onnx(model, tmp_path / f"tunein-{mode}.onnx", example_seconds=0.2)  # traced at 1600 samples
+    runner = OnnxRunner(path)
+    assert (runner.sample_rate, runner.num_sources, runner.architecture) == (8000, 2, "tunein")
+    for batch, length in ((1, 2345), (3, 801), (1, 37)):
+        generator = torch.Generator().manual_seed(length)
+        x = torch.randn(batch, length, generator=generator)
+        # Offline: one enrollment per source, of another length than the mixture's and the export's.
+        inputs = (x, torch.randn(batch, 2, length * 2 // 3 + 5, generator=generator)) if mode == "offline" else (x,)
+        with torch.no_grad():
+            expected = model(*inputs).numpy()
+        got = runner.forward(*(t.numpy() for t in inputs))
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4
 
 
 def test_cli_export_then_separate_with_onnx_matches_torch(tmp_path, capsys):

@@ -58,25 +58,47 @@ def segment(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([halves[:, :-1], halves[:, 1:]], dim=2)
 
 
+def ones_following(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Ones of ``x``'s shape, computed from ``x``'s values (1 whatever they are, NaN included).
+
+    ``torch.ones_like(x)`` or ``torch.arange(x.shape[0])`` depend on ``x``'s shape only, and
+    the TorchScript ONNX exporter folds such subgraphs into constants of the traced shape
+    when its shape inference loses track of a size (as it does through :func:`segment`):
+    the graph then fails at any other length. An op that reads the values cannot be folded.
+    """
+    return torch.where(torch.isnan(x), 1.0, 1.0).to(dtype or x.dtype)
+
+
 def overlap_add(segments: torch.Tensor, frames: int) -> torch.Tensor:
     """Inverse of :func:`segment`: ``(..., S, size, D)`` -> ``(..., frames, D)``, each frame
     the mean of the (one or two) segment positions that hold it."""
     hop = segments.shape[-2] // 2
-    shape = list(segments.shape)
-    shape[-3] += 1
-    shape[-2] = hop
+    first, second = segments[..., :hop, :], segments[..., hop:, :]
+    if torch.is_grad_enabled():
+        # Out of place, with every shape following the input's (this is also the path the
+        # ONNX export traces: the in-place one below builds a shape out of traced sizes).
+        # Each frame is the sum of its (one or two) halves over their count, both padded
+        # with zeros to S + 1 halves; dividing by 1 or 2 is exact, as is * 0.5 below.
+        halves = F.pad(first, (0, 0, 0, 0, 0, 1)) + F.pad(second, (0, 0, 0, 0, 1, 0))
+        ones = ones_following(segments[..., :1, :1])  # (..., S, 1, 1)
+        count = F.pad(ones, (0, 0, 0, 0, 0, 1)) + F.pad(ones, (0, 0, 0, 0, 1, 0))
+        return (halves / count).flatten(-3, -2)[..., :frames, :]
+    shape = (*segments.shape[:-3], segments.shape[-3] + 1, hop, segments.shape[-1])
     # Accumulating in place into one buffer keeps a single output-sized tensor alive.
     halves = segments.new_zeros(shape)  # (..., S + 1, hop, D)
-    halves[..., :-1, :, :] += segments[..., :hop, :]
-    halves[..., 1:, :, :] += segments[..., hop:, :]
+    halves[..., :-1, :, :] += first
+    halves[..., 1:, :, :] += second
     halves[..., 1:-1, :, :] *= 0.5  # inner halves lie in two segments, the end ones in one
     return halves.flatten(-3, -2).narrow(-2, 0, frames)
 
 
-def sinusoidal_embedding(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:
-    """Transformer positional encoding ``(length, dim)``, computed for any length (no table
-    to outgrow), interleaved sin/cos, on ``like``'s device and dtype."""
-    position = torch.arange(length, device=like.device, dtype=torch.float32)[:, None]
+def sinusoidal_embedding(like: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer positional encoding ``(length, dim)`` for ``like`` ``(length, ...)``,
+    computed for any length (no table to outgrow), interleaved sin/cos, on ``like``'s device
+    and dtype. The positions are counted off ``like`` (a cumulative sum of ones, exact in
+    float32 up to 2**24) rather than from its length as a number, so that an ONNX export
+    traced at one length keeps following the input's."""
+    position = ones_following(like.flatten(1)[:, :1], torch.float32).cumsum(0) - 1  # (length, 1)
     rate = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     angle = position * rate
     return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)[:, :dim].to(like.dtype)
@@ -110,15 +132,16 @@ class LocallyRecurrent(nn.Module):
         return self.norm(self.proj(self.rnn(x)[0]))
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        batch, segments, size, dim = x.shape
-        flat = x.reshape(batch * segments, size, dim)
+        # Shapes via flatten/view_as rather than ints read off x.shape: the ONNX exporter
+        # freezes sizes of internal tensors at their traced values.
+        flat = x.flatten(0, 1)  # (batch * S, K, D)
         if torch.is_grad_enabled():
-            return x + self._layer(flat).view(batch, segments, size, dim)
+            return x + self._layer(flat).view_as(x)
         out = flat if inplace else torch.empty_like(flat)
         # tensor_split always gives inference_chunks parts (some may be empty).
         for part, dest in zip(flat.tensor_split(self.inference_chunks), out.tensor_split(self.inference_chunks)):
             torch.add(part, self._layer(part), out=dest)
-        return out.view(batch, segments, size, dim)
+        return out.view_as(x)
 
 
 class SegmentAttention(nn.Module):
@@ -195,9 +218,8 @@ class GloballyAttentive(nn.Module):
 
     def forward(self, l: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
                 keep_streams: bool = False) -> torch.Tensor:
-        segments, dim = l.shape[1], l.shape[-1]
         g = torch.matmul(self.down.weight, l) + self.down.bias[:, None]  # (batch, S, Q, D)
-        g = self.norm_in(g) + sinusoidal_embedding(segments, dim, g)[:, None, :]
+        g = self.norm_in(g) + sinusoidal_embedding(g[0], g.shape[-1])[:, None, :]
         g = g.transpose(1, 2)  # (batch, Q, S, D): Q sequences of S segments
         a = self.attn(g, steer, keep_streams)
         if a.dim() == 5:  # one stream per speaker

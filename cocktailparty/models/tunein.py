@@ -252,7 +252,9 @@ class TuneIn(nn.Module):
         """DPRNN's decoder: streams ``(batch, C or 1, S, K, D)`` and the encoder output
         ``(batch, N, I)`` -> sources ``(batch, C, time)``."""
         cfg = self.config
-        batch, frames = feats.shape[0], feats.shape[-1]
+        frames = feats.shape[-1]
+        # Shapes follow the tensors (unflatten/flatten) rather than sizes read off them, which
+        # an ONNX export would freeze at the traced ones.
         # DPRNN applies PReLU and a 1x1 Conv2D (D -> C x D) per segment position, then
         # overlap-adds. The conv is linear, so overlap-adding first (I frames instead of 2I
         # positions) gives the same result at half the cost (the mean instead of the sum is
@@ -262,20 +264,19 @@ class TuneIn(nn.Module):
         y = y.transpose(-1, -2).flatten(1, 2)  # (batch, C*D or D, I)
         weight = self.head.weight.unsqueeze(-1)  # (C*D, D, 1)
         y = F.conv1d(y, weight, self.head.bias, groups=y.shape[1] // cfg.feature_dim)
-        y = y.view(batch * cfg.num_sources, cfg.feature_dim, frames)
+        y = y.unflatten(1, (cfg.num_sources, cfg.feature_dim)).flatten(0, 1)  # (batch * C, D, I)
         # The gated output layer. Activations run in place on the fresh conv outputs (the
         # convolutions do not need their outputs for backward); without gradients the
         # products do too, so inference holds no more than three (C, N, I) tensors.
         value = self.out_value(y).tanh_()
         gate = self.out_gate(y).sigmoid_()
         del y
-        shape = (batch, cfg.num_sources, cfg.num_filters, frames)
         if torch.is_grad_enabled():
-            sources = feats.unsqueeze(1) * self.mask_act(value * gate).view(shape)
+            sources = feats.unsqueeze(1) * self.mask_act(value * gate).unflatten(0, (-1, cfg.num_sources))
         else:
-            sources = self.mask_act(value.mul_(gate)).view(shape).mul_(feats.unsqueeze(1))
+            sources = self.mask_act(value.mul_(gate)).unflatten(0, (-1, cfg.num_sources)).mul_(feats.unsqueeze(1))
         del value, gate
-        return self.decoder(sources.flatten(0, 1), length).view(batch, cfg.num_sources, length)
+        return self.decoder(sources.flatten(0, 1), length).unflatten(0, (-1, cfg.num_sources))
 
     def _regularize(self, steering: torch.Tensor) -> torch.Tensor:
         """Training-time embedding noise N(0, 0.1) or dropout on ``Z_j`` (paper, after Eq. 2)."""
