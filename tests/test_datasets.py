@@ -373,5 +373,5 @@ def test_wham_noise_folder(tmp_path):
         NoiseFolder(root / "metadata")
     only_tr = tmp_path / "only_tr"
     write(only_tr / "tr" / "a.wav", tone(50.0, 0.1))
-    with pytest.raises(DatasetLayoutError, match="has split folders tr but none for 'test'"):
+    with pytest.raises(DatasetLayoutError, match=r"has no 'test' split folder \(looked for .*; found tr\)"):
         NoiseFolder(only_tr, split="test")

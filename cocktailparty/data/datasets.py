@@ -498,13 +498,7 @@ class NoiseFolder:
         folder = root
         splits = _split_subfolders(root)
         if split is not None and splits:
-            canon = canonical_split(split)
-            if canon not in splits:
-                raise DatasetLayoutError(
-                    f"{root}: has split folders {', '.join(p.name for p in splits.values())} but none "
-                    f"for '{split}' (expected one of {', '.join(SPLIT_ALIASES[canon])})"
-                )
-            folder = splits[canon]
+            folder = _pick_split(root, splits, split, expected)
         files = sorted(p for p in folder.rglob("*")
                        if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS and not p.name.startswith("."))
         if not files:
@@ -575,13 +569,7 @@ def find_split_folder(
             split = next(iter(splits))
         if split is None:
             raise DatasetLayoutError(f"{base}: holds the splits {names}; choose one (split=...)")
-        canon = canonical_split(split)
-        if canon not in splits:
-            raise DatasetLayoutError(
-                f"{base}: has no '{split}' split folder (looked for {', '.join(SPLIT_ALIASES[canon])}; "
-                f"found {names}); expected the {layout}"
-            )
-        folder = splits[canon]
+        folder = _pick_split(base, splits, split, f"expected the {layout}")
         if not _is_split_folder(folder, mixture_dir):
             raise DatasetLayoutError(
                 f"{folder}: expected folders {mixture_dir}/, s1/, s2/ ...; found {_listing(folder)}"
@@ -724,6 +712,17 @@ def _candidate_bases(root: Path, sample_rate: Optional[int], mode: str, prefixes
                     f"{rate_dir}: has no '{mode}' folder (found {_listing(rate_dir)}); expected min/ or max/"
                 )
     return bases
+
+
+def _pick_split(base: Path, splits: dict[str, Path], split: str, expected: str) -> Path:
+    """The folder of ``split`` among ``base``'s split folders, or an error naming what exists."""
+    canon = canonical_split(split)
+    if canon not in splits:
+        raise DatasetLayoutError(
+            f"{base}: has no '{split}' split folder (looked for {', '.join(SPLIT_ALIASES[canon])}; "
+            f"found {', '.join(p.name for p in splits.values())}); {expected}"
+        )
+    return splits[canon]
 
 
 def _split_subfolders(base: Path) -> dict[str, Path]:
