@@ -82,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a corpus")
 
+    p = corpus_sub.add_parser("noise", help="synthesize background noises for augmentation (FLAC)",
+                              description="Make seeded synthetic noises (colored, shaped, mains hum, "
+                                          "modulated, clicks, tones) in train/valid/test folders, for "
+                                          "data.noise in training or --noise in cocktail mix.")
+    p.set_defaults(handler="cocktailparty.data.noise:cli_noise")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--train", type=int, default=200, help="training noises (default: %(default)s)")
+    p.add_argument("--valid", type=int, default=20, help="validation noises (default: %(default)s)")
+    p.add_argument("--test", type=int, default=20, help="test noises (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of each (default: %(default)s)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds noises")
+
     p = command("mix", "cocktailparty.data.mixing:cli_mix",
                 "write a fixed, seeded set of mixtures (wsj0-2mix layout + metadata CSV)")
     p.add_argument("--corpus", required=True, metavar="DIR", help="a speaker-labelled corpus folder")
