@@ -27,6 +27,7 @@ item does not stop an evaluation run. Aggregate with ``np.nanmean`` and report t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from pathlib import Path
@@ -164,6 +165,13 @@ def pairwise_snr(estimates: torch.Tensor, references: torch.Tensor, eps: Optiona
 # --------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _permutation_table(c: int, device: torch.device) -> torch.Tensor:
+    """All permutations of ``range(c)`` ``(c!, c)`` on ``device``. Cached: a host-to-device copy
+    at every call would also stop a training step from being captured as a CUDA graph."""
+    return torch.tensor(list(itertools.permutations(range(c))), dtype=torch.long, device=device)
+
+
 def best_permutation(scores: torch.Tensor, maximize: bool = True) -> torch.Tensor:
     """The one-to-one pairing of estimates and references with the best total score.
 
@@ -184,7 +192,7 @@ def best_permutation(scores: torch.Tensor, maximize: bool = True) -> torch.Tenso
     if not maximize:
         scores = -scores
     if c <= EXHAUSTIVE_MAX_SOURCES:
-        perms = torch.tensor(list(itertools.permutations(range(c))), dtype=torch.long, device=scores.device)
+        perms = _permutation_table(c, scores.device)
         # totals[..., p] = sum_j scores[..., perms[p, j], j]
         totals = scores[..., perms, torch.arange(c, device=scores.device)].sum(dim=-1)
         return perms[totals.argmax(dim=-1)]

@@ -192,6 +192,13 @@ def test_config_defaults_aliases_and_errors():
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"batch_size": None}})
     with pytest.raises(CocktailError, match="model: section"):
         resolve_config({"training": {}})
+    with pytest.raises(CocktailError, match="cuda_graph does not go with fp16"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"cuda_graph": True, "precision": "fp16"}})
+    with pytest.raises(CocktailError, match="cuda_graph replays fixed shapes; set data.segment_seconds"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"cuda_graph": True},
+                        "data": {"segment_seconds": None}})
+    with pytest.raises(CocktailError, match="precision must be one of fp32, tf32, bf16, fp16"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"precision": "fp8"}})
     # Every shipped config resolves (its training keys are ones the engine knows); some leave
     # the batch size to the user.
     for path in sorted((ROOT / "configs").glob("*.yaml")):
@@ -214,6 +221,11 @@ def test_user_errors_are_one_line_messages(tmp_path, corpus_dir, capsys):
     assert "no checkpoint to resume from" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path)]) == 1
     assert "not a run folder" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        args = ["train", "--config", str(cfg), "--set", f"data.corpus={corpus_dir}", "--set", "training.cuda_graph=true",
+                "--out", str(tmp_path / "g"), "--device", "cpu"]
+        assert cli.main(args) == 1
+        assert "training.cuda_graph needs a CUDA device, not cpu" in capsys.readouterr().err
 
 
 # --- full runs ------------------------------------------------------------------------------
