@@ -143,6 +143,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "deterministic": False,       # torch.use_deterministic_algorithms (bitwise GPU resumes)
     "num_workers": 4,             # DataLoader worker processes per training process
     "checkpoint_every": 500,      # steps; a checkpoint is also written at every epoch end
+    "time_budget_s": None,        # stop (checkpointed, resumable) once the training steps have
+                                  # taken this many seconds in all, validation not counted
     "keep_checkpoints": 3,        # newest checkpoints kept (best.safetensors is separate)
     "valid_every": 1,             # epochs
     "valid_batch_size": None,     # default: batch_size when valid items have a fixed length, else 1
@@ -1099,7 +1101,11 @@ class Trainer:
                 terms = self._train_step(batch)
                 self.step += 1
                 self.batch += 1
-                stop = self._accumulate(terms)
+                budget = t["time_budget_s"]
+                spent = budget is not None and self.elapsed + time.monotonic() - started >= float(budget)
+                stop = self._accumulate(terms, spent)
+                if spent and self.dist.main:
+                    log.info("time budget of %g s of training reached", float(budget))
                 if bar is not None:
                     bar.update(1)
                 if self.step % t["log_every"] == 0:
@@ -1162,12 +1168,12 @@ class Trainer:
         out["grad_norm"] = norm.detach().float()
         return out
 
-    def _accumulate(self, terms: dict[str, torch.Tensor]) -> bool:
+    def _accumulate(self, terms: dict[str, torch.Tensor], stop: bool = False) -> bool:
         """Add a step's terms to the epoch and window sums (averaged over processes); returns
-        whether any process received a stop signal."""
+        whether any process received a stop signal or asks to ``stop``."""
         names = sorted(terms)
         values = torch.stack([terms[n].reshape(()) for n in names] + [
-            torch.tensor(float(self._stop_signal is not None), device=terms["loss"].device)])
+            torch.tensor(float(stop or self._stop_signal is not None), device=terms["loss"].device)])
         if self.dist.enabled:
             torch.distributed.all_reduce(values)
             values = values / self.dist.world  # the flag stays > 0 when any process set it

@@ -446,3 +446,15 @@ def test_a_model_that_cannot_validate_fails_before_training(corpus_dir, tmp_path
     err = capsys.readouterr().err
     assert "first validation batch" in err and "data.enrollment_seconds" in err
     assert not (tmp_path / "r" / "log.csv").exists()
+
+
+def test_time_budget_stops_with_a_checkpoint_and_a_larger_budget_trains_on(config_path, tmp_path):
+    run_dir = tmp_path / "budget"
+    # A budget of 1 ns is spent by the first step: the run stops there, checkpointed.
+    _run("--config", str(config_path), "--out", str(run_dir), "--set", "training.time_budget_s=1e-9",
+                  "--set", "training.epochs=50")
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert state["step"] == 1 and not state["finished"]
+    _run("--resume", str(run_dir), "--set", "training.time_budget_s=null", "--set", "training.epochs=1")
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert state["step"] == 6 and state["finished"]
