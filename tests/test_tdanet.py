@@ -21,8 +21,8 @@ TINY = dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=
 PAPER_PARAMS = 2_300_000  # Table 2: 2.3M for both sizes
 
 # Exact counts of our implementation (the authors' code: 2,330,439 and 2,316,391).
-TDANET_PARAMS = 2_308_236
-TDANET_LARGE_PARAMS = 2_298_892
+TDANET_PARAMS = 2_309_260
+TDANET_LARGE_PARAMS = 2_299_916
 
 
 def tiny(**overrides) -> TDANet:
@@ -120,6 +120,23 @@ def test_attention_runs_over_time_not_batch():
     with torch.inference_mode():
         out_g, out_h = ga.attn(g.flatten(2).transpose(1, 2) + pe), ga.attn(h.flatten(2).transpose(1, 2) + pe)
     assert not torch.allclose(out_g[:, 0], out_h[:, 0])
+
+
+def test_attention_input_is_layer_normalized_so_logits_stay_bounded():
+    # Scaling G by 100 (weights grown by training) must not sharpen the attention: the
+    # LayerNorm before "+ d" makes the MHSA input, hence its logits, independent of G's scale.
+    torch.manual_seed(0)
+    ga = tiny().block.ga.eval()
+    g = torch.randn(1, 16, 1, 12)
+    pe = positional_encoding(12, 16, g.device)
+    with torch.inference_mode():
+        seq = g.flatten(2).transpose(1, 2)
+        small = ga.attn(ga.attn_in_norm(seq) + pe)
+        large = ga.attn(ga.attn_in_norm(100 * seq) + pe)
+    torch.testing.assert_close(small, large, atol=1e-4, rtol=1e-4)
+    without = tiny(attention_input_norm=False)
+    assert n_params(tiny()) - n_params(without) == 2 * 16  # LayerNorm weight and bias
+    assert isinstance(without.block.ga.attn_in_norm, torch.nn.Identity)
 
 
 def test_frames_divide_by_every_stride():
