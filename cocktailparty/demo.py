@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
-from .checkpoint import DEFAULT_MODEL, bundled_models
 from .data.corpus import build_corpus
 from .data.mixing import write_mixture_set
 
@@ -40,25 +39,18 @@ def run_demo(out: str | Path, model: str | None = None, device: str | None = Non
     references = np.stack([audio.read(mix_dir / f"s{i}" / mixture_path.name)[0] for i in (1, 2)])
     result = {"corpus": corpus_dir, "mixture": mixture_path, "estimates": [], "si_snri": None}
 
-    if model is None and DEFAULT_MODEL not in bundled_models():
-        log.warning(
-            "no pretrained separator is bundled with this version yet, so the demo stops after "
-            "mixing; pass --model CHECKPOINT to separate with a model you trained"
-        )
-        estimates = None
-    else:
-        from .metrics import si_snri
-        from .separate import Separator
+    from .metrics import si_snri
+    from .separate import Separator
 
-        separator = Separator.from_pretrained(model, device=device)
-        estimates = separator(mixture, rate)
-        for i, estimate in enumerate(estimates):
-            path = out / f"estimate_s{i + 1}.wav"
-            audio.write(path, estimate, rate)
-            result["estimates"].append(path)
-        if estimates.shape[0] == references.shape[0]:
-            improvement, _ = si_snri(estimates.astype(np.float64), references, mixture)
-            result["si_snri"] = float(np.mean(improvement))
+    separator = Separator.from_pretrained(model, device=device)
+    estimates = separator(mixture, rate)
+    for i, estimate in enumerate(estimates):
+        path = out / f"estimate_s{i + 1}.wav"
+        audio.write(path, estimate, rate)
+        result["estimates"].append(path)
+    if estimates.shape[0] == references.shape[0]:
+        improvement, _ = si_snri(estimates.astype(np.float64), references, mixture)
+        result["si_snri"] = float(np.mean(improvement))
     result["figure"] = plot_spectrograms(out / "spectrograms.png", rate, mixture, references, estimates)
     return result
 
@@ -78,7 +70,9 @@ def plot_spectrograms(path: Path, rate: int, mixture: np.ndarray, references: np
     # A whisper of noise keeps log10 finite where a padded signal is exactly zero.
     floor = 1e-7 * np.random.default_rng(0).standard_normal(mixture.shape[-1]).astype(np.float32)
     for ax, (title, signal) in zip(axes[:, 0], rows):
-        ax.specgram(signal + floor, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140)
+        # -140 dB hides the floor; a silent row (all floor) is drawn on its own scale instead.
+        vmin = -140 if np.abs(signal).max() > 1e-5 else None
+        ax.specgram(signal + floor, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=vmin)
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel("Hz")
     axes[-1, 0].set_xlabel("seconds")

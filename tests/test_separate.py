@@ -121,9 +121,35 @@ def test_stereo_input_is_averaged():
 
 def test_match_mixture_scale_recovers_gains():
     rng = np.random.default_rng(0)
-    true = rng.standard_normal((3, 4000)).astype(np.float32)
+    # Uncorrelated sources (orthonormal rows): each gain is exactly recoverable.
+    true = np.linalg.qr(rng.standard_normal((4000, 3)))[0].T.astype(np.float32)
     scaled = true * np.array([[0.1], [3.0], [0.5]], np.float32)
-    np.testing.assert_allclose(match_mixture_scale(scaled, true.sum(0)), true, atol=1e-4)
+    np.testing.assert_allclose(match_mixture_scale(scaled, true.sum(0)), true, atol=1e-5)
+
+
+def test_match_mixture_scale_turns_an_inverted_estimate_the_right_way_up():
+    # SI-SNR training does not fix the sign: an output may be the talker upside down.
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 8000))
+    a -= b * (a @ b) / (b @ b)  # uncorrelated talkers
+    out = match_mixture_scale(np.stack([-40.0 * a, 7.0 * b]).astype(np.float32), a + b)
+    np.testing.assert_allclose(out, np.stack([a, b]), atol=1e-5)
+
+
+def test_match_mixture_scale_never_silences_a_leaky_estimate():
+    # The louder estimate carries much of the quiet talker: a joint least-squares fit of both
+    # gains gives the quiet one a negative gain (then clipped to silence); per-source gains
+    # keep both.
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 8000))
+    mixture = a + 0.3 * b
+    estimates = 50.0 * np.stack([a + 0.5 * b, 0.3 * b + 0.2 * a]).astype(np.float32)
+    joint = np.linalg.solve(estimates.astype(np.float64) @ estimates.T, estimates.astype(np.float64) @ mixture)
+    assert joint[1] < 0
+    out = match_mixture_scale(estimates, mixture)
+    assert np.all(np.sqrt(np.mean(out.astype(np.float64) ** 2, axis=1)) > 0.1)
+    expected = [e @ mixture / (e @ e) for e in estimates.astype(np.float64)]
+    np.testing.assert_allclose(out / estimates, np.broadcast_to(np.array(expected)[:, None], out.shape), rtol=1e-4)
 
 
 @pytest.mark.parametrize("count", [2, 3, 6])
