@@ -32,8 +32,12 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "tdanet-synth16k"
 
 
-def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s weights and config atomically; ``metadata`` values are JSON-encoded."""
+def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+         dtype: torch.dtype | None = None) -> Path:
+    """Write ``model``'s weights and config atomically; ``metadata`` values are JSON-encoded.
+
+    ``dtype`` stores the floating-point tensors in that type (the bundled models use float16:
+    half the download, and :func:`load` casts them back into the model's float32)."""
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -43,6 +47,8 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     meta.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
     # safetensors refuses shared or non-contiguous storage; clone keeps each tensor its own.
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {name: t.to(dtype) if t.is_floating_point() else t for name, t in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(handle)

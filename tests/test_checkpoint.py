@@ -94,11 +94,10 @@ def test_load_model_resolves_specs(tmp_path, caplog):
     assert "untrained" in caplog.text
     with pytest.raises(CocktailError, match="not a bundled model, config, architecture"):
         checkpoint.load_model("no-such-model")
-    if checkpoint.DEFAULT_MODEL not in checkpoint.bundled_models():
-        with pytest.raises(CocktailError, match="no pretrained model is bundled"):
-            checkpoint.load_model(None)
-    else:
-        assert checkpoint.load_model(None) is not None
+    default = checkpoint.load_model(None)  # the bundled default, weights stored as float16
+    assert checkpoint.DEFAULT_MODEL in checkpoint.bundled_models()
+    assert default.architecture == "tdanet" and default.config.sample_rate == 16000
+    assert all(p.dtype == torch.float32 for p in default.parameters())
     (tmp_path / "noarch.yaml").write_text("model:\n  channels: 3\n")
     with pytest.raises(CocktailError, match="no model.architecture"):
         checkpoint.load_model(str(tmp_path / "noarch.yaml"))
