@@ -30,6 +30,7 @@ log = logging.getLogger("cocktailparty")
 FORMAT = "cocktailparty/1"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "tdanet-synth16k"
+DEFAULT_ENROLLED_MODEL = "tunein-online-synth8k"  # extract / verify: needs a speaker space
 
 
 def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,

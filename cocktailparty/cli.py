@@ -46,18 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the onnx backend (default: all)")
 
     p = command("extract", "cocktailparty.separate:cli_extract",
-                "keep only the enrolled talker's voice (Tune-In Offline)")
+                "keep only the enrolled talker's voice (a Tune-In model)")
     p.add_argument("--enroll", required=True, metavar="E.wav", help="a recording of the talker to keep")
     p.add_argument("inputs", nargs="+", metavar="IN")
     p.add_argument("-o", "--out", default="extracted", metavar="DIR")
-    _model_arguments(p)
+    _model_arguments(p, "the bundled tunein-online-synth8k")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     p = command("verify", "cocktailparty.separate:cli_verify",
                 "score whether the enrolled talker speaks in each recording")
     p.add_argument("--enroll", required=True, metavar="E.wav")
     p.add_argument("inputs", nargs="+", metavar="IN")
-    _model_arguments(p)
+    _model_arguments(p, "the bundled tunein-online-synth8k")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_arguments(p: argparse.ArgumentParser) -> None:
+def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-synth16k") -> None:
     p.add_argument("--model", "-m", default=None, metavar="M",
-                   help="bundled model name, architecture name or checkpoint path (default: the bundled default)")
+                   help=f"bundled model name, architecture name or checkpoint path (default: {default})")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
 
 

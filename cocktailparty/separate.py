@@ -271,8 +271,10 @@ def process_files(files: list[Path], separator: Separator, targets_for, desc: st
 
 
 def _load_tunein(args, what: str) -> nn.Module:
+    from .checkpoint import DEFAULT_ENROLLED_MODEL
     from .verification import require_tunein
 
+    args.model = args.model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
     model = load_model(args.model, resolve_device(args.device))
     require_tunein(model, f"'{what}'", args.model)
     return model

@@ -246,6 +246,17 @@ def test_verify_uses_the_calibrated_threshold(tmp_path, recordings, capsys):
     assert [Path(r["file"]).name for r in report["results"]] == ["with.wav", "without.wav"]
 
 
+def test_verify_and_extract_default_to_the_bundled_calibrated_tunein(tmp_path, recordings, capsys):
+    assert main(["verify", "--json", "--enroll", str(recordings["enroll"]), str(recordings["with"]),
+                 "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "tunein-online-synth8k" in report["threshold_source"] and 0 < report["threshold"] < 1
+    assert -1 <= report["results"][0]["score"] <= 1
+    assert main(["-q", "extract", "--enroll", str(recordings["enroll"]), str(recordings["with"]), "-o",
+                 str(tmp_path / "x"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "x").glob("*.wav"))) == 1
+
+
 def test_verify_without_a_threshold_prints_scores_only(tmp_path, recordings, capsys):
     ckpt = known(tmp_path / "plain.safetensors")
     assert main(["verify", "--json", "--enroll", str(recordings["enroll"]), str(recordings["with"]),
