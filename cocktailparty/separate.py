@@ -169,23 +169,27 @@ class Separator:
 
 
 def match_mixture_scale(estimates: np.ndarray, mixture: np.ndarray) -> np.ndarray:
-    """Rescale each estimate to the mixture's level and polarity: its own least-squares gain
-    against the mixture (the projection of the mixture onto it).
+    """Rescale each estimate to the mixture's level and polarity.
 
     Models trained on SI-SNR output sources at an arbitrary scale (the bundled TDANet's are
-    ~35 dB louder than its input) and, since SI-SNR is blind to sign, possibly inverted; a
-    negative gain turns such an estimate the right way up, which chunk alignment relies on.
-    The gains are fitted one source at a time: a joint fit of all of them makes the sum match
-    the mixture exactly when the estimates are orthogonal, but when a model leaves them
-    correlated (leakage) it can give one a wrong-signed or vanishing gain.
+    ~35 dB louder than its input) and, SI-SNR being blind to sign, possibly inverted. The
+    gains are the least-squares fit of the mixture by the estimates, signs included, so the
+    tracks add back up to the recording and an inverted talker is turned the right way up
+    (chunk alignment relies on it). A leaky estimate may get a negative gain: that is a
+    polarity, not silence (clipping it to zero once silenced a talker). When estimates are
+    nearly collinear the fit can cancel huge opposite gains; if any track would exceed twice
+    the mixture's RMS, each estimate gets its own projection gain instead, which never makes
+    a track louder than the mixture.
 
     Args:
         estimates: ``(C, time)``.
         mixture: ``(time,)``.
     """
-    est = estimates.astype(np.float64)
+    est, mix = estimates.astype(np.float64), mixture.astype(np.float64)
     energy = np.einsum("ct,ct->c", est, est)
-    gains = est @ mixture.astype(np.float64) / np.maximum(energy, 1e-20)
+    gains = np.linalg.lstsq(est.T, mix, rcond=None)[0]
+    if np.any(gains ** 2 * energy > 4.0 * (mix @ mix)):
+        gains = est @ mix / np.maximum(energy, 1e-20)
     return (est * gains[:, None]).astype(np.float32)
 
 
