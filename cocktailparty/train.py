@@ -918,6 +918,7 @@ class Trainer:
         self.skipped = 0
         self.elapsed = 0.0
         self._stop_signal: Optional[int] = None
+        self._budget_spent = False
 
         self.n_batches = len(self.train_set) // self.t["batch_size"]
         if self.t["max_steps_per_epoch"]:
@@ -1012,8 +1013,9 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
 
     def fit(self) -> str:
-        """Train until ``epochs``, early stopping or a stop signal. Returns ``"finished"``,
-        ``"early_stopped"``, ``"stopped"`` (a signal; resumable) or ``"already_finished"``."""
+        """Train until ``epochs``, early stopping, the time budget or a stop signal. Returns
+        ``"finished"``, ``"early_stopped"``, ``"budget_spent"`` (the partial epoch validated;
+        resumable), ``"stopped"`` (a signal; resumable) or ``"already_finished"``."""
         if not self.finished:
             self._preflight()
         if self.finished:
@@ -1056,6 +1058,16 @@ class Trainer:
         outcome = "finished"
         while not self.finished:
             if self._train_epoch():
+                if self._agree(self._budget_spent) and not self._agree(self._stop_signal is not None):
+                    # The budget ends this epoch early: validate it, so the run has a best model.
+                    self._end_epoch()
+                    self._save()
+                    if self.dist.main:
+                        best = "n/a" if self.recipe.best is None else f"{self.recipe.best:.2f} dB"
+                        log.info("time budget spent at step %d; best valid SI-SNRi %s; model: %s; --resume "
+                                 "with a larger training.time_budget_s trains on", self.step, best,
+                                 self.run_dir / BEST_FILE)
+                    return "budget_spent"
                 return self._stopped()
             if self._end_epoch():
                 outcome = "early_stopped"
@@ -1103,9 +1115,8 @@ class Trainer:
                 self.batch += 1
                 budget = t["time_budget_s"]
                 spent = budget is not None and self.elapsed + time.monotonic() - started >= float(budget)
+                self._budget_spent = spent
                 stop = self._accumulate(terms, spent)
-                if spent and self.dist.main:
-                    log.info("time budget of %g s of training reached", float(budget))
                 if bar is not None:
                     bar.update(1)
                 if self.step % t["log_every"] == 0:

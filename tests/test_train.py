@@ -455,6 +455,8 @@ def test_time_budget_stops_with_a_checkpoint_and_a_larger_budget_trains_on(confi
                   "--set", "training.epochs=50")
     _, state, _, _ = latest_checkpoint(run_dir)
     assert state["step"] == 1 and not state["finished"]
-    _run("--resume", str(run_dir), "--set", "training.time_budget_s=null", "--set", "training.epochs=1")
+    # The budget ended epoch 1 early: it was validated, so the run has a best model.
+    assert [row["epoch"] for row in _epoch_rows(run_dir)] == ["1"] and (run_dir / "best.safetensors").is_file()
+    _run("--resume", str(run_dir), "--set", "training.time_budget_s=null", "--set", "training.epochs=2")
     _, state, _, _ = latest_checkpoint(run_dir)
-    assert state["step"] == 6 and state["finished"]
+    assert state["step"] == 7 and state["finished"]  # 1 step of epoch 1, all 6 of epoch 2

@@ -1,0 +1,156 @@
+"""Every model trained for the same GPU time on the same data, scored on one held-out set.
+
+Our small-scale version of the papers' comparison tables (TDANet Table 2, Tune-In Table 1):
+Conv-TasNet, DPRNN, TDANet, Tune-In Autopilot and Tune-In Online, each from its paper config,
+all at 8 kHz (the rate of the DPRNN, Conv-TasNet and Tune-In papers; TDANet's windows are in
+milliseconds, so it runs at 8 kHz unchanged), trained by ``cocktail train`` on dynamic
+mixtures of one speaker-labelled corpus for ``--budget`` seconds of training steps each
+(``training.time_budget_s``: validation not counted), the papers' recipe otherwise, batch
+8 x 2 s. Each model's best-validation checkpoint is then scored with ``cocktail evaluate``
+on a fixed test set of unseen speakers. The ranking is whatever we observe: at a small
+budget, fast-converging models win, which says nothing about where they end up.
+
+    python benchmarks/quality.py --corpus data/corpus --test-set data/test-2mix \\
+        --budget 300 --out runs/quality [--models tdanet,dprnn] [--device cuda] [--cuda-graph]
+
+Prints one table (params and MACs per second of audio at 8 kHz, training steps and samples/s,
+best validation SI-SNRi, test SI-SNRi and SDRi with 95% intervals) and writes
+``OUT/quality.json``. A finished model is not retrained on a rerun (delete its folder to
+retrain). Exits 1 if a model fails to train or evaluate, or scores below 0 dB SI-SNRi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# name: (config, extra overrides)
+MODELS = {
+    "convtasnet": ("configs/convtasnet-wsj0.yaml", []),
+    "dprnn": ("configs/dprnn-wsj0.yaml", []),
+    "tdanet": ("configs/tdanet-lrs2.yaml", ["model.sample_rate=8000"]),
+    "tunein-autopilot": ("configs/tunein-autopilot-wsj0.yaml", []),
+    "tunein-online": ("configs/tunein-online-wsj0.yaml", []),
+}
+RATE = 8000
+
+
+def train(name: str, args, out: Path) -> Path:
+    config, extra = MODELS[name]
+    run_dir = out / name
+    common = [
+        f"data.corpus={args.corpus}", "data.dynamic_mixing=true", "data.segment_seconds=2.0",
+        f"data.sample_rate={RATE}", f"data.epoch_length={args.epoch_length}", "data.valid_max_items=64",
+        "training.batch_size=8", f"training.num_workers={args.workers}", f"training.precision={args.precision}",
+        f"training.time_budget_s={args.budget}", "training.epochs=100000", "training.early_stop_epochs=null",
+        "training.log_every=50", "training.checkpoint_every=100000",
+    ]
+    if args.cuda_graph:
+        # Tune-In's speaker bank update counts speakers with bincount, a host sync that a graph
+        # cannot hold: those models train eagerly.
+        common += ["training.cuda_graph=true"] if not name.startswith("tunein") else []
+    sets = [x for kv in common + extra for x in ("--set", kv)]
+    if (run_dir / "best.safetensors").is_file():
+        print(f"== {name}: already trained in {run_dir}", flush=True)
+        return run_dir
+    if (run_dir / "checkpoints").is_dir():  # interrupted before its budget was spent
+        cmd = ["--resume", str(run_dir), "--set", f"training.time_budget_s={args.budget}"]
+    else:
+        cmd = ["--config", str(ROOT / config), "--out", str(run_dir), *sets]
+    device = ["--device", args.device] if args.device else []
+    print(f"== {name}: training for {args.budget:g} s", flush=True)
+    subprocess.run([sys.executable, "-m", "cocktailparty.cli", "-q", "train", *device, *cmd], check=True, cwd=ROOT)
+    return run_dir
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def steps_and_speed(run_dir: Path) -> tuple[int, float]:
+    """Steps trained (log.csv) and the median samples/s of steps.csv's windows after the
+    first (which holds the set-up and compilation)."""
+    epochs = _rows(run_dir / "log.csv")
+    speeds = sorted(float(r["samples_per_s"]) for r in _rows(run_dir / "steps.csv")[1:] if r.get("samples_per_s"))
+    return (int(epochs[-1]["step"]) if epochs else 0), (speeds[len(speeds) // 2] if speeds else float("nan"))
+
+
+def best_valid(run_dir: Path) -> float:
+    return max((float(r["valid_si_snri"]) for r in _rows(run_dir / "log.csv") if r["valid_si_snri"]),
+               default=float("nan"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", required=True, help="speaker-labelled corpus (cocktail corpus build)")
+    p.add_argument("--test-set", required=True, help="fixed two-talker test set of unseen speakers (cocktail mix)")
+    p.add_argument("--out", default="runs/quality")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds of training steps per model")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--device", default=None)
+    p.add_argument("--precision", default="tf32", choices=("fp32", "tf32", "bf16"))
+    p.add_argument("--cuda-graph", action="store_true", help="capture training steps as CUDA graphs where possible")
+    p.add_argument("--epoch-length", type=int, default=2000, help="mixtures per epoch (one validation each)")
+    p.add_argument("--workers", type=int, default=6)
+    p.add_argument("--limit", type=int, help="score the first N test mixtures only")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from cocktailparty.checkpoint import load
+    from cocktailparty.evaluate import evaluate
+    from cocktailparty.profile import count_macs, count_parameters
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for name in names:
+        try:
+            run_dir = train(name, args, out)
+            best = run_dir / "best.safetensors"
+            model = load(best)
+            summary = evaluate(str(best), args.test_set, run_dir / "test.csv", device=args.device,
+                               limit=args.limit, progress=False)
+            steps, speed = steps_and_speed(run_dir)
+            rows.append({"model": name, "params_m": count_parameters(model) / 1e6,
+                         "gmacs_per_s": count_macs(model.cpu(), 1.0) / 1e9, "steps": steps, "samples_per_s": speed,
+                         "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"], "sdri": summary["sdri"]})
+        except (subprocess.CalledProcessError, Exception) as err:  # one failure must not hide the others
+            print(f"{name}: failed: {err}", file=sys.stderr)
+            failed.append(name)
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    rows.sort(key=lambda r: -r["si_snri"]["mean"])
+    print(f"\nSame budget per model: {args.budget:g} s of training steps, batch 8 x 2 s at {RATE} Hz, "
+          f"{args.precision}; test: {args.test_set}")
+    print(f"{'model':18} {'params':>8} {'GMACs/s':>8} {'steps':>7} {'smp/s':>6} {'valid':>6} "
+          f"{'SI-SNRi (dB)':>14} {'SDRi (dB)':>14}")
+    for r in rows:
+        si, sd = r["si_snri"], r["sdri"]
+        print(f"{r['model']:18} {r['params_m']:7.3f}M {r['gmacs_per_s']:8.2f} {r['steps']:7d} "
+              f"{r['samples_per_s']:6.1f} {r['valid_si_snri']:6.2f} {si['mean']:7.2f} ± {si['ci95']:4.2f} "
+              f"{sd['mean']:7.2f} ± {sd['ci95']:4.2f}")
+    (out / "quality.json").write_text(json.dumps({"budget_s": args.budget, "rows": rows, "failed": failed}, indent=1))
+    below = [r["model"] for r in rows if r["si_snri"]["mean"] < 0]
+    if failed or below:
+        print(f"FAILED: {', '.join(failed)}" if failed else f"below 0 dB: {', '.join(below)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
