@@ -180,7 +180,10 @@ def ema_bank_update(bank: torch.Tensor, steering: torch.Tensor, speaker_ids: tor
     ids = speaker_ids.reshape(-1)
     same = ids[:, None] == ids[None, :]
     later = torch.triu(same, diagonal=1).sum(dim=1)  # updates of the same speaker after this one
-    count = torch.bincount(ids, minlength=bank.shape[0]).to(bank.dtype)
+    # Counted with index_add, not bincount: on CUDA bincount reads its input's maximum back to
+    # the host, which a CUDA-graph capture of the training step cannot hold.
+    count = torch.zeros(bank.shape[0], dtype=bank.dtype, device=bank.device).index_add(
+        0, ids, torch.ones_like(ids, dtype=bank.dtype))
     decay = 1.0 - step
     weight = step * torch.pow(torch.full_like(z[:, 0], decay), later.to(bank.dtype))
     kept = torch.pow(torch.full_like(count, decay), count)
