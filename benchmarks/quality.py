@@ -53,8 +53,7 @@ def train(name: str, args, out: Path) -> Path:
         "training.log_every=50", "training.checkpoint_every=100000",
     ]
     if args.cuda_graph:
-        # Tune-In's speaker bank update counts speakers with bincount, a host sync that a graph
-        # cannot hold: those models train eagerly.
+        # Tune-In has not yet been captured as a graph on a GPU: it trains eagerly until it has.
         common += ["training.cuda_graph=true"] if not name.startswith("tunein") else []
     sets = [x for kv in common + extra for x in ("--set", kv)]
     if (run_dir / "best.safetensors").is_file():
