@@ -120,14 +120,33 @@ def _is_offline(model: nn.Module) -> bool:
     return getattr(model.config, "mode", None) == "offline"
 
 
+def _talkers(batch: int, length: int, rate: int, generator: torch.Generator) -> torch.Tensor:
+    """``(batch, length)`` speech-like mixtures: two harmonic talkers (random pitch, 3-6
+    syllables a second) over a little noise, at about -20 dBFS."""
+    t = torch.arange(length, dtype=torch.float64) / rate
+    out = 0.003 * torch.randn(batch, length, generator=generator, dtype=torch.float64)
+    for _ in range(2):
+        pitch = 90 + 160 * torch.rand(batch, 1, generator=generator, dtype=torch.float64)
+        syllables = 3 + 3 * torch.rand(batch, 1, generator=generator, dtype=torch.float64)
+        phase = 6.3 * torch.rand(batch, 1, generator=generator, dtype=torch.float64)
+        voice = sum(torch.sin(2 * torch.pi * k * pitch * t + k * phase) / k for k in range(1, 9))
+        out += 0.05 * voice * torch.sin(torch.pi * syllables * t + phase).clamp(min=0)
+    return out.float()
+
+
 def _example_inputs(model: nn.Module, length: int, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Speech-like inputs: what a separator meets. (A trained model on white noise is far
+    off its data; one whose attention has sharpened into near-argmaxes, like the interim
+    bundled TDANet, then flips between near-tied keys on rounding alone, and ONNX and
+    PyTorch disagree by 0.3% while agreeing to 80 dB on speech.)"""
     generator = torch.Generator().manual_seed(seed)
-    mixture = torch.randn(batch, length, generator=generator)
+    rate = int(getattr(model.config, "sample_rate", 8000))
+    mixture = _talkers(batch, length, rate, generator)
     if not _is_offline(model):
         return (mixture,)
     # Enrollments of another length than the mixture, so that both time axes stay separate.
-    enrollment = torch.randn(batch, model.config.num_sources, length * 3 // 4 + 7, generator=generator)
-    return mixture, enrollment
+    enrollment = _talkers(batch * model.config.num_sources, length * 3 // 4 + 7, rate, generator)
+    return mixture, enrollment.reshape(batch, model.config.num_sources, -1)
 
 
 def export_onnx(

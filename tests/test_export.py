@@ -121,3 +121,18 @@ def test_onnx_backend_needs_an_onnx_file(tmp_path, capsys):
     assert main(["separate", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out"), "--backend", "onnx",
                  "--model", "dprnn"]) == 1
     assert "--model FILE.onnx" in capsys.readouterr().err
+
+
+def test_the_bundled_default_exports_and_matches_pytorch(tmp_path):
+    # The shipped weights, not just the architecture: onnxruntime must agree with PyTorch
+    # on speech-like input (export_onnx's own check raises otherwise) and on a real length.
+    model = checkpoint.load_model(None)
+    path = export_onnx(model, tmp_path / "default.onnx")
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 12345)).astype(np.float32)) * 0.05
+    x += 0.1 * torch.sin(torch.arange(12345) * 2 * torch.pi * 180 / 16000)
+    with torch.no_grad():
+        reference = model(x).numpy()
+    got = OnnxRunner(path).forward(x.numpy())
+    assert got.shape == reference.shape
+    error = np.sum((got - reference) ** 2, axis=-1) / np.sum(reference ** 2, axis=-1)
+    assert np.all(10 * np.log10(1 / error) > 40)  # the two runtimes agree to 40 dB SNR
