@@ -41,6 +41,9 @@ Model hooks (all optional, looked up by attribute; the engine never asks for a m
     ``objective(model, batch) -> dict``.
 ``model.training_step_loss(batch) -> dict[str, Tensor]``
     The loss when ``training_objective`` gave no module (a model without training state).
+``model.training_diagnostics() -> dict[str, float]``
+    Numbers about the model logged with each ``steps.csv`` row (e.g. TDANet's attention
+    logit gain, an early warning of attention collapse).
 ``model.validation_estimates(batch) -> Tensor (batch, C, time)``
     What validation scores (eval mode, no grad); default ``model(batch["mixture"])``, or
     ``model(batch["mixture"], batch["enrollment"])`` when the data has enrollments.
@@ -1204,8 +1207,11 @@ class Trainer:
         samples_per_s = self.clock_steps * self.t["batch_size"] / max(now - self.clock_start, 1e-9)
         self.clock_start, self.clock_steps = now, 0
         if self.dist.main:
+            # A model may report numbers about itself (e.g. TDANet's attention logit gain).
+            diagnostics = self.model.training_diagnostics() if hasattr(self.model, "training_diagnostics") else {}
             self.step_log.write({"step": self.step, "epoch": self.epoch + 1, "lr": _fmt(lr),
                                  **{k: _fmt(v) for k, v in sorted(means.items())},
+                                 **{k: _fmt(v) for k, v in sorted(diagnostics.items())},
                                  "samples_per_s": f"{samples_per_s:.1f}"})
             if bar is not None:
                 bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")

@@ -139,6 +139,25 @@ def test_attention_input_is_layer_normalized_so_logits_stay_bounded():
     assert isinstance(without.block.ga.attn_in_norm, torch.nn.Identity)
 
 
+def test_logit_gain_is_the_largest_logit_of_unit_inputs():
+    torch.manual_seed(1)
+    attn = tiny(heads=2).block.ga.attn
+    with torch.no_grad():
+        attn.in_proj.bias.zero_()
+        attn.in_proj.weight.mul_(30)  # grown weights
+    n, d = attn.in_proj.in_features, attn.in_proj.in_features // 2
+    best = 0.0
+    for h in range(2):
+        w_q, w_k = attn.in_proj.weight[h * d:(h + 1) * d], attn.in_proj.weight[n + h * d:n + (h + 1) * d]
+        u, _, vh = torch.linalg.svd((w_q.T @ w_k).detach())
+        x_i, x_j = u[:, 0], vh[0]  # the pair of unit inputs that scores highest for this head
+        best = max(best, float((w_q @ x_i) @ (w_k @ x_j)) / d ** 0.5)
+        for _ in range(20):  # no other unit pair scores more
+            a, b = torch.nn.functional.normalize(torch.randn(2, n), dim=-1)
+            assert float((w_q @ a) @ (w_k @ b)) / d ** 0.5 <= attn.logit_gain() + 1e-4
+    assert attn.logit_gain() == pytest.approx(best, rel=1e-4)
+
+
 def test_frames_divide_by_every_stride():
     model = tiny()
     for length in (1, 2, 31, 32, 33, 1237, 16000):

@@ -248,7 +248,9 @@ def test_run_writes_logs_checkpoints_and_best_model(reference_run):
     assert resolved["training"]["grad_clip_norm"] == 5.0
     assert resolved["training"]["seed"] == 3 and resolved["data"]["segment_seconds"] == 0.25
     with open(reference_run / "steps.csv", newline="") as f:
-        assert [r["step"] for r in csv.DictReader(f)] == [str(s) for s in range(2, 13, 2)]
+        steps = list(csv.DictReader(f))
+    assert [r["step"] for r in steps] == [str(s) for s in range(2, 13, 2)]
+    assert all(float(r["attn_logit_gain"]) > 0 for r in steps)  # the model's training_diagnostics
 
 
 def test_kill_9_mid_epoch_then_resume_ends_bit_identical(reference_run, config_path, tmp_path):

@@ -290,6 +290,19 @@ class MultiHeadSelfAttention(nn.Module):
         self.in_proj = nn.Linear(channels, 3 * channels)
         self.out_proj = nn.Linear(channels, channels)
 
+    @torch.no_grad()
+    def logit_gain(self) -> float:
+        """``max_h ||W_q,h^T W_k,h||_2 / sqrt(d)``: the most a unit-norm pair of inputs can
+        score. A logit is at most this times ``|x_i| |x_j|`` (biases aside), and with
+        LayerNorm-ed inputs ``|x|^2`` is about the channel count, so this watches the
+        weights for the growth that sharpens the softmax into an argmax."""
+        channels = self.in_proj.in_features
+        d = channels // self.heads
+        w = self.in_proj.weight.float()
+        gains = [torch.linalg.matrix_norm(w[h * d:(h + 1) * d].T @ w[channels + h * d:channels + (h + 1) * d], ord=2)
+                 for h in range(self.heads)]
+        return float(torch.stack(gains).max()) / d ** 0.5
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, channels = x.shape
         q, k, v = self.in_proj(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
@@ -446,6 +459,13 @@ class TDANet(nn.Module):
         compiled and reused; compiling the whole model would trace all unfolds unrolled.
         """
         self.block.compile(**options)
+
+    def training_diagnostics(self) -> dict[str, float]:
+        """Logged by the trainer with each steps.csv row: the attention's logit gain (see
+        :meth:`MultiHeadSelfAttention.logit_gain`; fresh ~0.06). Its growth preceded the
+        collapse into argmax attention that stalled training (gain 38 in the weights that
+        stalled at 6 dB)."""
+        return {"attn_logit_gain": self.block.ga.attn.logit_gain()}
 
     def _frames(self, length: int) -> int:
         """Frames for ``length`` samples: every sample under K/H windows, rounded to 2**depth."""
