@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -156,6 +157,29 @@ def test_logit_gain_is_the_largest_logit_of_unit_inputs():
             a, b = torch.nn.functional.normalize(torch.randn(2, n), dim=-1)
             assert float((w_q @ a) @ (w_k @ b)) / d ** 0.5 <= attn.logit_gain() + 1e-4
     assert attn.logit_gain() == pytest.approx(best, rel=1e-4)
+
+
+def test_qk_norm_bounds_logits_by_the_temperature_however_weights_grow(tmp_path):
+    from cocktailparty.export import export_onnx
+    from cocktailparty.onnxrun import OnnxRunner
+
+    torch.manual_seed(0)
+    model = tiny(attention_qk_norm=True).eval()
+    attn = model.block.ga.attn
+    assert n_params(model) - n_params(tiny()) == 2  # one temperature per head
+    x = torch.randn(1, 12, 16)
+    with torch.inference_mode():
+        before = attn(x)
+        attn.in_proj.weight[:32].mul_(1000)  # q and k projections grow; v is untouched
+        attn.in_proj.bias[:32].mul_(1000)
+        after = attn(x)
+    # Unit q and k: scaling their projections changes nothing, and logits are bounded.
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)
+    assert attn.logit_gain() == pytest.approx(8 ** 0.5)  # sqrt(d) at initialization, d = 16 / 2
+    path = export_onnx(model, tmp_path / "qk.onnx")
+    signal = torch.randn(1, 3000)
+    with torch.inference_mode():
+        np.testing.assert_allclose(OnnxRunner(path).forward(signal.numpy()), model(signal).numpy(), atol=1e-4)
 
 
 def test_frames_divide_by_every_stride():

@@ -67,6 +67,11 @@ class TDANetConfig:
     # its near-ties grew ~100x over the 16 unfolds (plateau at 6 dB, grad norms to 1e4-1e17).
     # 1,024 parameters (2,309,260 in all; the authors' model has 2,330,439).
     attention_input_norm: bool = True
+    # Not in the paper, off by default: unit-normalize q and k per head and learn each head's
+    # temperature (init sqrt(d), the scale a unit-variance input would give), so logits stay
+    # within +-temperature however the projections grow. For when attention_input_norm alone
+    # does not stop the collapse (steps.csv: attn_logit_gain). 8 parameters.
+    attention_qk_norm: bool = False
 
     @property
     def kernel(self) -> int:
@@ -281,7 +286,7 @@ class MultiHeadSelfAttention(nn.Module):
     ``(batch, time, channels) -> (batch, time, channels)``.
     """
 
-    def __init__(self, channels: int, heads: int, dropout: float):
+    def __init__(self, channels: int, heads: int, dropout: float, qk_norm: bool = False):
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be a multiple of heads ({heads})")
@@ -289,13 +294,19 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.in_proj = nn.Linear(channels, 3 * channels)
         self.out_proj = nn.Linear(channels, channels)
+        # (heads, 1, 1) log-temperatures for unit q and k; None: SDPA's 1/sqrt(d) on raw q, k.
+        self.log_temperature = (nn.Parameter(torch.full((heads, 1, 1), 0.5 * math.log(channels // heads)))
+                                if qk_norm else None)
 
     @torch.no_grad()
     def logit_gain(self) -> float:
         """``max_h ||W_q,h^T W_k,h||_2 / sqrt(d)``: the most a unit-norm pair of inputs can
         score. A logit is at most this times ``|x_i| |x_j|`` (biases aside), and with
         LayerNorm-ed inputs ``|x|^2`` is about the channel count, so this watches the
-        weights for the growth that sharpens the softmax into an argmax."""
+        weights for the growth that sharpens the softmax into an argmax. With ``qk_norm``
+        every logit is within the largest head temperature, which is returned instead."""
+        if self.log_temperature is not None:
+            return float(self.log_temperature.exp().max())
         channels = self.in_proj.in_features
         d = channels // self.heads
         w = self.in_proj.weight.float()
@@ -306,7 +317,11 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, channels = x.shape
         q, k, v = self.in_proj(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        scale = None
+        if self.log_temperature is not None:
+            q = F.normalize(q, dim=-1) * self.log_temperature.exp().to(q.dtype)
+            k, scale = F.normalize(k, dim=-1), 1.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=scale)
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, channels))
 
 
@@ -320,7 +335,7 @@ class GlobalAttention(nn.Module):
         super().__init__()
         n, hidden, k = cfg.channels, cfg.ffn_channels, cfg.conv_kernel
         self.attn_in_norm = nn.LayerNorm(n) if cfg.attention_input_norm else nn.Identity()
-        self.attn = MultiHeadSelfAttention(n, cfg.heads, cfg.dropout)
+        self.attn = MultiHeadSelfAttention(n, cfg.heads, cfg.dropout, cfg.attention_qk_norm)
         self.attn_norm = GLN(n)
         # FFN: channels (N, 2N, N), kernels (1, 5, 1), biases (False, True, False), each conv
         # followed by gLN (Sec. 3.3 and 4.2). The paper names no nonlinearity; without one the
