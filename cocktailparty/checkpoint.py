@@ -116,6 +116,26 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     return model.to(device).eval()
 
 
+def copy_with_metadata(source: str | os.PathLike, out: str | os.PathLike, metadata: dict[str, Any],
+                       dtype: torch.dtype | None = None) -> Path:
+    """Copy the checkpoint ``source`` to ``out`` with ``metadata`` added to (or replacing
+    entries of) its own; weights unchanged, or stored as ``dtype`` (see :func:`save`)."""
+    meta = {k: v for k, v in read_metadata(source).items() if k not in ("format", "architecture", "config")}
+    meta.update(metadata)
+    return save(load(source), out, meta, dtype=dtype)
+
+
+def checkpoint_file(spec: str) -> Path | None:
+    """The safetensors file a ``--model`` names: a bundled model's or a checkpoint path;
+    None for configs and architecture names."""
+    if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
+        return PRETRAINED_DIR / f"{spec}.safetensors"
+    path = Path(spec)
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix not in (".yaml", ".yml")):
+        return path
+    return None
+
+
 def bundled_models() -> list[str]:
     """Names of the pretrained models shipped inside the package."""
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
@@ -134,11 +154,10 @@ def load_model(spec: str | None = None, device: str | torch.device = "cpu") -> n
             "you trained (cocktail train ... writes RUN_DIR/best.safetensors)"
         )
     spec = spec or DEFAULT_MODEL
-    if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
-        return load(PRETRAINED_DIR / f"{spec}.safetensors", device)
+    weights = checkpoint_file(spec)
+    if weights is not None:
+        return load(weights, device)
     path = Path(spec)
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix not in (".yaml", ".yml")):
-        return load(path, device)
     config_path = path if path.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{spec}.yaml"
     if config_path.is_file():
         model_cfg = dict(load_config(config_path).get("model") or {})

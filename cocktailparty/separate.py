@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from pathlib import Path
 from typing import Union
 
@@ -380,21 +379,10 @@ def cli_extract(args) -> int:
     )
 
 
-def _checkpoint_file(spec: str | None) -> Path | None:
-    """The safetensors file behind ``--model`` (None for configs and architectures)."""
-    from .checkpoint import DEFAULT_MODEL, PRETRAINED_DIR
-
-    spec = spec or DEFAULT_MODEL
-    if (PRETRAINED_DIR / f"{spec}.safetensors").is_file():
-        return PRETRAINED_DIR / f"{spec}.safetensors"
-    path = Path(spec)
-    return path if path.is_file() and path.suffix not in (".yaml", ".yml") else None
-
-
 def cli_verify(args) -> int:
     import json
 
-    from .checkpoint import read_metadata
+    from .checkpoint import checkpoint_file, read_metadata
     from .verification import SteeringScorer
 
     files = audio.find_audio_files(args.inputs)
@@ -403,7 +391,7 @@ def cli_verify(args) -> int:
     model = _load_tunein(args, "verify")
     threshold, source = args.threshold, "--threshold"
     if threshold is None:
-        ckpt = _checkpoint_file(args.model)
+        ckpt = checkpoint_file(args.model)  # _load_tunein filled in the default
         threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
         source = f"calibrated ({ckpt.name})" if threshold is not None else None
         if threshold is None:

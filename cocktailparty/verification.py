@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Protocol, Sequence, Union
+from typing import NamedTuple, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -406,11 +406,9 @@ def calibrate(scores, trial_labels) -> Calibration:
 def write_calibrated_checkpoint(source: PathLike, out: PathLike, calibration: Calibration, **extra) -> Path:
     """Copy the checkpoint ``source`` to ``out`` with the calibration in its metadata (the
     weights and every other metadata entry unchanged)."""
-    from .checkpoint import load, read_metadata, save
+    from .checkpoint import copy_with_metadata
 
-    meta = {k: v for k, v in read_metadata(source).items() if k not in ("format", "architecture", "config")}
-    meta.update(calibration.as_metadata(**extra))
-    return save(load(source), out, meta)
+    return copy_with_metadata(source, out, calibration.as_metadata(**extra))
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cocktailparty.checkpoint import PRETRAINED_DIR, load, read_metadata, save  # noqa: E402
+from cocktailparty.checkpoint import PRETRAINED_DIR, copy_with_metadata  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="the JSON summary of 'cocktail evaluate' on the held-out test set")
     p.add_argument("--about", default="", help="one paragraph: data, training budget, intended use")
     args = p.parse_args(argv)
-    meta = {k: v for k, v in read_metadata(args.checkpoint).items() if k not in ("format", "architecture", "config")}
-    meta["about"] = args.about
+    meta = {"about": args.about}
     if args.results:
         meta["evaluation"] = json.loads(Path(args.results).read_text())
-    out = save(load(args.checkpoint), PRETRAINED_DIR / f"{args.name}.safetensors", meta, dtype=torch.float16)
+    out = copy_with_metadata(args.checkpoint, PRETRAINED_DIR / f"{args.name}.safetensors", meta, dtype=torch.float16)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
