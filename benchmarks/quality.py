@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": name, "params_m": count_parameters(model) / 1e6,
                          "gmacs_per_s": count_macs(model.cpu(), 1.0) / 1e9, "steps": steps, "samples_per_s": speed,
                          "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"], "sdri": summary["sdri"]})
-        except (subprocess.CalledProcessError, Exception) as err:  # one failure must not hide the others
+        except Exception as err:  # a failed run (CalledProcessError) must not hide the others
             print(f"{name}: failed: {err}", file=sys.stderr)
             failed.append(name)
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     rows.sort(key=lambda r: -r["si_snri"]["mean"])
     print(f"\nSame budget per model: {args.budget:g} s of training steps, batch 8 x 2 s at {RATE} Hz, "

@@ -7,7 +7,6 @@ WAVs, a PNG of the spectrograms (mixture, references, estimates) and the SI-SNRi
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,6 @@ import numpy as np
 from . import audio
 from .data.corpus import build_corpus
 from .data.mixing import write_mixture_set
-
-log = logging.getLogger("cocktailparty")
 
 SAMPLE_RATE = 16000
 # English voices of distinct recorded persons: MBROLA's US voices (us1 female, us2 and us3

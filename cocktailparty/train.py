@@ -921,7 +921,6 @@ class Trainer:
         self.skipped = 0
         self.elapsed = 0.0
         self._stop_signal: Optional[int] = None
-        self._budget_spent = False
 
         self.n_batches = len(self.train_set) // self.t["batch_size"]
         if self.t["max_steps_per_epoch"]:
@@ -1061,7 +1060,7 @@ class Trainer:
         outcome = "finished"
         while not self.finished:
             if self._train_epoch():
-                if self._agree(self._budget_spent) and not self._agree(self._stop_signal is not None):
+                if self._agree(self._budget_spent()) and not self._agree(self._stop_signal is not None):
                     # The budget ends this epoch early: validate it, so the run has a best model.
                     self._end_epoch()
                     self._save()
@@ -1092,6 +1091,12 @@ class Trainer:
                      self.step, self.epoch + 1, self.batch, self.n_batches, self.run_dir)
         return "stopped"
 
+    def _budget_spent(self, running: float = 0.0) -> bool:
+        """Whether the training time (``elapsed`` plus ``running`` seconds not yet added to
+        it) has reached ``training.time_budget_s``."""
+        budget = self.t["time_budget_s"]
+        return budget is not None and self.elapsed + running >= float(budget)
+
     def _agree(self, flag: bool) -> bool:
         """True on every process when ``flag`` is True on any."""
         if not self.dist.enabled:
@@ -1116,10 +1121,7 @@ class Trainer:
                 terms = self._train_step(batch)
                 self.step += 1
                 self.batch += 1
-                budget = t["time_budget_s"]
-                spent = budget is not None and self.elapsed + time.monotonic() - started >= float(budget)
-                self._budget_spent = spent
-                stop = self._accumulate(terms, spent)
+                stop = self._accumulate(terms, self._budget_spent(time.monotonic() - started))
                 if bar is not None:
                     bar.update(1)
                 if self.step % t["log_every"] == 0:
@@ -1156,9 +1158,7 @@ class Trainer:
                 self.graphed = GraphedStep(self, batch)
             out = self.graphed(batch)
             if not torch.isfinite(out["grad_norm"]):  # a host sync, as _accumulate's that follows
-                self.skipped += 1
-                log.warning("step %d: non-finite gradient norm; gradients zeroed (%d so far)",
-                            self.step + 1, self.skipped)
+                self._count_non_finite("gradients zeroed")
             return out
         batch = _to_device(batch, self.device)
         with self._autocast():
@@ -1176,11 +1176,14 @@ class Trainer:
             self.optimizer.step()
         else:
             # A non-finite gradient would poison Adam's moments for good; skip this batch.
-            self.skipped += 1
-            log.warning("step %d: non-finite gradient norm; batch skipped (%d so far)", self.step + 1, self.skipped)
+            self._count_non_finite("batch skipped")
         out = {k: v.detach().float() for k, v in terms.items()}
         out["grad_norm"] = norm.detach().float()
         return out
+
+    def _count_non_finite(self, action: str) -> None:
+        self.skipped += 1
+        log.warning("step %d: non-finite gradient norm; %s (%d so far)", self.step + 1, action, self.skipped)
 
     def _accumulate(self, terms: dict[str, torch.Tensor], stop: bool = False) -> bool:
         """Add a step's terms to the epoch and window sums (averaged over processes); returns
