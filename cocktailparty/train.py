@@ -290,8 +290,8 @@ class Distributed:
 def _resolve_device(spec: Optional[str], dist: Distributed) -> torch.device:
     if spec:
         device = torch.device(spec)
-        if device.type == "cuda" and dist.enabled and device.index is None:
-            device = torch.device("cuda", dist.local_rank)
+        if device.type == "cuda" and device.index is None:  # set_device (and graphs) need an index
+            device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
     elif torch.cuda.is_available():
         device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
     else:
@@ -1014,6 +1014,11 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------
 
+    @property
+    def stop_signal(self) -> Optional[int]:
+        """The signal (SIGINT, SIGTERM) that stopped this run, or None."""
+        return self._stop_signal
+
     def fit(self) -> str:
         """Train until ``epochs``, early stopping, the time budget or a stop signal. Returns
         ``"finished"``, ``"early_stopped"``, ``"budget_spent"`` (the partial epoch validated;
@@ -1478,8 +1483,12 @@ def cli_train(args) -> int:
         log.info("training %s into %s (%d batches of %d per epoch, %s)", cfg["model"]["architecture"],
                  run_dir, trainer.n_batches, trainer.t["batch_size"], trainer.device)
     try:
-        trainer.fit()
+        outcome = trainer.fit()
     finally:
         if trainer.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    # A run stopped by a signal is resumable but not done: the shell's 128 + signal number
+    # tells scripts (benchmarks/quality.py, a scheduler) to come back with --resume.
+    if outcome == "stopped":
+        return 128 + int(trainer.stop_signal or signal.SIGTERM)
     return 0
