@@ -13,10 +13,15 @@ budget, fast-converging models win, which says nothing about where they end up.
     python benchmarks/quality.py --corpus data/corpus --test-set data/test-2mix \\
         --budget 300 --out runs/quality [--models tdanet,dprnn] [--device cuda] [--cuda-graph]
 
-Prints one table (params and MACs per second of audio at 8 kHz, training steps and samples/s,
-best validation SI-SNRi, test SI-SNRi and SDRi with 95% intervals) and writes
-``OUT/quality.json``. A finished model is not retrained on a rerun (delete its folder to
-retrain). Exits 1 if a model fails to train or evaluate, or scores below 0 dB SI-SNRi.
+Training and scoring may happen on different machines: ``--train-only`` on the GPU, then the
+same command with ``--test-set`` where RUN_DIRs (best.safetensors, config.yaml, logs) were
+copied. A RUN/test.json that already scored the whole test set (same path) is reused.
+
+Prints one table (params and MACs per second of audio at 8 kHz, the budget, training steps and
+samples/s, best validation SI-SNRi, test SI-SNRi and SDRi with 95% intervals) and writes
+``OUT/quality.json``. A model whose budget is spent is not retrained on a rerun (delete its
+folder to retrain); one interrupted by a signal resumes where it stopped. Exits 1 if a model
+fails to train or evaluate, or scores below 0 dB SI-SNRi.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ def train(name: str, args, out: Path) -> Path:
         # Tune-In has not yet been captured as a graph on a GPU: it trains eagerly until it has.
         common += ["training.cuda_graph=true"] if not name.startswith("tunein") else []
     sets = [x for kv in common + extra for x in ("--set", kv)]
-    if (run_dir / "best.safetensors").is_file():
+    done = run_dir / "budget-spent"  # best.safetensors alone exists from the first validation on
+    if done.is_file():
         print(f"== {name}: already trained in {run_dir}", flush=True)
         return run_dir
     if (run_dir / "checkpoints").is_dir():  # interrupted before its budget was spent
@@ -65,8 +71,38 @@ def train(name: str, args, out: Path) -> Path:
         cmd = ["--config", str(ROOT / config), "--out", str(run_dir), *sets]
     device = ["--device", args.device] if args.device else []
     print(f"== {name}: training for {args.budget:g} s", flush=True)
+    # check: a run stopped by a signal exits 128 + signal and is resumed by the next invocation.
     subprocess.run([sys.executable, "-m", "cocktailparty.cli", "-q", "train", *device, *cmd], check=True, cwd=ROOT)
+    done.touch()
     return run_dir
+
+
+def untrained(run_dir: Path):
+    """The run's architecture from its config.yaml, for counting params and MACs (no weights
+    needed: they may stay on the machine that trained them)."""
+    from cocktailparty.config import load_config
+    from cocktailparty.models import build_model
+
+    model_cfg = dict(load_config(run_dir / "config.yaml")["model"])
+    return build_model(model_cfg.pop("architecture"), **model_cfg)
+
+
+def scores(run_dir: Path, args) -> dict:
+    """``cocktail evaluate``'s summary for the best checkpoint on ``--test-set``. A complete
+    earlier scoring of the same test set (RUN/test.json) is reused, also one made elsewhere
+    whose test set was built by the same command into the same path."""
+    from cocktailparty.data.datasets import open_mixture_dataset
+    from cocktailparty.evaluate import evaluate
+
+    cached = run_dir / "test.json"
+    if cached.is_file() and args.limit is None:
+        previous = json.loads(cached.read_text())
+        size = len(open_mixture_dataset(args.test_set, split="test").ids)
+        summary = previous.get("summary") or {}
+        if previous.get("data") == str(Path(args.test_set).resolve()) and summary.get("si_snri", {}).get("n") == size:
+            return summary
+    return evaluate(str(run_dir / "best.safetensors"), args.test_set, run_dir / "test.csv", device=args.device,
+                    limit=args.limit, progress=False)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -92,7 +128,9 @@ def best_valid(run_dir: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", required=True, help="speaker-labelled corpus (cocktail corpus build)")
-    p.add_argument("--test-set", required=True, help="fixed two-talker test set of unseen speakers (cocktail mix)")
+    p.add_argument("--test-set", help="fixed two-talker test set of unseen speakers (cocktail mix)")
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or resume) and stop: score later, e.g. on another machine, by a rerun")
     p.add_argument("--out", default="runs/quality")
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training steps per model")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
@@ -106,28 +144,38 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cocktailparty.checkpoint import load
-    from cocktailparty.evaluate import evaluate
+    from cocktailparty.config import load_config
     from cocktailparty.profile import count_macs, count_parameters
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if not args.train_only and not args.test_set:
+        p.error("--test-set is required unless --train-only")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.train_only:
+        failed = []
+        for name in names:
+            try:
+                train(name, args, out)
+            except subprocess.CalledProcessError as err:
+                print(f"{name}: failed: {err}", file=sys.stderr)
+                failed.append(name)
+        return 1 if failed else 0
     rows, failed = [], []
     for name in names:
         try:
             run_dir = train(name, args, out)
-            best = run_dir / "best.safetensors"
-            model = load(best)
-            summary = evaluate(str(best), args.test_set, run_dir / "test.csv", device=args.device,
-                               limit=args.limit, progress=False)
+            summary = scores(run_dir, args)
+            model = untrained(run_dir)
             steps, speed = steps_and_speed(run_dir)
+            budget = load_config(run_dir / "config.yaml")["training"]["time_budget_s"]
             rows.append({"model": name, "params_m": count_parameters(model) / 1e6,
-                         "gmacs_per_s": count_macs(model.cpu(), 1.0) / 1e9, "steps": steps, "samples_per_s": speed,
-                         "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"], "sdri": summary["sdri"]})
+                         "gmacs_per_s": count_macs(model, 1.0) / 1e9, "budget_s": budget, "steps": steps,
+                         "samples_per_s": speed, "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"],
+                         "sdri": summary["sdri"]})
         except Exception as err:  # a failed run (CalledProcessError) must not hide the others
             print(f"{name}: failed: {err}", file=sys.stderr)
             failed.append(name)
@@ -135,16 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
     rows.sort(key=lambda r: -r["si_snri"]["mean"])
-    print(f"\nSame budget per model: {args.budget:g} s of training steps, batch 8 x 2 s at {RATE} Hz, "
-          f"{args.precision}; test: {args.test_set}")
-    print(f"{'model':18} {'params':>8} {'GMACs/s':>8} {'steps':>7} {'smp/s':>6} {'valid':>6} "
+    print(f"\nEach model trained for 'budget' seconds of training steps (validation not counted), batch 8 x 2 s "
+          f"at {RATE} Hz; test: {args.test_set}")
+    print(f"{'model':18} {'params':>8} {'GMACs/s':>8} {'budget':>6} {'steps':>6} {'smp/s':>6} {'valid':>6} "
           f"{'SI-SNRi (dB)':>14} {'SDRi (dB)':>14}")
     for r in rows:
         si, sd = r["si_snri"], r["sdri"]
-        print(f"{r['model']:18} {r['params_m']:7.3f}M {r['gmacs_per_s']:8.2f} {r['steps']:7d} "
+        print(f"{r['model']:18} {r['params_m']:7.3f}M {r['gmacs_per_s']:8.2f} {r['budget_s']:6g} {r['steps']:6d} "
               f"{r['samples_per_s']:6.1f} {r['valid_si_snri']:6.2f} {si['mean']:7.2f} ± {si['ci95']:4.2f} "
               f"{sd['mean']:7.2f} ± {sd['ci95']:4.2f}")
-    (out / "quality.json").write_text(json.dumps({"budget_s": args.budget, "rows": rows, "failed": failed}, indent=1))
+    (out / "quality.json").write_text(json.dumps({"rows": rows, "failed": failed}, indent=1))
     below = [r["model"] for r in rows if r["si_snri"]["mean"] < 0]
     if failed or below:
         print(f"FAILED: {', '.join(failed)}" if failed else f"below 0 dB: {', '.join(below)}", file=sys.stderr)
