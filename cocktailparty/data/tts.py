@@ -305,11 +305,18 @@ def synthesize(voice: Voice, text: str, text_language: str, pitch: float = 1.0,
     try:
         return _synthesize(voice, text, text_language, pitch, rate)
     except SynthesisError:
-        if voice.engine != "festival" or not re.search(r"[?!]", text):
+        plainer = festival_fallback_text(text)
+        if voice.engine != "festival" or plainer == text:
             raise
-        # Festival's Italian intonation rules crash on some questions ("... ping pong?"); the
-        # same words said as a statement do synthesize.
-        return _synthesize(voice, re.sub(r"[?!]+", ".", text), text_language, pitch, rate)
+        return _synthesize(voice, plainer, text_language, pitch, rate)
+
+
+def festival_fallback_text(text: str) -> str:
+    """The same words with the punctuation that crashes some festival voices made plainer:
+    its Italian intonation rules crash on some questions ("... ping pong?"), said as
+    statements they synthesize; its Russian voice fails on a dash glued to the punctuation
+    before it ("Трудно,- ответил я"), which a space fixes."""
+    return re.sub(r"([,.;:!?])-", r"\1 -", re.sub(r"[?!]+", ".", text))
 
 
 def _synthesize(voice: Voice, text: str, text_language: str, pitch: float, rate: float) -> tuple[np.ndarray, int, str]:
