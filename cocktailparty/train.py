@@ -84,6 +84,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -128,6 +129,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "lr_schedule": {"type": "plateau", "factor": 0.5, "patience_epochs": 15},
     #   plateau: multiply by factor after patience_epochs validations without a new best
     #   step: multiply by factor every every_epochs epochs;  none: constant
+    #   cosine: per step, from lr down to min_lr (default 0) over total_steps along half a
+    #     cosine, after warmup_steps (default 0) of linear rise; min_lr from then on
     "early_stop_patience_epochs": 30,   # validations without a new best before stopping; null: never
     "grad_clip_norm": 5.0,        # L2 norm of all gradients; null: no clipping
     "loss": "si_snr",             # si_snr | snr, negative, under u-PIT (when the model has no hook)
@@ -230,8 +233,16 @@ def resolve_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any
         if cfg["data"]["segment_seconds"] is None:
             raise CocktailError(f"{source}: training.cuda_graph replays fixed shapes; set data.segment_seconds")
     sched = t["lr_schedule"] or {"type": "none"}
-    if not isinstance(sched, dict) or sched.get("type") not in ("plateau", "step", "none"):
-        raise CocktailError(f"{source}: training.lr_schedule.type must be plateau, step or none")
+    if not isinstance(sched, dict) or sched.get("type") not in ("plateau", "step", "cosine", "none"):
+        raise CocktailError(f"{source}: training.lr_schedule.type must be plateau, step, cosine or none")
+    if sched["type"] == "cosine":
+        total, warmup = sched.get("total_steps"), sched.get("warmup_steps", 0)
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            raise CocktailError(f"{source}: training.lr_schedule.total_steps must be a positive integer for "
+                                f"the cosine schedule, got {total!r}")
+        if not isinstance(warmup, int) or not 0 <= warmup < total:
+            raise CocktailError(f"{source}: training.lr_schedule.warmup_steps must be an integer from 0 to "
+                                f"total_steps - 1, got {warmup!r}")
     t["lr_schedule"] = sched
     for key in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "valid_every", "log_every"):
         value = t[key]
@@ -554,10 +565,13 @@ class Recipe:
     """The lr schedule and the early-stopping counter, driven by validation SI-SNRi (dB).
 
     ``validated(score)`` after each validation returns True when training should stop;
-    ``epoch_done()`` after every epoch steps an epoch-based schedule.
+    ``epoch_done()`` after every epoch steps an epoch-based schedule; ``step_done(step)``
+    after every optimizer step sets a per-step schedule's lr for the next one.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: dict, early_stop: Optional[int]):
+        self.optimizer, self.schedule = optimizer, schedule
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]  # the configured lr
         self.kind = schedule.get("type", "plateau")
         self.early_stop = early_stop
         self.best: Optional[float] = None
@@ -591,6 +605,13 @@ class Recipe:
         if self.kind == "step":
             self.scheduler.step()
 
+    def step_done(self, step: int) -> None:
+        """Set a per-step schedule's lr for the step after ``step`` completed ones (also at
+        the start and after a resume, which may have changed the schedule)."""
+        if self.kind == "cosine":
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = cosine_lr(step, base, self.schedule)
+
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
@@ -599,6 +620,17 @@ class Recipe:
         self.best, self.best_epoch, self.bad = state["best"], state["best_epoch"], state["bad"]
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+def cosine_lr(step: int, base: float, schedule: dict) -> float:
+    """The cosine schedule's lr for the step after ``step`` completed ones (see
+    ``TRAINING_DEFAULTS``): a linear warm-up to ``base``, then half a cosine to ``min_lr``."""
+    total, warmup = int(schedule["total_steps"]), int(schedule.get("warmup_steps", 0))
+    floor = float(schedule.get("min_lr", 0.0))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # --------------------------------------------------------------------------------------
@@ -892,6 +924,7 @@ class Trainer:
             raise CocktailError("nothing to train: every parameter is frozen (check training.stage)")
         self.optimizer = self._optimizer()
         self.recipe = Recipe(self.optimizer, self.t["lr_schedule"], self.t["early_stop_patience_epochs"])
+        self.recipe.step_done(0)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.t["precision"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.wrapped: nn.Module = self.trainee
@@ -1009,6 +1042,7 @@ class Trainer:
                 stale.unlink(missing_ok=True)
             self.epoch_log.truncate_after(self.step)
             self.step_log.truncate_after(self.step)
+        self.recipe.step_done(self.step)
         log.info("resuming %s from %s (epoch %d, batch %d of %d, step %d)", self.run_dir, folder.name,
                  self.epoch + 1, self.batch, self.n_batches, self.step)
 
@@ -1125,6 +1159,7 @@ class Trainer:
             for batch in loader:
                 terms = self._train_step(batch)
                 self.step += 1
+                self.recipe.step_done(self.step)
                 self.batch += 1
                 stop = self._accumulate(terms, self._budget_spent(time.monotonic() - started))
                 if bar is not None:
@@ -1157,9 +1192,7 @@ class Trainer:
     def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         self.wrapped.train()
         if self.t["cuda_graph"]:
-            lr = self.optimizer.param_groups[0]["lr"]
-            if self.graphed is None or self.graphed.lr != lr:  # the lr is a constant of the graph
-                self.graphed = None
+            if self.graphed is None:
                 self.graphed = GraphedStep(self, batch)
             out = self.graphed(batch)
             if not torch.isfinite(out["grad_norm"]):  # a host sync, as _accumulate's that follows
@@ -1345,8 +1378,10 @@ class GraphedStep:
     a CUDA graph, then replayed for every batch: PyTorch's whole-network capture recipe.
 
     The batch is copied into static input tensors; the graph writes the loss terms into static
-    outputs. Dropout draws fresh numbers at each replay (graph-safe Philox offsets). The lr is a
-    constant of the captured update, so the trainer captures again when the schedule changes it.
+    outputs. Dropout draws fresh numbers at each replay (graph-safe Philox offsets). The update
+    is captured reading each param group's lr from a device tensor, filled from the group's
+    (float) lr before every replay, so a schedule may change the lr at any step without a new
+    capture; everywhere else (schedulers, checkpoints, logs) the lr stays a plain float.
     A non-finite gradient cannot skip a replayed update: its gradients are zeroed instead (Adam's
     moments decay for one step, nothing is poisoned); the trainer counts it as skipped. Capturing runs
     three warm-up steps on the first batch (torch.compile and cuBLAS set themselves up there);
@@ -1357,14 +1392,19 @@ class GraphedStep:
     WARMUP_STEPS = 3
 
     def __init__(self, trainer: "Trainer", batch: dict):
-        self.trainer, self.lr = trainer, trainer.optimizer.param_groups[0]["lr"]
+        self.trainer = trainer
+        groups = trainer.optimizer.param_groups
+        self.lrs = [torch.tensor(float(g["lr"]), device=trainer.device) for g in groups]
         self.static = {k: v.to(trainer.device).clone() if isinstance(v, torch.Tensor) else v
                        for k, v in batch.items()}
         saved = self._snapshot()
+        floats = [g["lr"] for g in groups]
         torch.cuda.synchronize()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         try:
+            for group, lr in zip(groups, self.lrs):
+                group["lr"] = lr  # capturable Adam reads a tensor lr when the graph replays
             with torch.cuda.stream(stream):
                 for _ in range(self.WARMUP_STEPS):
                     trainer.optimizer.zero_grad(set_to_none=True)
@@ -1379,7 +1419,10 @@ class GraphedStep:
             raise CocktailError(f"training.cuda_graph: the training step could not be captured as a CUDA graph "
                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                                 f"train without it: --set training.cuda_graph=false") from err
-        log.info("training step captured as a CUDA graph (lr %.3g)", self.lr)
+        finally:
+            for group, lr in zip(groups, floats):
+                group["lr"] = lr
+        log.info("training step captured as a CUDA graph")
 
     def _body(self) -> dict[str, torch.Tensor]:
         trainer = self.trainer
@@ -1421,6 +1464,8 @@ class GraphedStep:
         for k, v in batch.items():
             if isinstance(v, torch.Tensor):
                 self.static[k].copy_(v, non_blocking=True)
+        for group, lr in zip(self.trainer.optimizer.param_groups, self.lrs):
+            lr.fill_(group["lr"])
         self.graph.replay()
         return {k: v.clone() for k, v in self.outputs.items()}
 

@@ -173,6 +173,34 @@ def test_recipe_state_round_trips_through_json():
     assert again.bad == recipe.bad == 4
 
 
+def test_cosine_schedule_follows_torch_cosine_annealing_after_a_linear_warmup():
+    base, floor, warmup, total = 1e-3, 1e-5, 4, 24
+    schedule = {"type": "cosine", "total_steps": total, "warmup_steps": warmup, "min_lr": floor}
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    recipe = Recipe(opt, schedule, early_stop=None)
+    ours = []
+    for step in range(total + 3):  # past the end the lr stays at min_lr
+        recipe.step_done(step)
+        ours.append(opt.param_groups[0]["lr"])
+    # The independent reference: torch's CosineAnnealingLR over the steps after the warm-up.
+    ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=total - warmup, eta_min=floor)
+    reference = []
+    for _ in range(total - warmup + 1):
+        reference.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        annealing.step()
+    assert ours[:warmup] == pytest.approx([base * k / warmup for k in range(1, warmup + 1)])
+    assert ours[warmup:total + 1] == pytest.approx(reference, rel=1e-9)
+    assert ours[total:] == pytest.approx([floor] * 3)
+    # A resumed run builds a new optimizer at the configured lr: step_done(step) puts it back
+    # on the curve, whatever the saved param groups said.
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    again = Recipe(opt2, schedule, early_stop=None)
+    again.step_done(10)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(ours[10])
+
+
 def test_epoch_order_depends_on_seed_and_epoch_only_and_splits_over_processes():
     a, b = epoch_order(1, 3, 10), epoch_order(1, 3, 10)
     assert np.array_equal(a, b) and not np.array_equal(a, epoch_order(1, 4, 10))
@@ -199,6 +227,13 @@ def test_config_defaults_aliases_and_errors():
     with pytest.raises(CocktailError, match="cuda_graph replays fixed shapes; set data.segment_seconds"):
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"cuda_graph": True},
                         "data": {"segment_seconds": None}})
+    with pytest.raises(CocktailError, match="total_steps must be a positive integer for the cosine"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"lr_schedule": {"type": "cosine"}}})
+    with pytest.raises(CocktailError, match="warmup_steps must be an integer from 0 to total_steps - 1"):
+        resolve_config({"model": {"architecture": "tdanet"},
+                        "training": {"lr_schedule": {"type": "cosine", "total_steps": 5, "warmup_steps": 5}}})
+    with pytest.raises(CocktailError, match="lr_schedule.type must be plateau, step, cosine or none"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"lr_schedule": {"type": "linear"}}})
     with pytest.raises(CocktailError, match="precision must be one of fp32, tf32, bf16, fp16"):
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"precision": "fp8"}})
     # Every shipped config resolves (its training keys are ones the engine knows); some leave
@@ -464,6 +499,20 @@ def test_time_budget_stops_with_a_checkpoint_and_a_larger_budget_trains_on(confi
     _run("--resume", str(run_dir), "--set", "training.time_budget_s=null", "--set", "training.epochs=2")
     _, state, _, _ = latest_checkpoint(run_dir)
     assert state["step"] == 7 and state["finished"]  # 1 step of epoch 1, all 6 of epoch 2
+
+
+def test_cosine_schedule_sets_the_lr_of_every_step_and_survives_a_resume(config_path, tmp_path):
+    run_dir = tmp_path / "cosine"
+    schedule = "training.lr_schedule={type: cosine, total_steps: 12, warmup_steps: 2}"
+    _run("--config", str(config_path), "--out", str(run_dir), "--set", schedule, "--set", "training.log_every=1",
+         "--set", "training.epochs=1")
+    _run("--resume", str(run_dir), "--set", "training.epochs=2")
+    with open(run_dir / "steps.csv", newline="") as f:
+        logged = {int(row["step"]): float(row["lr"]) for row in csv.DictReader(f)}
+    # steps.csv logs, after step k, the lr that step k + 1 will use.
+    expected = {k: 1e-3 * (k + 1) / 2 if k < 2 else 1e-3 * 0.5 * (1 + np.cos(np.pi * (k - 2) / 10)) for k in range(1, 13)}
+    assert sorted(logged) == list(range(1, 13))
+    assert [logged[k] for k in sorted(logged)] == pytest.approx([expected[k] for k in sorted(logged)], rel=1e-3, abs=1e-9)
 
 
 @pytest.mark.parametrize("spec, dist, index", [
