@@ -1092,8 +1092,13 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop_signal = signum
         if self.dist.main:
-            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-                  f"(press Ctrl-C again to quit without saving)", file=sys.stderr)
+            try:
+                print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                      f"(press Ctrl-C again to quit without saving)", file=sys.stderr)
+            except OSError:
+                # stderr may be a pipe whose reader the same signal ended (GNU timeout signals
+                # its whole process group, `| tail` included): saying so must not cost the save.
+                pass
 
     def _loop(self) -> str:
         outcome = "finished"

@@ -353,6 +353,26 @@ def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_pa
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
 
 
+def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
+    """`timeout ... cocktail train 2>&1 | tail` on a machine where the signal also ends tail:
+    the stop message then meets a closed pipe, which must not keep the checkpoint from being
+    written (seen on a GPU machine: a run lost its last 950 steps that way)."""
+    run_dir = tmp_path / "nopipe"
+    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
+                                       "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    steps = run_dir / "steps.csv"
+    deadline = time.monotonic() + 90
+    while not steps.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.stderr.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    folder, state, _, _ = latest_checkpoint(run_dir)
+    assert not state["finished"] and state["step"] >= 2
+
+
 def test_sigterm_to_the_process_group_with_loader_workers_still_saves(config_path, tmp_path):
     """GNU timeout and cluster schedulers signal every process of the group, workers too."""
     run_dir = tmp_path / "group"
