@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +248,24 @@ def test_festival_russian_voice_speaks_a_dash_glued_to_a_comma():
     voice = {v.key: v for v in tts.discover()}["festival:msu_ru_nsh_clunits"]
     samples, rate, _ = tts.synthesize(voice, text, "ru")
     assert len(samples) > 2 * rate and float(np.abs(samples).max()) > 0.05
+
+
+def test_corpus_transport_round_trip_keeps_names_lengths_and_the_speech(tmp_path):
+    """scripts/corpus_transport.py: Opus on the way, FLAC again at the far end, same manifest."""
+    src, packed, back = tmp_path / "src", tmp_path / "packed", tmp_path / "back"
+    rate = 16000
+    t = np.arange(int(1.3 * rate)) / rate
+    voice = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
+    (src / "train" / "a").mkdir(parents=True)
+    soundfile.write(src / "train" / "a" / "a-0.flac", voice, rate)
+    (src / "manifest.csv").write_text("utterance_id,path\na-0,train/a/a-0.flac\n")
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "corpus_transport.py")]
+    for direction, a, b in (("pack", src, packed), ("unpack", packed, back)):
+        result = subprocess.run([*script, direction, str(a), str(b), "--jobs", "1"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert (packed / "train" / "a" / "a-0.opus").is_file() and not list(packed.rglob("*.flac"))
+    assert (back / "manifest.csv").read_text() == (src / "manifest.csv").read_text()
+    again, again_rate = soundfile.read(back / "train" / "a" / "a-0.flac", dtype="float32")
+    assert again_rate == rate and len(again) == len(voice)
+    snr = 10 * np.log10(np.sum(voice**2) / np.sum((voice - again) ** 2))
+    assert snr > 15
