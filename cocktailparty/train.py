@@ -588,6 +588,7 @@ class Recipe:
                 optimizer, step_size=int(schedule.get("every_epochs", 1)), gamma=float(schedule.get("factor", 0.5)))
         else:
             self.scheduler = None
+        self.step_done(0)
 
     def validated(self, score: float, epoch: int) -> tuple[bool, bool]:
         """Record a validation score; returns ``(new_best, stop)``."""
@@ -924,7 +925,6 @@ class Trainer:
             raise CocktailError("nothing to train: every parameter is frozen (check training.stage)")
         self.optimizer = self._optimizer()
         self.recipe = Recipe(self.optimizer, self.t["lr_schedule"], self.t["early_stop_patience_epochs"])
-        self.recipe.step_done(0)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.t["precision"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.wrapped: nn.Module = self.trainee
