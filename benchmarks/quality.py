@@ -171,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             summary = scores(run_dir, args)
             model = untrained(run_dir)
             steps, speed = steps_and_speed(run_dir)
-            budget = load_config(run_dir / "config.yaml")["training"]["time_budget_s"]
+            trained = load_config(run_dir / "config.yaml")["training"]
+            step_kind = trained["precision"] + ("+graph" if trained.get("cuda_graph") else "")
             rows.append({"model": name, "params_m": count_parameters(model) / 1e6,
-                         "gmacs_per_s": count_macs(model, 1.0) / 1e9, "budget_s": budget, "steps": steps,
-                         "samples_per_s": speed, "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"],
+                         "gmacs_per_s": count_macs(model, 1.0) / 1e9, "budget_s": trained["time_budget_s"],
+                         "step_kind": step_kind, "steps": steps, "samples_per_s": speed,
+                         "valid_si_snri": best_valid(run_dir), "si_snri": summary["si_snri"],
                          "sdri": summary["sdri"]})
         except Exception as err:  # a failed run (CalledProcessError) must not hide the others
             print(f"{name}: failed: {err}", file=sys.stderr)
@@ -185,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: -r["si_snri"]["mean"])
     print(f"\nEach model trained for 'budget' seconds of training steps (validation not counted), batch 8 x 2 s "
           f"at {RATE} Hz; test: {args.test_set}")
-    print(f"{'model':18} {'params':>8} {'GMACs/s':>8} {'budget':>6} {'steps':>6} {'smp/s':>6} {'valid':>6} "
-          f"{'SI-SNRi (dB)':>14} {'SDRi (dB)':>14}")
+    print(f"{'model':18} {'params':>8} {'GMACs/s':>8} {'budget':>6} {'step':>10} {'steps':>6} {'smp/s':>6} "
+          f"{'valid':>6} {'SI-SNRi (dB)':>14} {'SDRi (dB)':>14}")
     for r in rows:
         si, sd = r["si_snri"], r["sdri"]
-        print(f"{r['model']:18} {r['params_m']:7.3f}M {r['gmacs_per_s']:8.2f} {r['budget_s']:6g} {r['steps']:6d} "
-              f"{r['samples_per_s']:6.1f} {r['valid_si_snri']:6.2f} {si['mean']:7.2f} ± {si['ci95']:4.2f} "
-              f"{sd['mean']:7.2f} ± {sd['ci95']:4.2f}")
+        print(f"{r['model']:18} {r['params_m']:7.3f}M {r['gmacs_per_s']:8.2f} {r['budget_s']:6g} {r['step_kind']:>10} "
+              f"{r['steps']:6d} {r['samples_per_s']:6.1f} {r['valid_si_snri']:6.2f} "
+              f"{si['mean']:7.2f} ± {si['ci95']:4.2f} {sd['mean']:7.2f} ± {sd['ci95']:4.2f}")
     (out / "quality.json").write_text(json.dumps({"rows": rows, "failed": failed}, indent=1))
     below = [r["model"] for r in rows if r["si_snri"]["mean"] < 0]
     if failed or below:
