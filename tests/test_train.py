@@ -353,6 +353,31 @@ def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_pa
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
 
 
+def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
+    """GNU timeout signals its child, then the child's process group: two SIGTERMs, which
+    Python may deliver one at a time. Only a second Ctrl-C means "quit without saving"."""
+    run_dir = tmp_path / "twice"
+    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
+                                       "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    steps = run_dir / "steps.csv"
+    deadline = time.monotonic() + 90
+    while not steps.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    seen = []
+    while not any(line.startswith("SIGTERM:") for line in seen):  # the handler has run
+        seen.append(proc.stderr.readline())
+        assert seen[-1], "".join(seen)
+    assert proc.poll() is None  # still finishing its step: the second signal meets the save
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(seen) + err
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert not state["finished"] and state["step"] >= 2
+
+
 def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
     """`timeout ... cocktail train 2>&1 | tail` on a machine where the signal also ends tail:
     the stop message then meets a closed pipe, which must not keep the checkpoint from being
