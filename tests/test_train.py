@@ -381,7 +381,8 @@ def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
 def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
     """`timeout ... cocktail train 2>&1 | tail` on a machine where the signal also ends tail:
     the stop message then meets a closed pipe, which must not keep the checkpoint from being
-    written (seen on a GPU machine: a run lost its last 950 steps that way)."""
+    written. (A GPU run that lost its last 950 steps was first blamed on this; the double
+    SIGTERM of the test above is the likelier cause.)"""
     run_dir = tmp_path / "nopipe"
     proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
                                        "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"),
