@@ -332,23 +332,33 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_one_used(refer
     _assert_same_weights(_final_weights(run_dir), _final_weights(reference_run))
 
 
-def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_path):
-    run_dir = tmp_path / "term"
-    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
-                                       "--set", "training.checkpoint_every=100", "--set", "training.epochs=3",
-                                       quiet=False),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    steps = run_dir / "steps.csv"
+def _start_and_wait_for_steps(config_path: Path, run_dir: Path, *overrides: str, quiet: bool = True,
+                              **popen) -> subprocess.Popen:
+    """A training subprocess, returned once it has logged steps (so it is mid-epoch)."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir), *sets, quiet=quiet),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
     deadline = time.monotonic() + 90
-    while not steps.exists():
+    while not (run_dir / "steps.csv").exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
+    return proc
+
+
+def _assert_saved_mid_run(run_dir: Path, min_step: int) -> None:
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert not state["finished"] and state["step"] >= min_step
+
+
+def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_path):
+    run_dir = tmp_path / "term"
+    proc = _start_and_wait_for_steps(config_path, run_dir, "training.checkpoint_every=100", "training.epochs=3",
+                                     quiet=False, text=True)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err  # saved, but not done: scripts see it
     assert f"cocktail train --resume {run_dir}" in err
-    folder, state, _, _ = latest_checkpoint(run_dir)
-    assert not state["finished"] and state["step"] >= 2
+    _assert_saved_mid_run(run_dir, 2)
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
 
@@ -357,14 +367,8 @@ def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
     """GNU timeout signals its child, then the child's process group: two SIGTERMs, which
     Python may deliver one at a time. Only a second Ctrl-C means "quit without saving"."""
     run_dir = tmp_path / "twice"
-    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
-                                       "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    steps = run_dir / "steps.csv"
-    deadline = time.monotonic() + 90
-    while not steps.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _start_and_wait_for_steps(config_path, run_dir, "training.checkpoint_every=100", "training.epochs=3",
+                                     text=True)
     proc.send_signal(signal.SIGTERM)
     seen = []
     while not any(line.startswith("SIGTERM:") for line in seen):  # the handler has run
@@ -374,8 +378,7 @@ def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, "".join(seen) + err
-    _, state, _, _ = latest_checkpoint(run_dir)
-    assert not state["finished"] and state["step"] >= 2
+    _assert_saved_mid_run(run_dir, 2)
 
 
 def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
@@ -384,39 +387,23 @@ def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_p
     written. (A GPU run that lost its last 950 steps was first blamed on this; the double
     SIGTERM of the test above is the likelier cause.)"""
     run_dir = tmp_path / "nopipe"
-    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
-                                       "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    steps = run_dir / "steps.csv"
-    deadline = time.monotonic() + 90
-    while not steps.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _start_and_wait_for_steps(config_path, run_dir, "training.checkpoint_every=100", "training.epochs=3")
     proc.stderr.close()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    folder, state, _, _ = latest_checkpoint(run_dir)
-    assert not state["finished"] and state["step"] >= 2
+    _assert_saved_mid_run(run_dir, 2)
 
 
 def test_sigterm_to_the_process_group_with_loader_workers_still_saves(config_path, tmp_path):
     """GNU timeout and cluster schedulers signal every process of the group, workers too."""
     run_dir = tmp_path / "group"
-    proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir),
-                                       "--set", "training.num_workers=2", "--set", "training.epochs=3"),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    steps = run_dir / "steps.csv"
-    deadline = time.monotonic() + 90
-    while not steps.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _start_and_wait_for_steps(config_path, run_dir, "training.num_workers=2", "training.epochs=3",
+                                     text=True, start_new_session=True)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "DataLoader worker" not in err
-    _, state, _, _ = latest_checkpoint(run_dir)
-    assert not state["finished"] and state["step"] >= 1
+    _assert_saved_mid_run(run_dir, 1)
 
 
 def test_fixed_mixture_sets(corpus_dir, tmp_path):
