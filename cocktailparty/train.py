@@ -1092,7 +1092,7 @@ class Trainer:
             # A second Ctrl-C: the user wants out now. A second SIGTERM is no such wish: GNU
             # timeout sends one to its child and then one to the child's process group, and
             # when the handler runs in between, quitting here lost every step since the last
-            # checkpoint (twice on the GPU machine: 500 and 950 steps).
+            # checkpoint (500 steps on the GPU machine; most likely an earlier 950 too).
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             return
