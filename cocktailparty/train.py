@@ -1091,8 +1091,8 @@ class Trainer:
         if self._stop_signal is not None:
             # A second Ctrl-C: the user wants out now. A second SIGTERM is no such wish: GNU
             # timeout sends one to its child and then one to the child's process group, and
-            # when the handler runs in between, quitting here lost every step since the last
-            # checkpoint (500 steps on the GPU machine; most likely an earlier 950 too).
+            # when the handler runs in between, quitting here would lose every step since the
+            # last checkpoint.
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             return
