@@ -186,7 +186,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "distinct_persons": True,
     "epoch_length": None,         # dynamic mixing: mixtures per epoch; default one per utterance
     "enrollment_seconds": None,   # dynamic mixing: add an enrollment per talker (Tune-In Offline; paper: 16)
-    "seed": None,                 # default training.seed
+    "seed": None,                 # training mixtures; default training.seed
+    "valid_seed": 0,              # validation mixtures (and crops): fixed, so that runs with other
+                                  # seeds, and warm restarts of a run, validate on the same items
     "splits": None,               # the dataset's split sizes, for the record
 }
 
@@ -342,6 +344,7 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
         raise CocktailError(f"{source}: {what} (e.g. --set data.train_set=DIR --set data.valid_set=DIR, "
                             f"or --set data.corpus=DIR for dynamic mixing)")
     seed = int(d["seed"] if d["seed"] is not None else t["seed"])
+    valid_seed = int(d["valid_seed"])
     segment = d["segment_seconds"]
     valid_segment = d["valid_segment_seconds"]
     for key in ("corpus", "train_set", "valid_set", "noise", "music"):
@@ -359,9 +362,10 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
         speakers = list(train.speakers)
         if d["valid_set"]:
             valid = open_mixture_dataset(d["valid_set"], d["valid_split"], sample_rate=sample_rate,
-                                         segment=valid_segment, seed=seed, mode=d["mode"])
+                                         segment=valid_segment, seed=valid_seed, mode=d["mode"])
         else:
-            valid = DynamicMixer(d["corpus"], split=d["valid_split"], segment=valid_segment, **common)
+            valid = DynamicMixer(d["corpus"], split=d["valid_split"], segment=valid_segment,
+                                 **dict(common, seed=valid_seed))
         if d["enrollment_seconds"]:
             train = WithEnrollment(train, float(d["enrollment_seconds"]))
             if isinstance(valid, DynamicMixer):
@@ -376,7 +380,7 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
             raise CocktailError(f"{source}: data.valid_set is not set; validation SI-SNRi drives the lr "
                                 f"schedule and early stopping: --set data.valid_set=DIR")
         valid = open_mixture_dataset(d["valid_set"], d["valid_split"], sample_rate=sample_rate,
-                                     segment=valid_segment, seed=seed, mode=d["mode"])
+                                     segment=valid_segment, seed=valid_seed, mode=d["mode"])
     return train, valid, speakers
 
 

@@ -35,6 +35,7 @@ from cocktailparty.train import (
     EpochBatches,
     latest_checkpoint,
     _resolve_device,
+    build_datasets,
     resolve_config,
 )
 
@@ -404,6 +405,24 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_saves(config_pat
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "DataLoader worker" not in err
     _assert_saved_mid_run(run_dir, 1)
+
+
+def test_validation_mixtures_follow_valid_seed_not_the_training_seed(corpus_dir):
+    def datasets(training_seed: int, **data):
+        cfg = resolve_config({"model": TINY_MODEL, "data": {"corpus": str(corpus_dir), "segment_seconds": 0.25,
+                                                            "valid_segment_seconds": 0.25, **data},
+                              "training": {"seed": training_seed}})
+        return build_datasets(cfg, RATE, 2)
+
+    def first_mixtures(dataset):
+        return torch.stack([torch.as_tensor(dataset[i]["mixture"]) for i in range(3)])
+
+    train_a, valid_a, _ = datasets(1)
+    train_b, valid_b, _ = datasets(2)
+    assert not torch.equal(first_mixtures(train_a), first_mixtures(train_b))  # the seed does reach training
+    assert torch.equal(first_mixtures(valid_a), first_mixtures(valid_b))
+    _, valid_c, _ = datasets(1, valid_seed=5)
+    assert not torch.equal(first_mixtures(valid_a), first_mixtures(valid_c))
 
 
 def test_fixed_mixture_sets(corpus_dir, tmp_path):
