@@ -385,8 +385,9 @@ def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
 def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
     """`timeout ... cocktail train 2>&1 | tail` on a machine where the signal also ends tail:
     the stop message then meets a closed pipe, which must not keep the checkpoint from being
-    written. (A GPU run that lost its last 950 steps was first blamed on this; the double
-    SIGTERM of test_a_second_sigterm_while_saving_still_saves is the likelier cause.)"""
+    written. (A GPU run that lost its last 950 steps was first blamed on this, then on the
+    double SIGTERM of test_a_second_sigterm_while_saving_still_saves; with both fixed, SIGTERM
+    on that machine still saves nothing, so its cause there is open.)"""
     run_dir = tmp_path / "nopipe"
     proc = _start_and_wait_for_steps(config_path, run_dir, "training.checkpoint_every=100", "training.epochs=3")
     proc.stderr.close()
