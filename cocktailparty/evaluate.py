@@ -52,6 +52,10 @@ def evaluate(
     """
     from tqdm import tqdm
 
+    out_csv = Path(out_csv)
+    if _identity_path(out_csv) == out_csv:
+        raise CocktailError(f"--out {out_csv}: give the per-utterance CSV a .csv name; the summary is "
+                            f"written beside it as {out_csv.stem}.json")
     device = resolve_device(device)
     model = load_model(model_spec, device)
     rate = model.config.sample_rate
@@ -63,7 +67,6 @@ def evaluate(
         )
     metrics = ["si_snr", "si_snri", "sdr", "sdri"] + (["pesq"] if pesq else []) + (["stoi"] if stoi else [])
     columns = ["id"] + metrics + [f"si_snri_s{i + 1}" for i in range(dataset.num_sources)]
-    out_csv = Path(out_csv)
     identity = {"model": str(model_spec or "default"), "data": str(Path(data).resolve()), "metrics": metrics}
     done = _resume(out_csv, identity, columns)
     indices = [i for i, item_id in enumerate(dataset.ids) if item_id not in done]

@@ -86,6 +86,15 @@ def test_resume_refuses_other_runs_results(tmp_path, model_path):
         evaluate(model_path, data, out, device="cpu", stoi=True, progress=False)
 
 
+def test_a_json_out_path_is_refused_before_any_work(tmp_path, model_path):
+    """Its summary would be written to the same file as its rows (and overwrite them)."""
+    data = write_test_set(tmp_path / "set", count=1)
+    with pytest.raises(CocktailError, match=r"give the per-utterance CSV a \.csv name; the summary is written "
+                                            r"beside it as r\.json"):
+        evaluate(model_path, data, tmp_path / "r.json", device="cpu", progress=False)
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_source_count_mismatch_is_explained(tmp_path):
     data = write_test_set(tmp_path / "set", count=1)
     three = checkpoint.save(BandSplit(BandSplitConfig(num_sources=3)), tmp_path / "three.safetensors")
