@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 
 from . import __version__
 from .errors import CocktailError
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder of a new run (default: runs/<config>-<time>)")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="end a fixed-length slot: after SECONDS (set-up included), save mid-epoch as SIGTERM "
+                   "would and exit with status 75; --resume continues. It is checked between steps, so "
+                   "leave the time of one step, one checkpoint and one epoch's validation")
 
     p = command("evaluate", "cocktailparty.evaluate:cli_evaluate",
                 "SI-SNRi and SDRi of a model on a test set, per utterance and on average")
@@ -172,8 +177,10 @@ def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled def
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     logging.basicConfig(
         level=logging.ERROR if args.quiet else logging.INFO,
         format=f"{PROG}: %(levelname)s: %(message)s",

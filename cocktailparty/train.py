@@ -108,9 +108,13 @@ from .errors import CocktailError
 from .losses import pit_si_snr_loss, pit_snr_loss
 from .metrics import si_snri
 from .models import build_model
+from .signal_guard import HandlerGuard
 
 log = logging.getLogger("cocktailparty")
 
+# The exit status of a run that --stop-after ended: resumable, not done (sysexits' EX_TEMPFAIL,
+# "try again later").
+EXIT_SLOT_ENDED = 75
 STATE_FORMAT = "cocktailparty-train-state/1"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
@@ -873,11 +877,15 @@ class Trainer:
         resume: continue from the newest valid checkpoint of ``run_dir``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when present.
         progress: show progress bars (on a terminal).
+        stop_at: a ``time.monotonic()`` time after which the next step ends this process's
+            training as a signal would (saved mid-epoch, resumable): the end of a fixed-length
+            slot. Unlike ``training.time_budget_s`` it is not part of the run.
     """
 
     def __init__(self, cfg: dict, run_dir: str | os.PathLike, *, resume: bool = False,
-                 device: Optional[str] = None, progress: bool = True, source: str = "config"):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+                 device: Optional[str] = None, progress: bool = True, source: str = "config",
+                 stop_at: Optional[float] = None):
+        self.cfg, self.run_dir, self.progress, self.stop_at = cfg, Path(run_dir), progress, stop_at
         self.t = cfg["training"]
         self.dist = Distributed.from_env()
         self.device = _resolve_device(device, self.dist)
@@ -958,6 +966,8 @@ class Trainer:
         self.skipped = 0
         self.elapsed = 0.0
         self._stop_signal: Optional[int] = None
+        self._signal_guard = HandlerGuard((signal.SIGINT, signal.SIGTERM))
+        self._signal_takeovers: set[str] = set()
 
         self.n_batches = len(self.train_set) // self.t["batch_size"]
         if self.t["max_steps_per_epoch"]:
@@ -1071,6 +1081,7 @@ class Trainer:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, self._on_signal)
+        self._signal_guard.arm()
         try:
             return self._loop()
         finally:
@@ -1110,6 +1121,14 @@ class Trainer:
                 # its whole process group, `| tail` included): saying so must not cost the save.
                 pass
 
+    def _keep_signal_handlers(self) -> None:
+        """Undo a native library's takeover of SIGINT/SIGTERM (see signal_guard), saying once
+        per culprit what it was."""
+        for message in self._signal_guard.check():
+            if message not in self._signal_takeovers:
+                self._signal_takeovers.add(message)
+                log.warning("step %d: %s", self.step + 1, message)
+
     def _loop(self) -> str:
         outcome = "finished"
         while not self.finished:
@@ -1129,7 +1148,7 @@ class Trainer:
                 outcome = "early_stopped"
                 self.early_stopped = True
             self._save()
-            if not self.finished and self._agree(self._stop_signal is not None):
+            if not self.finished and self._agree(self._stop_signal is not None or self.slot_ended):
                 return self._stopped()
         if self.dist.main:
             best = self.recipe.best
@@ -1144,6 +1163,11 @@ class Trainer:
             log.info("stopped at step %d (epoch %d, batch %d of %d); continue with: cocktail train --resume %s",
                      self.step, self.epoch + 1, self.batch, self.n_batches, self.run_dir)
         return "stopped"
+
+    @property
+    def slot_ended(self) -> bool:
+        """Whether the ``stop_at`` time has come."""
+        return self.stop_at is not None and time.monotonic() >= self.stop_at
 
     def _budget_spent(self, running: float = 0.0) -> bool:
         """Whether the training time (``elapsed`` plus ``running`` seconds not yet added to
@@ -1173,10 +1197,11 @@ class Trainer:
         try:
             for batch in loader:
                 terms = self._train_step(batch)
+                self._keep_signal_handlers()
                 self.step += 1
                 self.recipe.step_done(self.step)
                 self.batch += 1
-                stop = self._accumulate(terms, self._budget_spent(time.monotonic() - started))
+                stop = self._accumulate(terms, self._budget_spent(time.monotonic() - started) or self.slot_ended)
                 if bar is not None:
                     bar.update(1)
                 if self.step % t["log_every"] == 0:
@@ -1506,6 +1531,11 @@ def _write_yaml(path: Path, cfg: dict) -> None:
 
 def cli_train(args) -> int:
     """``cocktail train``: a fresh run from ``--config`` or a resumed one from ``--resume``."""
+    stop_after = getattr(args, "stop_after", None)
+    if stop_after is not None and not stop_after > 0:
+        raise CocktailError(f"--stop-after {stop_after}: give a positive number of seconds")
+    # cocktail's main() notes its start before importing torch, which is part of the slot too.
+    stop_at = None if stop_after is None else getattr(args, "started", time.monotonic()) + stop_after
     overrides = list(getattr(args, "overrides", None) or [])
     out = getattr(args, "out", None)
     if args.resume:
@@ -1538,7 +1568,7 @@ def cli_train(args) -> int:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{config_path.stem}-{stamp}"
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), device=getattr(args, "device", None),
-                      progress=not getattr(args, "quiet", False), source=source)
+                      progress=not getattr(args, "quiet", False), source=source, stop_at=stop_at)
     if trainer.dist.main and not args.resume:
         log.info("training %s into %s (%d batches of %d per epoch, %s)", cfg["model"]["architecture"],
                  run_dir, trainer.n_batches, trainer.t["batch_size"], trainer.device)
@@ -1550,5 +1580,5 @@ def cli_train(args) -> int:
     # A run stopped by a signal is resumable but not done: the shell's 128 + signal number
     # tells scripts (benchmarks/quality.py, a scheduler) to come back with --resume.
     if outcome == "stopped":
-        return 128 + int(trainer.stop_signal or signal.SIGTERM)
+        return 128 + int(trainer.stop_signal) if trainer.stop_signal else EXIT_SLOT_ENDED
     return 0

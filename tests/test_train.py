@@ -581,3 +581,60 @@ def test_cuda_device_always_gets_an_index(monkeypatch, spec, dist, index):
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(device))
     device = _resolve_device(spec, dist)
     assert device == torch.device("cuda", index) and chosen == [device]
+
+
+# The trainer, with a library that takes SIGTERM over (C-level SIG_DFL) after the first step:
+# without the trainer's guard, the SIGTERM that follows kills it and saves nothing.
+_TAKEOVER = """
+import ctypes, signal, sys
+from cocktailparty import cli, train
+step = train.Trainer._train_step
+def taken_over(self, batch):
+    if self.step == 0:
+        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))
+    return step(self, batch)
+train.Trainer._train_step = taken_over
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_saves_after_a_library_replaced_the_handler(config_path, tmp_path):
+    run_dir = tmp_path / "takeover"
+    cmd = [sys.executable, "-c", _TAKEOVER, "train", "--device", "cpu", "--config", str(config_path),
+           "--out", str(run_dir), "--set", "training.checkpoint_every=100", "--set", "training.epochs=3"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (run_dir / "steps.csv").exists():  # written after step 2: the guard has looked
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM's handler had been replaced by SIG_DFL" in err and "restored the trainer's" in err
+    _assert_saved_mid_run(run_dir, 2)
+
+
+def test_stop_after_ends_each_slot_after_a_step_and_the_slots_add_up_to_the_whole_run(
+        reference_run, config_path, tmp_path):
+    run_dir = tmp_path / "slots"
+    # A slot already over when training starts: one step, a mid-epoch save, status 75.
+    first = subprocess.run(_train_cmd("--config", str(config_path), "--out", str(run_dir), "--stop-after", "0.001",
+                                      quiet=False), env=_env(), capture_output=True, text=True, timeout=120)
+    assert first.returncode == 75, first.stderr
+    assert f"stopped at step 1 (epoch 1, batch 1 of 6); continue with: cocktail train --resume {run_dir}" \
+        in first.stderr
+    second = subprocess.run(_train_cmd("--resume", str(run_dir), "--stop-after", "0.001"), env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 75, second.stderr
+    _, state, _, _ = latest_checkpoint(run_dir)
+    assert state["step"] == 2 and not state["finished"]
+    _run("--resume", str(run_dir))
+    _assert_same_weights(_final_weights(run_dir), _final_weights(reference_run))
+    assert _epoch_rows(run_dir) == _epoch_rows(reference_run)
+
+
+def test_stop_after_must_be_positive(config_path, tmp_path):
+    result = subprocess.run(_train_cmd("--config", str(config_path), "--out", str(tmp_path / "r"),
+                                       "--stop-after", "0"), env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "--stop-after 0.0: give a positive number of seconds" in result.stderr

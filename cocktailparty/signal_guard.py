@@ -1,0 +1,104 @@
+"""Notice, name and undo a library's takeover of a signal the trainer handles.
+
+Python's ``signal.signal`` installs one C function as the process's handler and runs the
+Python callable from it. A native library that later calls ``sigaction`` itself replaces that
+C function behind Python's back: ``signal.getsignal`` still reports the Python handler, but
+the signal now does whatever the library wants (on the GPU machine, SIGTERM ended training
+runs without their handler ever running, 5 of 5 times, while the same runs on CPU saved every
+time). :class:`HandlerGuard` reads the C-level handler with ``sigaction``, so it sees the
+takeover, names the shared object that did it (``dladdr``) and puts Python's handler back.
+
+POSIX only; elsewhere (Windows) the guard does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+from typing import Iterable, Optional
+
+# Enough room for any libc's struct sigaction (glibc x86-64: 152 bytes). On Linux and macOS
+# the handler (a union of sa_handler and sa_sigaction) is its first field.
+_SIGACTION_BYTES = 512
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _libc() -> Optional[ctypes.CDLL]:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.sigaction  # noqa: B018 - absent on Windows
+    except (OSError, AttributeError, TypeError):
+        return None
+    libc.sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    libc.sigaction.restype = ctypes.c_int
+    return libc
+
+
+_LIBC = _libc()
+
+
+def c_handler(signum: int) -> Optional[int]:
+    """The address of the process's C-level handler for ``signum`` (0: default action,
+    1: ignored), or None where it cannot be read."""
+    if _LIBC is None:
+        return None
+    old = ctypes.create_string_buffer(_SIGACTION_BYTES)
+    if _LIBC.sigaction(int(signum), None, old) != 0:
+        return None
+    return ctypes.c_void_p.from_buffer(old).value or 0
+
+
+def describe_handler(address: int) -> str:
+    """``address`` in words: SIG_DFL, SIG_IGN or the shared object (and symbol, where it
+    has one) it lies in."""
+    if address == 0:
+        return "SIG_DFL (for SIGTERM: exit at once, saving nothing)"
+    if address == 1:
+        return "SIG_IGN (the signal ignored)"
+    info = _DlInfo()
+    try:
+        found = _LIBC.dladdr(ctypes.c_void_p(address), ctypes.byref(info))
+    except AttributeError:
+        found = 0
+    if not found or not info.dli_fname:
+        return f"a handler at {address:#x} in no known shared object"
+    where = info.dli_fname.decode(errors="replace")
+    symbol = f" ({info.dli_sname.decode(errors='replace')})" if info.dli_sname else ""
+    return f"a handler in {where}{symbol}"
+
+
+class HandlerGuard:
+    """Watches the C-level handlers of ``signals`` from :meth:`arm` on. Arm it right after
+    ``signal.signal`` installed the Python handlers; :meth:`check` (cheap: one system call per
+    signal) then finds the ones a library replaced, reinstalls the Python handler and says
+    what had replaced it."""
+
+    def __init__(self, signals: Iterable[int]):
+        self.signals = tuple(signals)
+        self.expected: dict[int, int] = {}
+
+    def arm(self) -> None:
+        self.expected = {}
+        for signum in self.signals:
+            address = c_handler(signum)
+            if address is not None:
+                self.expected[signum] = address
+
+    def check(self) -> list[str]:
+        """One message per signal whose handler was replaced since :meth:`arm` (now restored)."""
+        messages = []
+        for signum, expected in self.expected.items():
+            found = c_handler(signum)
+            if found is None or found == expected:
+                continue
+            # Python keeps the callable; signal.signal with it calls sigaction again.
+            signal.signal(signum, signal.getsignal(signum))
+            restored = c_handler(signum) == expected
+            messages.append(f"{signal.Signals(signum).name}'s handler had been replaced by "
+                            f"{describe_handler(found)}; "
+                            + ("restored the trainer's" if restored else "could not restore the trainer's"))
+        return messages

@@ -1,0 +1,71 @@
+"""HandlerGuard against libc's own view of the signal handlers (sigaction), in this process."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+import pytest
+
+from cocktailparty.signal_guard import HandlerGuard, c_handler, describe_handler
+
+LIBC = ctypes.CDLL(None)
+LIBC.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+LIBC.signal.restype = ctypes.c_void_p
+
+
+@pytest.fixture
+def usr1_handler():
+    """A Python handler for SIGUSR1 that records deliveries; the old one is put back after."""
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    yield seen
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def _take_over(signum: int, handler: int) -> None:
+    """What a native library does: sigaction straight from C, unseen by Python."""
+    LIBC.signal(signum, handler)
+
+
+def test_c_handler_reads_what_libc_installed(usr1_handler):
+    _take_over(signal.SIGUSR1, 1)  # SIG_IGN
+    assert c_handler(signal.SIGUSR1) == 1
+    _take_over(signal.SIGUSR1, 0)  # SIG_DFL
+    assert c_handler(signal.SIGUSR1) == 0
+    getpid = ctypes.cast(LIBC.getpid, ctypes.c_void_p).value
+    _take_over(signal.SIGUSR1, getpid)
+    assert c_handler(signal.SIGUSR1) == getpid
+    signal.signal(signal.SIGUSR1, signal.getsignal(signal.SIGUSR1))
+
+
+def test_a_replaced_handler_is_named_and_restored(usr1_handler):
+    guard = HandlerGuard([signal.SIGUSR1])
+    guard.arm()
+    assert guard.check() == []
+    # A handler inside libc stands in for a library's (never delivered while it is in place).
+    _take_over(signal.SIGUSR1, ctypes.cast(LIBC.getpid, ctypes.c_void_p).value)
+    assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL  # Python cannot tell
+    [message] = guard.check()
+    assert message.startswith("SIGUSR1's handler had been replaced by a handler in ")
+    assert "libc" in message and "getpid" in message and message.endswith("restored the trainer's")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert usr1_handler == [signal.SIGUSR1]  # the Python handler runs again
+    assert guard.check() == []
+
+
+def test_an_ignored_signal_is_restored(usr1_handler):
+    guard = HandlerGuard([signal.SIGUSR1])
+    guard.arm()
+    _take_over(signal.SIGUSR1, 1)
+    [message] = guard.check()
+    assert "SIG_IGN" in message
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert usr1_handler == [signal.SIGUSR1]
+
+
+def test_describe_handler_names_the_dispositions():
+    assert describe_handler(0).startswith("SIG_DFL")
+    assert describe_handler(1).startswith("SIG_IGN")
+    assert "no known shared object" in describe_handler(16)
