@@ -15,7 +15,8 @@ budget, fast-converging models win, which says nothing about where they end up.
 
 Training and scoring may happen on different machines: ``--train-only`` on the GPU, then the
 same command with ``--test-set`` where RUN_DIRs (best.safetensors, config.yaml, logs) were
-copied. A RUN/test.json that already scored the whole test set (same path) is reused.
+copied; ``--train-only --stop-after SECONDS`` fits it into fixed-length slots (exit 75 until
+every model's budget is spent). A RUN/test.json that already scored the whole test set (same path) is reused.
 
 Prints one table (params and MACs per second of audio at 8 kHz, the budget, training steps and
 samples/s, best validation SI-SNRi, test SI-SNRi and SDRi with 95% intervals) and writes
@@ -31,10 +32,12 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from cocktailparty.train import EXIT_SLOT_ENDED  # noqa: E402  (cocktail train --stop-after's status)
 
 # name: (config, extra overrides)
 MODELS = {
@@ -45,6 +48,10 @@ MODELS = {
     "tunein-online": ("configs/tunein-online-wsj0.yaml", []),
 }
 RATE = 8000
+
+
+class SlotEnded(Exception):
+    """--stop-after's time came while training the named model (saved; a rerun resumes it)."""
 
 
 def train(name: str, args, out: Path) -> Path:
@@ -70,9 +77,17 @@ def train(name: str, args, out: Path) -> Path:
     else:
         cmd = ["--config", str(ROOT / config), "--out", str(run_dir), *sets]
     device = ["--device", args.device] if args.device else []
+    if args.stop_at is not None:
+        left = args.stop_at - time.monotonic()
+        if left < 30:  # not worth a model's set-up
+            raise SlotEnded(name)
+        cmd += ["--stop-after", f"{left:.0f}"]
     print(f"== {name}: training for {args.budget:g} s", flush=True)
     # check: a run stopped by a signal exits 128 + signal and is resumed by the next invocation.
-    subprocess.run([sys.executable, "-m", "cocktailparty.cli", "-q", "train", *device, *cmd], check=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "cocktailparty.cli", "-q", "train", *device, *cmd], cwd=ROOT)
+    if result.returncode == EXIT_SLOT_ENDED:
+        raise SlotEnded(name)
+    result.check_returncode()
     done.touch()
     return run_dir
 
@@ -140,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epoch-length", type=int, default=2000, help="mixtures per epoch (one validation each)")
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--limit", type=int, help="score the first N test mixtures only")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="with --train-only: end this slot after SECONDS (each model's training saved and "
+                   "resumable; cocktail train --stop-after) and exit 75; the same command continues")
     args = p.parse_args(argv)
+    args.stop_at = None if args.stop_after is None else time.monotonic() + args.stop_after
 
     import torch
 
@@ -153,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     if not args.train_only and not args.test_set:
         p.error("--test-set is required unless --train-only")
+    if args.stop_after is not None and not args.train_only:
+        p.error("--stop-after needs --train-only (a slot ends training; scoring comes after)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.train_only:
@@ -160,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             try:
                 train(name, args, out)
+            except SlotEnded as slot:
+                print(f"--stop-after: the slot ended while training {slot}; run the same command to continue",
+                      file=sys.stderr)
+                return EXIT_SLOT_ENDED
             except subprocess.CalledProcessError as err:
                 print(f"{name}: failed: {err}", file=sys.stderr)
                 failed.append(name)

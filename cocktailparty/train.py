@@ -1070,7 +1070,7 @@ class Trainer:
     def fit(self) -> str:
         """Train until ``epochs``, early stopping, the time budget or a stop signal. Returns
         ``"finished"``, ``"early_stopped"``, ``"budget_spent"`` (the partial epoch validated;
-        resumable), ``"stopped"`` (a signal; resumable) or ``"already_finished"``."""
+        resumable), ``"stopped"`` (a signal or ``stop_at``; resumable) or ``"already_finished"``."""
         if not self.finished:
             self._preflight()
         if self.finished:
@@ -1577,8 +1577,9 @@ def cli_train(args) -> int:
     finally:
         if trainer.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    # A run stopped by a signal is resumable but not done: the shell's 128 + signal number
-    # tells scripts (benchmarks/quality.py, a scheduler) to come back with --resume.
+    # A run stopped by a signal or --stop-after is resumable but not done: the shell's 128 +
+    # signal number, or 75, tells scripts (benchmarks/quality.py, a scheduler) to come back
+    # with --resume.
     if outcome == "stopped":
         return 128 + int(trainer.stop_signal) if trainer.stop_signal else EXIT_SLOT_ENDED
     return 0
