@@ -80,6 +80,7 @@ class HandlerGuard:
     def __init__(self, signals: Iterable[int]):
         self.signals = tuple(signals)
         self.expected: dict[int, int] = {}
+        self.foreign: dict[int, int] = {}
 
     def arm(self) -> None:
         self.expected = {}
@@ -87,6 +88,30 @@ class HandlerGuard:
             address = c_handler(signum)
             if address is not None:
                 self.expected[signum] = address
+        self.foreign = {}  # the first new_foreign_handlers() reports those already there
+
+    def _foreign(self) -> dict[int, int]:
+        """The standard signals (1-31) whose handler is neither a default, ignored nor
+        Python's own (the one C function behind every Python handler, armed above)."""
+        python = set(self.expected.values())
+        found = {}
+        for signum in range(1, 32):
+            address = c_handler(signum)
+            if address not in (None, 0, 1) and address not in python:
+                found[signum] = address
+        return found
+
+    def new_foreign_handlers(self) -> list[str]:
+        """Native handlers installed (or changed) since :meth:`arm` or the last call, one line
+        per handler: which library took which signals, to find one that may take ours next.
+        31 system calls: call it now and then, not every step."""
+        now = self._foreign()
+        new = {signum: address for signum, address in now.items() if self.foreign.get(signum) != address}
+        self.foreign = now
+        by_owner: dict[str, list[str]] = {}
+        for signum, address in sorted(new.items()):
+            by_owner.setdefault(describe_handler(address), []).append(signal.Signals(signum).name)
+        return [f"{', '.join(names)} now go to {owner}" for owner, names in by_owner.items()]
 
     def check(self) -> list[str]:
         """One message per signal whose handler was replaced since :meth:`arm` (now restored)."""

@@ -1206,6 +1206,8 @@ class Trainer:
                     bar.update(1)
                 if self.step % t["log_every"] == 0:
                     self._log_window(bar)
+                    for line in self._signal_guard.new_foreign_handlers():
+                        log.info("step %d: %s", self.step, line)
                 if stop:
                     return True
                 if self.step % t["checkpoint_every"] == 0 and self.batch < self.n_batches:

@@ -69,3 +69,22 @@ def test_describe_handler_names_the_dispositions():
     assert describe_handler(0).startswith("SIG_DFL")
     assert describe_handler(1).startswith("SIG_IGN")
     assert "no known shared object" in describe_handler(16)
+
+
+def test_native_handlers_of_other_signals_are_reported_once(usr1_handler):
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGUSR2)}
+    guard = HandlerGuard([signal.SIGUSR1])
+    guard.arm()
+    try:
+        already = "\n".join(guard.new_foreign_handlers())  # under pytest: faulthandler's, in libpython
+        assert "SIGUSR1" not in already and "SIGHUP" not in already  # Python's own handler is not foreign
+        assert guard.new_foreign_handlers() == []
+        getpid = ctypes.cast(LIBC.getpid, ctypes.c_void_p).value
+        for signum in previous:
+            _take_over(signum, getpid)
+        [line] = guard.new_foreign_handlers()
+        assert line.startswith("SIGHUP, SIGUSR2 now go to a handler in ") and "getpid" in line
+        assert guard.new_foreign_handlers() == []  # said once
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -591,7 +591,9 @@ from cocktailparty import cli, train
 step = train.Trainer._train_step
 def taken_over(self, batch):
     if self.step == 0:
-        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))
+        libc = ctypes.CDLL(None)
+        libc.signal(signal.SIGTERM, ctypes.c_void_p(0))
+        libc.signal(signal.SIGHUP, ctypes.cast(libc.getpid, ctypes.c_void_p))
     return step(self, batch)
 train.Trainer._train_step = taken_over
 sys.exit(cli.main(sys.argv[1:]))
@@ -611,6 +613,7 @@ def test_sigterm_saves_after_a_library_replaced_the_handler(config_path, tmp_pat
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM's handler had been replaced by SIG_DFL" in err and "restored the trainer's" in err
+    assert "step 2: SIGHUP now go to a handler in " in err  # reported at the first log_every
     _assert_saved_mid_run(run_dir, 2)
 
 
