@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Separate overlapping talkers, and pick out one known voice.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only, no progress")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only, no progress")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.started = started
     logging.basicConfig(
-        level=logging.ERROR if args.quiet else logging.INFO,
+        level=logging.WARNING if args.quiet else logging.INFO,
         format=f"{PROG}: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )

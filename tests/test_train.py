@@ -333,6 +333,20 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_one_used(refer
     _assert_same_weights(_final_weights(run_dir), _final_weights(reference_run))
 
 
+def test_quiet_keeps_warnings_and_drops_info(reference_run, tmp_path):
+    """-q is for scripts: no progress or info lines, but a checkpoint it had to skip is news."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, run_dir)
+    latest = checkpoint_dirs(run_dir)[0] / "train-state.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])
+    result = subprocess.run(_train_cmd("--resume", str(run_dir)), env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("cocktail: warning:") and "checksum mismatch" in line for line in lines), lines
+    assert not any(line.startswith("cocktail: info:") for line in lines), lines
+
+
 def _start_and_wait_for_steps(config_path: Path, run_dir: Path, *overrides: str, quiet: bool = True,
                               **popen) -> subprocess.Popen:
     """A training subprocess, returned once it has logged steps (so it is mid-epoch)."""
