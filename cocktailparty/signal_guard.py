@@ -7,6 +7,7 @@ the signal now does whatever the library wants (on the GPU machine, SIGTERM ende
 runs without their handler ever running, 5 of 5 times, while the same runs on CPU saved every
 time). :class:`HandlerGuard` reads the C-level handler with ``sigaction``, so it sees the
 takeover, names the shared object that did it (``dladdr``) and puts Python's handler back.
+It also catches another Python module's ``signal.signal`` over the trainer's handler.
 
 POSIX only; elsewhere (Windows) the guard does nothing.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 # Enough room for any libc's struct sigaction (glibc x86-64: 152 bytes). On Linux and macOS
 # the handler (a union of sa_handler and sa_sigaction) is its first field.
@@ -71,29 +72,53 @@ def describe_handler(address: int) -> str:
     return f"a handler in {where}{symbol}"
 
 
+def describe_python_handler(handler: Any) -> str:
+    """A Python-level signal handler in words (what ``signal.getsignal`` returned)."""
+    if handler in (signal.SIG_DFL, signal.SIG_IGN):
+        return signal.Handlers(handler).name
+    if handler is None:
+        return "a handler installed outside Python"
+    module = getattr(handler, "__module__", None) or "?"
+    return f"the Python handler {module}.{getattr(handler, '__qualname__', repr(handler))}"
+
+
 class HandlerGuard:
-    """Watches the C-level handlers of ``signals`` from :meth:`arm` on. Arm it right after
-    ``signal.signal`` installed the Python handlers; :meth:`check` (cheap: one system call per
-    signal) then finds the ones a library replaced, reinstalls the Python handler and says
-    what had replaced it."""
+    """Watches the handlers of ``signals`` from :meth:`arm` on, at both levels: the Python
+    callable (another Python module may call ``signal.signal``) and the C function behind it
+    (a native library may call ``sigaction``). Arm it right after ``signal.signal`` installed
+    the Python handlers; :meth:`check` (cheap: one system call per signal) then finds the
+    ones replaced, reinstalls the armed handler and says what had replaced it."""
 
     def __init__(self, signals: Iterable[int]):
         self.signals = tuple(signals)
-        self.expected: dict[int, int] = {}
+        self.expected: dict[int, tuple[Optional[int], Any]] = {}  # signal: (C address, Python handler)
         self.foreign: dict[int, int] = {}
 
     def arm(self) -> None:
-        self.expected = {}
-        for signum in self.signals:
-            address = c_handler(signum)
-            if address is not None:
-                self.expected[signum] = address
+        self.expected = {signum: (c_handler(signum), signal.getsignal(signum)) for signum in self.signals}
         self.foreign = {}  # the first new_foreign_handlers() reports those already there
 
+    def check(self) -> list[str]:
+        """One message per signal whose handler was replaced since :meth:`arm` (now restored)."""
+        messages = []
+        for signum, (address, handler) in self.expected.items():
+            found_handler, found_address = signal.getsignal(signum), c_handler(signum)
+            if found_handler is not handler:
+                culprit = describe_python_handler(found_handler)
+            elif None not in (address, found_address) and found_address != address:
+                culprit = describe_handler(found_address)
+            else:
+                continue
+            signal.signal(signum, handler)  # calls sigaction too: both levels are back
+            restored = signal.getsignal(signum) is handler and c_handler(signum) == address
+            messages.append(f"{signal.Signals(signum).name}'s handler had been replaced by {culprit}; "
+                            + ("restored the trainer's" if restored else "could not restore the trainer's"))
+        return messages
+
     def _foreign(self) -> dict[int, int]:
-        """The standard signals (1-31) whose handler is neither a default, ignored nor
+        """The standard signals (1-31) whose C handler is neither a default, ignored nor
         Python's own (the one C function behind every Python handler, armed above)."""
-        python = set(self.expected.values())
+        python = {address for address, _ in self.expected.values()}
         found = {}
         for signum in range(1, 32):
             address = c_handler(signum)
@@ -112,18 +137,3 @@ class HandlerGuard:
         for signum, address in sorted(new.items()):
             by_owner.setdefault(describe_handler(address), []).append(signal.Signals(signum).name)
         return [f"{', '.join(names)} now go to {owner}" for owner, names in by_owner.items()]
-
-    def check(self) -> list[str]:
-        """One message per signal whose handler was replaced since :meth:`arm` (now restored)."""
-        messages = []
-        for signum, expected in self.expected.items():
-            found = c_handler(signum)
-            if found is None or found == expected:
-                continue
-            # Python keeps the callable; signal.signal with it calls sigaction again.
-            signal.signal(signum, signal.getsignal(signum))
-            restored = c_handler(signum) == expected
-            messages.append(f"{signal.Signals(signum).name}'s handler had been replaced by "
-                            f"{describe_handler(found)}; "
-                            + ("restored the trainer's" if restored else "could not restore the trainer's"))
-        return messages

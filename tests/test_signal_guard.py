@@ -88,3 +88,18 @@ def test_native_handlers_of_other_signals_are_reported_once(usr1_handler):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_a_python_level_takeover_is_named_and_restored(usr1_handler):
+    guard = HandlerGuard([signal.SIGUSR1])
+    guard.arm()
+
+    def someone_elses(signum, frame):
+        raise AssertionError("the other module's handler ran")
+
+    signal.signal(signal.SIGUSR1, someone_elses)
+    [message] = guard.check()
+    assert message.startswith("SIGUSR1's handler had been replaced by the Python handler "
+                              f"{__name__}.test_a_python_level_takeover_is_named_and_restored.<locals>.someone_elses")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert usr1_handler == [signal.SIGUSR1]

@@ -597,17 +597,22 @@ def test_cuda_device_always_gets_an_index(monkeypatch, spec, dist, index):
     assert device == torch.device("cuda", index) and chosen == [device]
 
 
-# The trainer, with a library that takes SIGTERM over (C-level SIG_DFL) after the first step:
-# without the trainer's guard, the SIGTERM that follows kills it and saves nothing.
+# The trainer, with a library that takes SIGTERM over after the first step (C level: SIG_DFL)
+# and a Python module that does after the second (its handler quits): without the trainer's
+# guard, the SIGTERM that follows kills it and saves nothing.
 _TAKEOVER = """
-import ctypes, signal, sys
+import ctypes, os, signal, sys
 from cocktailparty import cli, train
 step = train.Trainer._train_step
+def quit_now(signum, frame):
+    os._exit(3)
 def taken_over(self, batch):
     if self.step == 0:
         libc = ctypes.CDLL(None)
         libc.signal(signal.SIGTERM, ctypes.c_void_p(0))
         libc.signal(signal.SIGHUP, ctypes.cast(libc.getpid, ctypes.c_void_p))
+    if self.step == 1:
+        signal.signal(signal.SIGTERM, quit_now)
     return step(self, batch)
 train.Trainer._train_step = taken_over
 sys.exit(cli.main(sys.argv[1:]))
@@ -626,7 +631,8 @@ def test_sigterm_saves_after_a_library_replaced_the_handler(config_path, tmp_pat
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "SIGTERM's handler had been replaced by SIG_DFL" in err and "restored the trainer's" in err
+    assert "step 1: SIGTERM's handler had been replaced by SIG_DFL" in err and "restored the trainer's" in err
+    assert "step 2: SIGTERM's handler had been replaced by the Python handler __main__.quit_now" in err
     assert "step 2: SIGHUP now go to a handler in " in err  # reported at the first log_every
     _assert_saved_mid_run(run_dir, 2)
 
