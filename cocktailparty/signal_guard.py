@@ -92,7 +92,7 @@ class HandlerGuard:
     def __init__(self, signals: Iterable[int]):
         self.signals = tuple(signals)
         self.expected: dict[int, tuple[Optional[int], Any]] = {}  # signal: (C address, Python handler)
-        self.foreign: dict[int, int] = {}
+        self.foreign: dict[int, str] = {}
 
     def arm(self) -> None:
         self.expected = {signum: (c_handler(signum), signal.getsignal(signum)) for signum in self.signals}
@@ -115,25 +115,32 @@ class HandlerGuard:
                             + ("restored the trainer's" if restored else "could not restore the trainer's"))
         return messages
 
-    def _foreign(self) -> dict[int, int]:
-        """The standard signals (1-31) whose C handler is neither a default, ignored nor
-        Python's own (the one C function behind every Python handler, armed above)."""
+    def _foreign(self) -> dict[int, str]:
+        """The other standard signals (1-31) with a handler of someone else's, described: a C
+        function that is not Python's own (the one behind every Python handler, armed above),
+        or a Python callable. SIGCHLD is left out: a DataLoader with workers always sets one."""
         python = {address for address, _ in self.expected.values()}
         found = {}
         for signum in range(1, 32):
+            if signum in self.expected or signum == signal.SIGCHLD:
+                continue
             address = c_handler(signum)
             if address not in (None, 0, 1) and address not in python:
-                found[signum] = address
+                found[signum] = describe_handler(address)
+                continue
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                found[signum] = describe_python_handler(handler)
         return found
 
     def new_foreign_handlers(self) -> list[str]:
-        """Native handlers installed (or changed) since :meth:`arm` or the last call, one line
-        per handler: which library took which signals, to find one that may take ours next.
-        31 system calls: call it now and then, not every step."""
+        """Handlers of other signals installed (or changed) since :meth:`arm` or the last call,
+        one line per handler: which library took which signals, to find one that may take ours
+        next. 31 system calls: call it now and then, not every step."""
         now = self._foreign()
-        new = {signum: address for signum, address in now.items() if self.foreign.get(signum) != address}
+        new = {signum: owner for signum, owner in now.items() if self.foreign.get(signum) != owner}
         self.foreign = now
         by_owner: dict[str, list[str]] = {}
-        for signum, address in sorted(new.items()):
-            by_owner.setdefault(describe_handler(address), []).append(signal.Signals(signum).name)
+        for signum, owner in sorted(new.items()):
+            by_owner.setdefault(owner, []).append(signal.Signals(signum).name)
         return [f"{', '.join(names)} now go to {owner}" for owner, names in by_owner.items()]

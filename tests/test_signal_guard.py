@@ -103,3 +103,16 @@ def test_a_python_level_takeover_is_named_and_restored(usr1_handler):
                               f"{__name__}.test_a_python_level_takeover_is_named_and_restored.<locals>.someone_elses")
     os.kill(os.getpid(), signal.SIGUSR1)
     assert usr1_handler == [signal.SIGUSR1]
+
+
+def test_python_handlers_of_other_signals_are_reported_too(usr1_handler):
+    previous = signal.getsignal(signal.SIGUSR2)
+    guard = HandlerGuard([signal.SIGUSR1])
+    guard.arm()
+    guard.new_foreign_handlers()
+    try:
+        signal.signal(signal.SIGUSR2, test_describe_handler_names_the_dispositions)
+        assert guard.new_foreign_handlers() == [
+            f"SIGUSR2 now go to the Python handler {__name__}.test_describe_handler_names_the_dispositions"]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
