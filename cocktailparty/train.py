@@ -1160,8 +1160,9 @@ class Trainer:
     def _stopped(self) -> str:
         self._save()
         if self.dist.main:
-            log.info("stopped at step %d (epoch %d, batch %d of %d); continue with: cocktail train --resume %s",
-                     self.step, self.epoch + 1, self.batch, self.n_batches, self.run_dir)
+            why = signal.Signals(self._stop_signal).name if self._stop_signal else "--stop-after"
+            log.info("stopped at step %d (epoch %d, batch %d of %d; %s); continue with: cocktail train --resume %s",
+                     self.step, self.epoch + 1, self.batch, self.n_batches, why, self.run_dir)
         return "stopped"
 
     @property

@@ -372,7 +372,7 @@ def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_pa
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err  # saved, but not done: scripts see it
-    assert f"cocktail train --resume {run_dir}" in err
+    assert f"; SIGTERM); continue with: cocktail train --resume {run_dir}" in err
     _assert_saved_mid_run(run_dir, 2)
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
@@ -644,8 +644,8 @@ def test_stop_after_ends_each_slot_after_a_step_and_the_slots_add_up_to_the_whol
     first = subprocess.run(_train_cmd("--config", str(config_path), "--out", str(run_dir), "--stop-after", "0.001",
                                       quiet=False), env=_env(), capture_output=True, text=True, timeout=120)
     assert first.returncode == 75, first.stderr
-    assert f"stopped at step 1 (epoch 1, batch 1 of 6); continue with: cocktail train --resume {run_dir}" \
-        in first.stderr
+    assert f"stopped at step 1 (epoch 1, batch 1 of 6; --stop-after); continue with: cocktail train --resume " \
+        f"{run_dir}" in first.stderr
     second = subprocess.run(_train_cmd("--resume", str(run_dir), "--stop-after", "0.001"), env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert second.returncode == 75, second.stderr
