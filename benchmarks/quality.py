@@ -16,7 +16,8 @@ budget, fast-converging models win, which says nothing about where they end up.
 Training and scoring may happen on different machines: ``--train-only`` on the GPU, then the
 same command with ``--test-set`` where RUN_DIRs (best.safetensors, config.yaml, logs) were
 copied; ``--train-only --stop-after SECONDS`` fits it into fixed-length slots (exit 75 until
-every model's budget is spent). A RUN/test.json that already scored the whole test set (same path) is reused.
+every model's budget is spent). A RUN/test.json that already scored the whole test set (same
+path) is reused.
 
 Prints one table (params and MACs per second of audio at 8 kHz, the budget, training steps and
 samples/s, best validation SI-SNRi, test SI-SNRi and SDRi with 95% intervals) and writes

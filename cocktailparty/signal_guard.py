@@ -4,7 +4,7 @@ Python's ``signal.signal`` installs one C function as the process's handler and 
 Python callable from it. A native library that later calls ``sigaction`` itself replaces that
 C function behind Python's back: ``signal.getsignal`` still reports the Python handler, but
 the signal now does whatever the library wants (on the GPU machine, SIGTERM ended training
-runs without their handler ever running, 5 of 5 times, while the same runs on CPU saved every
+runs without their handler ever running, 5 of 5 times, while runs on CPU saved every
 time). :class:`HandlerGuard` reads the C-level handler with ``sigaction``, so it sees the
 takeover, names the shared object that did it (``dladdr``) and puts Python's handler back.
 It also catches another Python module's ``signal.signal`` over the trainer's handler.

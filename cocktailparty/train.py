@@ -1122,8 +1122,8 @@ class Trainer:
                 pass
 
     def _keep_signal_handlers(self) -> None:
-        """Undo a native library's takeover of SIGINT/SIGTERM (see signal_guard), saying once
-        per culprit what it was."""
+        """Undo a takeover of SIGINT/SIGTERM by a native library or another Python module (see
+        signal_guard), saying once per culprit what it was."""
         for message in self._signal_guard.check():
             if message not in self._signal_takeovers:
                 self._signal_takeovers.add(message)
