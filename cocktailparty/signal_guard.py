@@ -9,6 +9,13 @@ time). :class:`HandlerGuard` reads the C-level handler with ``sigaction``, so it
 takeover, names the shared object that did it (``dladdr``) and puts Python's handler back.
 It also catches another Python module's ``signal.signal`` over the trainer's handler.
 
+The culprit it named on the H200 machine (session 9): Triton's ``libtriton.so``, at the first
+step's kernel compile, replaced SIGINT's and SIGTERM's handlers and installed its own for
+SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGXCPU, SIGXFSZ and SIGSYS. That set is the one LLVM's
+crash and cleanup handlers claim, and Triton links LLVM: such a handler cleans up and then
+re-raises the signal with its default action, so the process dies without a word. CPU runs
+never load Triton (inductor compiles C++ there), which is why they always saved.
+
 POSIX only; elsewhere (Windows) the guard does nothing.
 """
 
