@@ -147,6 +147,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "cuda_graph": False,          # capture the whole step (forward, backward, clipping, optimizer)
                                   # once as a CUDA graph and replay it: a launch-bound model runs
                                   # 2-3x faster. Needs CUDA, one process, fixed-length items, no fp16
+    "activation_checkpointing": False,  # recompute each block's activations in backward instead
+                                  # of keeping them: 0.28x the memory for 10-20% more time (Tune-In
+                                  # Offline on CPU, benchmarks/training_memory.py; models with
+                                  # set_activation_checkpointing: Tune-In, for 16-s enrollments)
     "compile": False,             # torch.compile the model in place (model.compile(); a model may
                                   # narrow it, e.g. TDANet compiles only its shared block)
     "seed": 0,
@@ -238,6 +242,11 @@ def resolve_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any
                                 f"decides on the host); use bf16")
         if cfg["data"]["segment_seconds"] is None:
             raise CocktailError(f"{source}: training.cuda_graph replays fixed shapes; set data.segment_seconds")
+        if t["activation_checkpointing"]:
+            # Recomputation replays dropout's RNG state, which a captured graph would have to
+            # do on the device; not tried yet, so refused rather than risked.
+            raise CocktailError(f"{source}: training.activation_checkpointing does not go with "
+                                f"training.cuda_graph yet; set one of them to false")
     sched = t["lr_schedule"] or {"type": "none"}
     if not isinstance(sched, dict) or sched.get("type") not in ("plateau", "step", "cosine", "none"):
         raise CocktailError(f"{source}: training.lr_schedule.type must be plateau, step, cosine or none")
@@ -907,6 +916,11 @@ class Trainer:
         model_cfg = dict(cfg["model"])
         architecture = model_cfg.pop("architecture")
         self.model = build_model(architecture, **model_cfg)
+        if self.t["activation_checkpointing"]:
+            if not hasattr(self.model, "set_activation_checkpointing"):
+                raise CocktailError(f"{source}: training.activation_checkpointing is not implemented for "
+                                    f"{architecture} (only for models with set_activation_checkpointing: tunein)")
+            self.model.set_activation_checkpointing(True)
         self.sample_rate = int(self.model.config.sample_rate)
         self.num_sources = int(getattr(self.model.config, "num_sources", 2))
         self.train_set, self.valid_set, speakers = build_datasets(cfg, self.sample_rate, self.num_sources, source)

@@ -542,6 +542,18 @@ def test_tunein_modes_and_stages_train_through_the_model_hook(corpus_dir, tmp_pa
     assert any(not torch.equal(before[k], after[k]) for k in trained)
 
 
+def test_activation_checkpointing_trains_tunein_and_is_refused_elsewhere(corpus_dir, config_path, tmp_path, capsys):
+    run = _tiny_tunein_run(tmp_path, corpus_dir, "ckpt", "offline", "--set", "data.enrollment_seconds=0.5",
+                           "--set", "training.activation_checkpointing=true")
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["activation_checkpointing"] is True
+    assert np.isfinite(float(_epoch_rows(run)[0]["valid_si_snri"]))
+    base = ["-q", "train", "--config", str(config_path), "--device", "cpu", "--set", "training.activation_checkpointing=true"]
+    assert cli.main(base + ["--out", str(tmp_path / "c")]) == 1
+    assert "activation_checkpointing is not implemented for " + TINY_MODEL["architecture"] in capsys.readouterr().err
+    assert cli.main(base + ["--out", str(tmp_path / "g"), "--set", "training.cuda_graph=true"]) == 1
+    assert "does not go with training.cuda_graph" in capsys.readouterr().err
+
+
 def test_a_model_that_cannot_validate_fails_before_training(corpus_dir, tmp_path, capsys):
     cfg = tmp_path / "offline.yaml"
     cfg.write_text(yaml.safe_dump({

@@ -45,6 +45,7 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import CocktailError
 from .convtasnet import WaveformDecoder, WaveformEncoder, make_norm, mask_activation
@@ -207,6 +208,21 @@ class TuneIn(nn.Module):
         self.mask_act = mask_activation(cfg.mask_activation)
         self.decoder = WaveformDecoder(cfg.num_filters, cfg.kernel_size, cfg.stride)
         self._enrolled: SpeakerMemory | None = None
+        self.activation_checkpointing = False
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """With gradients, keep only each GALR block's input for backward and run the block
+        again there. Offline training needs it: the paper's 16-s enrollments put 16 times the
+        mixture's audio through the generic and speaker blocks, and at batch 8 x 2 s their
+        activations outgrow an H200 (141 GB); the cost is one more forward of the blocks."""
+        self.activation_checkpointing = bool(enabled)
+
+    def _block(self, block: GALRBlock, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            # Non-reentrant: keyword arguments pass through, and dropout's RNG state is
+            # replayed, so the recomputed block is the same function as the first pass.
+            return checkpoint(block, x, *args, use_reentrant=False, **kwargs)
+        return block(x, *args, **kwargs)
 
     # --- the three spaces -----------------------------------------------------------------
 
@@ -218,14 +234,14 @@ class TuneIn(nn.Module):
         feats = self.encoder(wav)
         x = segment(self.bottleneck(self.norm(feats)).transpose(1, 2), self.config.segment_size)
         for block in self.generic_blocks:
-            x = block(x, inplace=True)  # each input is this loop's own tensor
+            x = self._block(block, x, inplace=True)  # each input is this loop's own tensor
         return feats, x
 
     def _speaker_features(self, x: torch.Tensor) -> torch.Tensor:
         """Speaker-knowledge space and Embedder: ``X^(B)`` ``(batch, S, K, D)`` -> ``C``
         speaker feature sequences ``(batch, C, S, D)``."""
         for i, block in enumerate(self.speaker_blocks):
-            x = block(x, inplace=i > 0)  # X^(B) itself still feeds the speech space
+            x = self._block(block, x, inplace=i > 0)  # X^(B) itself still feeds the speech space
         # The Embedder projects D -> C x D and averages over K; the projection is linear, so
         # averaging first gives the same result K times cheaper.
         y = self.embedder(x.mean(dim=2))  # (batch, S, C * D)
@@ -245,7 +261,7 @@ class TuneIn(nn.Module):
             # decoder's copy j. Running the whole speech space once per speaker would cost
             # B2 more blocks in Offline mode; Table 1 has Offline only 0.5 GFLOPs (2%) above
             # Autopilot, which leaves room for the C attentions and nothing more.
-            x = block(x, steer, keep_streams=i == last, inplace=True)
+            x = self._block(block, x, steer, keep_streams=i == last, inplace=True)
         return x if x.dim() == 5 else x.unsqueeze(1)
 
     def _decode(self, feats: torch.Tensor, x: torch.Tensor, length: int) -> torch.Tensor:
