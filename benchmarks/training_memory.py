@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -81,10 +80,10 @@ def measure(request: dict) -> dict:
         result = training_step(request)
         torch.cuda.empty_cache()
         return result
+    from cocktailparty.profile import memory_worker_env
+
     # A fresh process per measurement: nothing allocated before hides the step's peak.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)], env=env,
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)], env=memory_worker_env(),
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"measurement failed: {(proc.stderr.strip().splitlines() or ['no message'])[-1]}")

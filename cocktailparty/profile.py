@@ -352,6 +352,16 @@ def _memory_worker() -> None:
     print(json.dumps({"before_kib": before, "after_kib": after, "reset": reset}))
 
 
+def memory_worker_env() -> dict[str, str]:
+    """Environment for a child process that measures its own peak RSS: glibc's mmap threshold
+    fixed at 128 KiB (else heap trimming moves RSS by ~10% run to run), and this process's
+    import path, so the child imports whatever registered a model's class (a test module, a
+    plugin)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+    return env
+
+
 def peak_memory_mb(model: nn.Module | str | None, seconds: float = 1.0, sample_rate: int | None = None,
                    batch: int = 1, device: str | torch.device = "cpu", threads: int = 1,
                    details: dict | None = None) -> float:
@@ -398,11 +408,8 @@ def peak_memory_mb(model: nn.Module | str | None, seconds: float = 1.0, sample_r
             request["imports"] = [type(module).__module__]  # registers its architecture there too
             request["spec"] = model
             del module
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-        # The child must import whatever registered the model's class (a test module, a plugin).
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
         code = "from cocktailparty.profile import _memory_worker; _memory_worker()"
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=env,
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=memory_worker_env(),
                               capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]

@@ -148,7 +148,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
                                   # once as a CUDA graph and replay it: a launch-bound model runs
                                   # 2-3x faster. Needs CUDA, one process, fixed-length items, no fp16
     "activation_checkpointing": False,  # recompute each block's activations in backward instead
-                                  # of keeping them: 0.28x the memory for 10-20% more time (Tune-In
+                                  # of keeping them: 0.28-0.32x the memory, 1.1x the time (Tune-In
                                   # Offline on CPU, benchmarks/training_memory.py; models with
                                   # set_activation_checkpointing: Tune-In, for 16-s enrollments)
     "compile": False,             # torch.compile the model in place (model.compile(); a model may
