@@ -83,6 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a corpus")
 
+    p = corpus_sub.add_parser("real", help="extract real recorded speech from Debian data packages (FLAC + manifest)",
+                              description="Fetch Debian data packages that hold real recorded speech "
+                                          "(apt-get download, nothing installed), extract, trim, band-check "
+                                          "and join their clips, split speaker-disjointly into train/valid/test.",
+                              epilog="example: cocktail corpus real --out data/corpus-real16k --sample-rate 16000")
+    p.set_defaults(handler="cocktailparty.data.real:cli_real")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    p.add_argument("--sources", metavar="A,B", help="comma-separated sources (default: all: tuxpaint, klettres, "
+                   "hedgewars, festvox-ru)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default: %(default)s)")
+    p.add_argument("--max-minutes", type=float, default=8.0, help="speech kept per speaker (default: %(default)s)")
+    p.add_argument("--split", default="0.75,0.1,0.15", metavar="TR,CV,TT",
+                   help="fractions of speakers per split (default: %(default)s)")
+    p.add_argument("--packages", metavar="DIR", help="where fetched packages are unpacked "
+                   "(default: ~/.cache/cocktailparty/packages)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-j", "--jobs", type=int, default=0, help="decoding processes (default: all cores)")
+
+    p = corpus_sub.add_parser("bandwidth", help="measure each utterance's bandwidth into a corpus manifest",
+                              description="Write bandwidth_hz (the highest frequency holding speech) for "
+                                          "every utterance of a corpus into its manifest.csv, so training "
+                                          "can leave out band-limited voices (data.min_bandwidth).",
+                              epilog="example: cocktail corpus bandwidth data/corpus-synth16k")
+    p.set_defaults(handler="cocktailparty.data.real:cli_bandwidth")
+    p.add_argument("corpus", metavar="DIR", help="a corpus folder with manifest.csv")
+    p.add_argument("--sample-rate", type=int, default=16000,
+                   help="name the voices narrower than 0.8 x this rate's Nyquist (default: %(default)s)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="processes (default: all cores)")
+
     p = corpus_sub.add_parser("noise", help="synthesize background noises for augmentation (FLAC)",
                               description="Make seeded synthetic noises (colored, shaped, mains hum, "
                                           "modulated, clicks, tones) in train/valid/test folders, for "

@@ -174,7 +174,11 @@ TRAINING_ALIASES = {"early_stop_epochs": "early_stop_patience_epochs", "clip_gra
 DATA_DEFAULTS: dict[str, Any] = {
     "dataset": None,              # a name, for the record (wsj0-2mix, lrs2-2mix, ...)
     "dynamic_mixing": None,       # null: true when only corpus is set, false when only train_set is
-    "corpus": None,               # speaker-labelled corpus folder (manifest.csv or LibriSpeech tree)
+    "corpus": None,               # speaker-labelled corpus folder (manifest.csv or LibriSpeech tree),
+                                  # or a list of them mixed together (e.g. real and TTS speech)
+    "corpus_weights": None,       # with a list: probability that a talker comes from each corpus
+    "min_bandwidth": None,        # leave out utterances narrower than this fraction of the Nyquist
+                                  # frequency (manifest bandwidth_hz; e.g. 0.8: 6.4 kHz at 16 kHz)
     "train_set": None,            # fixed mixture set (wsj0-2mix / LibriMix / WHAM! / LRS2-2Mix layout)
     "valid_set": None,            # default with a fixed train_set: required; with a corpus: its valid split
     "train_split": "train",
@@ -361,15 +365,17 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
     segment = d["segment_seconds"]
     valid_segment = d["valid_segment_seconds"]
     for key in ("corpus", "train_set", "valid_set", "noise", "music"):
-        if d[key] and not Path(d[key]).exists():
-            raise CocktailError(f"{source}: data.{key}: {d[key]} does not exist")
+        for value in (d[key] if isinstance(d[key], (list, tuple)) else [d[key]]):
+            if value and not Path(value).exists():
+                raise CocktailError(f"{source}: data.{key}: {value} does not exist")
     speakers = None
     if dynamic:
         sir = d["sir"] if d["sir"] is not None else (d["mix_snr_db"] if d["mix_snr_db"] is not None else [0.0, 5.0])
         common = dict(num_speakers=int(d["num_speakers"] or num_sources), sample_rate=sample_rate,
                       mode=d["mode"], sir=sir, level=d["level"], noise=d["noise"], snr=d["snr"],
                       music=d["music"], smr=d["smr"], music_as_source=d["music_as_source"],
-                      distinct_persons=d["distinct_persons"], seed=seed)
+                      distinct_persons=d["distinct_persons"], corpus_weights=d["corpus_weights"],
+                      min_bandwidth=d["min_bandwidth"], seed=seed)
         train = DynamicMixer(d["corpus"], split=d["train_split"], segment=segment, speed=d["speed"],
                              length=d["epoch_length"], **common)
         speakers = list(train.speakers)

@@ -70,7 +70,8 @@ def test_manifest_columns_and_rows(built):
     columns, rows = _manifest(a)
     # The contract other code (loaders, mixer) and users' scripts rely on, spelled out.
     assert columns == ["utterance_id", "path", "speaker", "person", "engine", "voice", "language",
-                       "gender", "split", "text", "duration", "sample_rate"]
+                       "gender", "split", "text", "duration", "sample_rate", "source", "licence",
+                       "bandwidth_hz"]
     assert len(rows) == 6 * 3
     assert len({r["utterance_id"] for r in rows}) == len(rows)
     assert len({r["speaker"] for r in rows}) == 6
@@ -78,6 +79,7 @@ def test_manifest_columns_and_rows(built):
         assert r["split"] in corpus.SPLITS
         assert r["gender"] in ("m", "f", "unknown")
         assert r["engine"] == "espeak-ng"
+        assert r["source"] == "tts" and 3200 < float(r["bandwidth_hz"]) <= 4000  # the 8 kHz Nyquist: full band
         assert r["path"] == f"{r['split']}/{r['speaker']}/{r['utterance_id']}.flac"
         assert r["text"].strip() and "http" not in r["text"]
     assert {r["language"] for r in rows} == {"en-us", "de"}

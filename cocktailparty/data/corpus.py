@@ -55,10 +55,12 @@ import time
 import unicodedata
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile
+from scipy.signal import welch
 
 from .. import __version__
 from ..audio import resample, write
@@ -85,6 +87,7 @@ TEXT_MIN_CHARS, TEXT_MAX_CHARS, TEXT_MIN_WORDS = 40, 120, 6
 TARGET_RMS_DBFS = -25.0
 PEAK_LIMIT = 10 ** (-0.3 / 20)
 TRIM_DB = 40.0
+BANDWIDTH_FLOOR_DB = 55.0  # bandwidth: the highest frequency within this many dB of the peak
 FADE_S = 0.003
 MAX_RANKS_PER_VOICE = 4  # identities per base voice: the voice itself + 3 derived
 FESTIVAL_BATCH = 10
@@ -415,6 +418,31 @@ def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = TR
     return samples[active[0] * hop:(active[-1] + 1) * hop]
 
 
+def bandwidth_hz(samples: np.ndarray, sample_rate: int, floor_db: float = BANDWIDTH_FLOOR_DB) -> float:
+    """The highest frequency at which the long-term spectrum of ``(time,)`` ``samples`` is
+    within ``floor_db`` of its peak: about the Nyquist frequency for a full-band recording,
+    the old rate's Nyquist for one that was resampled up."""
+    if len(samples) < 256:
+        return 0.0
+    frequencies, power = welch(samples.astype(np.float64), sample_rate, nperseg=min(1024, len(samples)))
+    level = 10 * np.log10(power + 1e-20)
+    return float(frequencies[np.flatnonzero(level > level.max() - floor_db)[-1]])
+
+
+def _bandwidth_of_file(path: str) -> float:
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return bandwidth_hz(samples.mean(axis=1), rate)
+
+
+def measure_bandwidths(paths: list[str], jobs: int = 0, progress: bool = True) -> list[float]:
+    """:func:`bandwidth_hz` of each sound file, in parallel."""
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        return list(tqdm(pool.map(_bandwidth_of_file, paths, chunksize=16), total=len(paths),
+                         desc="bandwidth", unit="utt", disable=not progress))
+
+
 def normalise(samples: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS) -> np.ndarray:
     """Scale to ``target_dbfs`` RMS, lowered where needed to keep peaks under -0.3 dBFS."""
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
@@ -662,14 +690,16 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
         )
 
     by_speaker = {s.speaker: s for s in plan}
+    widths = measure_bandwidths([str(out / t["path"]) for t in tasks], jobs, progress)
     rows = []
-    for task in tasks:
+    for task, width in zip(tasks, widths):
         spk = by_speaker[task["speaker"]]
         rows.append({
             "utterance_id": task["utterance_id"], "path": task["path"], "speaker": spk.speaker,
             "person": spk.person, "engine": spk.engine, "voice": spk.voice, "language": spk.language,
             "gender": spk.gender, "split": spk.split, "text": task["text"],
             "duration": f"{durations[task['utterance_id']]:.4f}", "sample_rate": sample_rate,
+            "source": "tts", "bandwidth_hz": round(width),
         })
     _write_manifest(out / "manifest.csv", rows)
 

@@ -58,6 +58,7 @@ SPLIT_ALIASES = {
 MANIFEST_COLUMNS = (
     "utterance_id", "path", "speaker", "person", "engine", "voice", "language",
     "gender", "split", "text", "duration", "sample_rate",
+    "source", "licence", "bandwidth_hz",  # real-speech corpora (cocktail corpus real) fill these
 )
 # Columns a corpus manifest cannot do without; the others are descriptive.
 REQUIRED_MANIFEST_COLUMNS = ("utterance_id", "path", "speaker", "split")
@@ -103,6 +104,7 @@ class Utterance:
     duration: Optional[float] = None
     sample_rate: Optional[int] = None
     gender: Optional[str] = None
+    bandwidth_hz: Optional[float] = None  # highest frequency with speech in it (manifest column)
 
 
 class SpeakerCorpus:
@@ -130,6 +132,8 @@ class SpeakerCorpus:
             persons.setdefault(u.person, set()).add(u.speaker)
         self.persons: list[str] = sorted(persons)
         self.speakers_of_person: dict[str, list[str]] = {p: sorted(s) for p, s in persons.items()}
+        # Which of the corpora a union was made of each speaker comes from (all 0 otherwise).
+        self.part_of_speaker: dict[str, int] = {s: 0 for s in self.speakers}
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -216,6 +220,7 @@ class SpeakerCorpus:
                 duration=_maybe_float(row.get("duration")),
                 sample_rate=_maybe_int(row.get("sample_rate")),
                 gender=(row.get("gender") or "").strip() or None,
+                bandwidth_hz=_maybe_float(row.get("bandwidth_hz")),
             ))
         if not utterances:
             have = ", ".join(sorted(seen_splits)) or "none"
@@ -224,6 +229,29 @@ class SpeakerCorpus:
             _check_exist([u.path for u in utterances], manifest)
         name = root.name + (f"/{wanted}" if wanted else "")
         return cls(utterances, root=root, name=name)
+
+    @classmethod
+    def union(cls, corpora: Sequence["SpeakerCorpus"]) -> "SpeakerCorpus":
+        """One corpus holding the utterances of several (e.g. real and TTS speech); their
+        speakers must not share names. :attr:`part_of_speaker` says which corpus each came from."""
+        owner: dict[str, int] = {}
+        for index, corpus in enumerate(corpora):
+            for speaker in corpus.speakers:
+                if owner.setdefault(speaker, index) != index:
+                    raise DatasetLayoutError(f"speaker '{speaker}' is in both {corpora[owner[speaker]].name} "
+                                             f"and {corpus.name}; corpora mixed together need distinct speaker names")
+        united = cls([u for c in corpora for u in c.utterances], name="+".join(c.name for c in corpora))
+        united.part_of_speaker = owner
+        return united
+
+    def keep(self, wanted, what: str) -> "SpeakerCorpus":
+        """The utterances for which ``wanted(utterance)`` is true, as a new corpus (same root)."""
+        kept = [u for u in self.utterances if wanted(u)]
+        if not kept:
+            raise DatasetLayoutError(f"{self.name}: no utterance is left once {what}")
+        corpus = SpeakerCorpus(kept, root=self.root, name=self.name)
+        corpus.part_of_speaker = {s: p for s, p in self.part_of_speaker.items() if s in corpus.by_speaker}
+        return corpus
 
     @classmethod
     def from_librispeech(cls, root: PathLike) -> "SpeakerCorpus":

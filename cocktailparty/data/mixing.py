@@ -240,7 +240,17 @@ class DynamicMixer(Dataset):
     ``mixture == sum(sources) + noise + music`` exactly. Level definitions: module docstring.
 
     Args:
-        corpus: a :class:`SpeakerCorpus` or a path that :meth:`SpeakerCorpus.open` reads.
+        corpus: a :class:`SpeakerCorpus` or a path that :meth:`SpeakerCorpus.open` reads, or a
+            list of them (e.g. real and TTS speech), mixed together as one.
+        corpus_weights: with a list of corpora, the probability that a talker comes from each
+            (default: in proportion to their persons). Then every talker is drawn alike,
+            the first too (``first_talker`` does not apply): a corpus by weight, a person of
+            it not yet in the mixture, a speaker of that person, an utterance of that speaker,
+            so a person with much speech is not heard more often than one with little.
+        min_bandwidth: leave out utterances whose ``bandwidth_hz`` (manifest column) is under
+            this fraction of the Nyquist frequency at ``sample_rate``: speech resampled up
+            from a lower rate would teach that the top band is empty. Utterances with no
+            recorded bandwidth are kept.
         split: corpus split (train/valid/test) when ``corpus`` is a path; also picks the
             matching split folder of ``noise``/``music`` when they have split folders.
         num_speakers: talkers per mixture (C).
@@ -266,9 +276,11 @@ class DynamicMixer(Dataset):
 
     def __init__(
         self,
-        corpus: Union[SpeakerCorpus, PathLike],
+        corpus: Union[SpeakerCorpus, PathLike, Sequence[Union[SpeakerCorpus, PathLike]]],
         *,
         split: Optional[str] = None,
+        corpus_weights: Optional[Sequence[float]] = None,
+        min_bandwidth: Optional[float] = None,
         num_speakers: int = 2,
         sample_rate: Optional[int] = None,
         segment: Optional[float] = 4.0,
@@ -288,9 +300,23 @@ class DynamicMixer(Dataset):
         first_talker: str = "cycle",
         seed: int = 0,
     ):
-        self.corpus = corpus if isinstance(corpus, SpeakerCorpus) else SpeakerCorpus.open(corpus, split=split)
+        parts = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+        parts = [c if isinstance(c, SpeakerCorpus) else SpeakerCorpus.open(c, split=split) for c in parts]
+        self.corpus = parts[0] if len(parts) == 1 else SpeakerCorpus.union(parts)
         self.num_speakers = int(num_speakers)
         self.sample_rate = int(sample_rate or self.corpus.sample_rate)
+        if min_bandwidth:
+            floor = float(min_bandwidth) * self.sample_rate / 2
+            self.corpus = self.corpus.keep(lambda u: u.bandwidth_hz is None or u.bandwidth_hz >= floor,
+                                           f"utterances narrower than {floor:.0f} Hz are left out")
+        self.part_weights = None
+        if corpus_weights is not None or len(parts) > 1:
+            weights = list(corpus_weights) if corpus_weights is not None else [
+                len({u.person for u in p.utterances}) for p in parts]
+            if len(weights) != len(parts) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+                raise CocktailError(f"corpus_weights {weights}: give one non-negative weight per corpus "
+                                    f"({len(parts)}), not all zero")
+            self.part_weights = np.asarray(weights, dtype=np.float64)
         self.segment = segment
         self.mode = mode
         self.max_seconds = max_seconds
@@ -317,6 +343,10 @@ class DynamicMixer(Dataset):
             self._groups = {s: [s] for s in corpus.speakers}
         self._group_of_speaker = {s: g for g, members in self._groups.items() for s in members}
         self._group_names = sorted(self._groups)
+        self._groups_of_part: dict[int, list[str]] = {}
+        for group in self._group_names:
+            part = corpus.part_of_speaker[self._groups[group][0]]
+            self._groups_of_part.setdefault(part, []).append(group)
 
     def _check(self) -> None:
         if self.num_speakers < 1:
@@ -440,6 +470,8 @@ class DynamicMixer(Dataset):
 
     def _choose_utterances(self, index: int, rng: np.random.Generator) -> list[int]:
         corpus = self.corpus
+        if self.part_weights is not None:
+            return self._choose_weighted(rng)
         if self.first_talker == "cycle":
             first = index % len(corpus)
         else:
@@ -452,6 +484,24 @@ class DynamicMixer(Dataset):
             members = self._groups[candidates[int(pick)]]
             speaker = members[int(rng.integers(0, len(members)))]
             pool = corpus.by_speaker[speaker]
+            chosen.append(pool[int(rng.integers(0, len(pool)))])
+        return chosen
+
+    def _choose_weighted(self, rng: np.random.Generator) -> list[int]:
+        """Each talker: a corpus by weight, then a new person, speaker and utterance uniformly."""
+        chosen, taken = [], set()
+        for _ in range(self.num_speakers):
+            free = {part: [g for g in groups if g not in taken] for part, groups in self._groups_of_part.items()}
+            parts = [part for part in sorted(free) if free[part] and self.part_weights[part] > 0]
+            if not parts:
+                raise CocktailError(f"{self.corpus.name}: too few persons with non-zero corpus weight for "
+                                    f"{self.num_speakers}-talker mixtures")
+            weights = self.part_weights[parts] / self.part_weights[parts].sum()
+            candidates = free[parts[int(rng.choice(len(parts), p=weights))]]
+            group = candidates[int(rng.integers(0, len(candidates)))]
+            taken.add(group)
+            members = self._groups[group]
+            pool = self.corpus.by_speaker[members[int(rng.integers(0, len(members)))]]
             chosen.append(pool[int(rng.integers(0, len(pool)))])
         return chosen
 

@@ -1,0 +1,206 @@
+"""The real-speech corpus (`cocktail corpus real`), bandwidth checks, and mixing corpora together."""
+
+from __future__ import annotations
+
+import csv
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import butter, sosfilt
+
+from cocktailparty.data import real
+from cocktailparty.data.datasets import SpeakerCorpus
+from cocktailparty.data.mixing import DynamicMixer
+from cocktailparty.errors import CocktailError, DatasetLayoutError
+from tests.conftest import write_manifest
+
+RATE = 16000
+
+
+def noise(seconds: float, rate: int, seed: int, cutoff: float | None = None) -> np.ndarray:
+    """White noise, low-passed at ``cutoff`` Hz (steep) when given."""
+    x = np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    if cutoff is not None:
+        x = sosfilt(butter(16, cutoff, fs=rate, output="sos"), x)
+    return (0.1 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("cutoff", [3000.0, 5000.0])
+def test_bandwidth_finds_a_lowpass_edge(cutoff):
+    # A 16th-order Butterworth is 55 dB down within about 1.5 x its cutoff (96 dB per octave).
+    width = real.bandwidth_hz(noise(2.0, RATE, 0, cutoff), RATE)
+    assert cutoff <= width <= cutoff * 1.5
+
+
+def test_bandwidth_of_full_band_noise_is_near_nyquist():
+    assert real.bandwidth_hz(noise(2.0, RATE, 1), RATE) > 0.95 * RATE / 2
+
+
+def test_bandwidth_of_a_resampled_narrow_recording_is_its_old_nyquist():
+    from cocktailparty.audio import resample
+    old = resample(noise(2.0, 8000, 2), 8000, RATE)  # an 8 kHz recording brought to 16 kHz
+    assert 3500 < real.bandwidth_hz(old, RATE) < 4500
+
+
+def test_join_clips_makes_utterances_of_the_asked_length_with_pauses():
+    clips = [np.ones(int(0.8 * RATE), dtype=np.float32) for _ in range(10)]
+    joined = real.join_clips(clips, RATE, 2.0, random.Random(0))
+    # Three clips plus two pauses pass 2 s: 3 utterances of 3 clips, then one of 1.
+    assert [int(np.count_nonzero(u)) for u in joined] == [3 * len(clips[0])] * 3 + [len(clips[0])]
+    lo, hi = real.PAUSE_SECONDS
+    for u in joined[:3]:
+        pauses = len(u) - 3 * len(clips[0])
+        assert 2 * lo * RATE <= pauses <= 2 * hi * RATE
+
+
+@pytest.mark.parametrize("package", ["fillets-ng-data", "fillets-ng-data-cs", "asterisk-core-sounds-en-wav",
+                                     "asterisk-prompt-fr", "ktuberling-data"])
+def test_reserved_packages_are_refused_by_the_library_and_the_script(package, tmp_path):
+    with pytest.raises(CocktailError, match="reserved"):
+        real.fetch_packages([package], tmp_path)
+    done = subprocess.run(["bash", str(real.FETCH_SCRIPT), str(tmp_path), package], capture_output=True, text=True)
+    assert done.returncode == 2 and "reserved" in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def _fake_package(cache: Path, name: str, speakers: dict[str, float | None], clips: int) -> None:
+    """An 'extracted package' of ``clips`` noise clips per speaker, low-passed when asked."""
+    root = cache / name
+    for s_index, (speaker, cutoff) in enumerate(speakers.items()):
+        (root / speaker).mkdir(parents=True)
+        for c in range(clips):
+            sf.write(str(root / speaker / f"{c}.ogg"), noise(1.0, 44100, 100 * s_index + c, cutoff), 44100)
+    (root / ".extracted").touch()
+    (root / ".version").write_text("1.0-1\n")
+
+
+@pytest.fixture()
+def fake_source(tmp_path, monkeypatch):
+    cache = tmp_path / "packages"
+    speakers = {f"v{i}": None for i in range(8)}
+    speakers["narrow"] = 3000.0  # every clip band-limited: the speaker must vanish
+    _fake_package(cache, "fake-speech-data", speakers, clips=12)
+
+    def find(root: Path) -> list[real.Clip]:
+        return [real.Clip(p, f"fake-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
+
+    monkeypatch.setattr(real, "SOURCES", {"fake": real.Source("fake", "fake-speech-data", "CC0", find)})
+    return cache
+
+
+def test_build_real_corpus_layout_splits_and_filters(fake_source, tmp_path):
+    out = tmp_path / "corpus"
+    meta = real.build_real_corpus(out, sources=["fake"], sample_rate=RATE, split="0.6,0.2,0.2",
+                                  utterance_seconds=3.0, max_minutes=0.1, min_seconds=2.0,
+                                  packages=fake_source, jobs=1, progress=False)
+    assert meta["packages"] == {"fake-speech-data": {"version": "1.0-1", "licence": "CC0"}}
+    assert "fake-narrow" not in meta["speakers"]
+    with open(out / "manifest.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    speakers = {r["speaker"] for r in rows}
+    assert speakers == {f"fake-v{i}" for i in range(8)}
+    split_of: dict[str, set] = {}
+    for r in rows:
+        split_of.setdefault(r["speaker"], set()).add(r["split"])
+        data, rate = sf.read(str(out / r["path"]))
+        assert rate == RATE and data.ndim == 1
+        assert abs(len(data) / RATE - float(r["duration"])) < 1e-3
+        assert r["source"] == "fake" and r["licence"] == "CC0" and float(r["bandwidth_hz"]) > 6400
+        rms_db = 10 * np.log10(np.mean(data ** 2))
+        assert abs(rms_db - (-25.0)) < 0.5 or np.abs(data).max() > 0.95
+    assert all(len(s) == 1 for s in split_of.values())  # disjoint by speaker
+    assert sorted(sum(1 for s in split_of.values() if split in s) for split in ("train", "valid", "test")) \
+        == [2, 2, 4]
+    per_speaker = {s: sum(float(r["duration"]) for r in rows if r["speaker"] == s) for s in speakers}
+    # max_minutes 0.1 = 6 s of clips, plus the pauses joined in between.
+    assert all(6.0 <= d <= 6.0 + 6 * real.PAUSE_SECONDS[1] for d in per_speaker.values())
+    corpus = SpeakerCorpus.open(out, split="train")
+    assert len(corpus.speakers) == 4 and all(u.bandwidth_hz > 6400 for u in corpus.utterances)
+
+
+def test_build_real_corpus_refuses_a_used_folder_and_unknown_sources(fake_source, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").touch()
+    with pytest.raises(CocktailError, match="not an empty folder"):
+        real.build_real_corpus(tmp_path / "used", sources=["fake"], packages=fake_source, progress=False)
+    with pytest.raises(CocktailError, match="unknown source"):
+        real.build_real_corpus(tmp_path / "new", sources=["nope"], packages=fake_source, progress=False)
+
+
+# --- corpora mixed together -------------------------------------------------------------------
+
+
+def _corpus(root: Path, prefix: str, speakers: int, bandwidth: float | None = None) -> Path:
+    rows = []
+    for s in range(speakers):
+        speaker = f"{prefix}{s}"
+        (root / "train" / speaker).mkdir(parents=True)
+        for u in range(2):
+            rel = f"train/{speaker}/{speaker}_{u}.flac"
+            sf.write(str(root / rel), noise(1.5, 8000, 10 * s + u), 8000)
+            rows.append(dict(utterance_id=f"{speaker}_{u}", path=rel, speaker=speaker, person=speaker,
+                             split="train", duration=1.5, sample_rate=8000,
+                             bandwidth_hz="" if bandwidth is None else bandwidth))
+    write_manifest(root, rows)
+    return root
+
+
+@pytest.fixture()
+def two_corpora(tmp_path):
+    return (_corpus(tmp_path / "real", "r", 3, bandwidth=3900.0),
+            _corpus(tmp_path / "tts", "t", 5, bandwidth=2000.0))
+
+
+def _parts(mixer: DynamicMixer, items: int) -> np.ndarray:
+    counts = np.zeros(2)
+    for i in range(items):
+        for source in mixer.plan(i).sources:
+            counts[mixer.corpus.part_of_speaker[source.speaker]] += 1
+    return counts
+
+
+def test_corpus_weights_set_where_talkers_come_from(two_corpora):
+    mixer = DynamicMixer(list(two_corpora), split="train", corpus_weights=[0.75, 0.25], segment=1.0,
+                         sir=(0, 0), length=200, seed=3)
+    assert len(mixer.corpus.speakers) == 8
+    counts = _parts(mixer, 200)
+    # 400 talkers at p = 0.75 (less the draws forced to the other corpus once one is used up).
+    assert 0.65 < counts[0] / counts.sum() < 0.8
+    only_tts = DynamicMixer(list(two_corpora), split="train", corpus_weights=[0, 1], segment=1.0, length=50)
+    assert _parts(only_tts, 50)[0] == 0
+    item = mixer[0]
+    assert item["sources"].shape == (2, 8000)
+    assert np.allclose(item["sources"].sum(0).numpy(), item["mixture"].numpy(), atol=1e-6)
+
+
+def test_corpus_weights_are_checked(two_corpora):
+    with pytest.raises(CocktailError, match="one non-negative weight per corpus"):
+        DynamicMixer(list(two_corpora), split="train", corpus_weights=[1.0])
+    with pytest.raises(CocktailError, match="one non-negative weight per corpus"):
+        DynamicMixer(list(two_corpora), split="train", corpus_weights=[0, 0])
+
+
+def test_union_refuses_one_speaker_name_in_two_corpora(two_corpora, tmp_path):
+    again = _corpus(tmp_path / "again", "r", 1)
+    with pytest.raises(DatasetLayoutError, match="distinct speaker names"):
+        DynamicMixer([two_corpora[0], again], split="train")
+
+
+def test_min_bandwidth_leaves_out_narrow_speech(two_corpora):
+    # At 8 kHz, 0.8 x Nyquist is 3.2 kHz: the 2 kHz 'tts' corpus goes, the 3.9 kHz one stays.
+    mixer = DynamicMixer(list(two_corpora), split="train", min_bandwidth=0.8, segment=1.0, length=20)
+    assert {mixer.corpus.part_of_speaker[s] for s in mixer.corpus.speakers} == {0}
+    with pytest.raises(DatasetLayoutError, match="narrower than"):
+        DynamicMixer(two_corpora[1], split="train", min_bandwidth=0.8)
+
+
+def test_annotate_bandwidth_writes_the_manifest(tmp_path):
+    root = _corpus(tmp_path / "c", "s", 2)
+    lowest = real.annotate_bandwidth(root, jobs=1, progress=False)
+    assert set(lowest) == {"s0", "s1"} and all(w > 3800 for w in lowest.values())
+    corpus = SpeakerCorpus.open(root)
+    assert all(u.bandwidth_hz > 3800 for u in corpus.utterances)
