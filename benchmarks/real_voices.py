@@ -1,0 +1,176 @@
+"""Real recorded voices: how well every bundled separator does on people, not TTS voices.
+
+Builds fixed test sets (once, seeded; kept under --work) and scores the bundled models on
+them with ``cocktail evaluate``'s code, then prints one table and exits non-zero when a
+target is missed or a set cannot be built:
+
+  real-16k     two real talkers of the real corpus's test split (speakers no model trained
+               on), 0-5 dB apart, 4 s, 16 kHz, clean: the independent real-voice check of the
+               project is mixed the same way
+  real-reverb  the same talkers in one simulated room each mixture (RT60 0.1-1.0 s), targets
+               their early-reflection images (needs --rooms, a `cocktail corpus rooms` bank)
+  real-8k      real-16k's recipe at 8 kHz (telephone-band models)
+  tts-16k      the TTS corpus's test voices (the README's synthetic test set)
+
+Per source: the mean over mixtures with a talker of that package (a mixture counts for each
+of its talkers' sources), to see which recordings a model still fails on.
+
+    cocktail corpus real --out data/corpus-real16k --sample-rate 16000
+    python benchmarks/real_voices.py --real-corpus data/corpus-real16k \
+        --synth-corpus data/corpus-synth16k [--rooms data/rooms16k] [--models tdanet-real16k ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cocktailparty.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
+from cocktailparty.data.mixing import write_mixture_set  # noqa: E402
+from cocktailparty.errors import CocktailError  # noqa: E402
+from cocktailparty.evaluate import evaluate  # noqa: E402
+
+# (set, model rate) -> SI-SNRi target in dB for the default model of that rate (issue "Real voices").
+TARGETS = {("real-16k", 16000): 10.0, ("real-reverb", 16000): 8.0, ("tts-16k", 16000): 12.65,
+           ("real-8k", 8000): 9.0}
+SETS = {  # name -> (corpus option, rate, needs rooms)
+    "real-16k": ("real", 16000, False),
+    "real-reverb": ("real", 16000, True),
+    "real-8k": ("real", 8000, False),
+    "tts-16k": ("synth", 16000, False),
+}
+
+
+def bundled_separators() -> list[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def model_rate(name: str) -> int:
+    path = PRETRAINED_DIR / f"{name}.safetensors" if "/" not in name else Path(name)
+    return int(read_metadata(path)["config"]["sample_rate"])
+
+
+def build_set(name: str, corpus: Path, work: Path, mixtures: int, rooms: Path | None) -> Path:
+    """The test set ``name`` under ``work`` (built once; reused when present)."""
+    _, rate, reverb = SETS[name]
+    out = work / name
+    if (out / "metadata.csv").is_file() or (out / "mix").is_dir() and any((out / "mix").iterdir()):
+        return out
+    if reverb:
+        if rooms is None:
+            raise CocktailError("needs --rooms (a room bank: cocktail corpus rooms --out DIR)")
+        return write_reverberant_set(corpus, rooms, out, mixtures, rate)
+    write_mixture_set(corpus, out, split="test", num_mixtures=mixtures, sample_rate=rate, seconds=4.0,
+                      sir=(0.0, 5.0), seed=0, progress=False)
+    return out
+
+
+def write_reverberant_set(corpus: Path, rooms: Path, out: Path, mixtures: int, rate: int) -> Path:
+    """Reverberant two-talker mixtures in the wsj0-2mix layout: mix/ holds the sum of the
+    reverberant images, s1/ s2/ the early-reflection targets."""
+    from cocktailparty import audio
+    from cocktailparty.data.mixing import DynamicMixer
+
+    mixer = DynamicMixer(corpus, split="test", rooms=rooms, reverb_probability=1.0, segment=4.0,
+                         sample_rate=rate, sir=(0.0, 5.0), length=mixtures, seed=0)
+    for index in range(mixtures):
+        item = mixer[index]
+        name = f"{index:05d}.wav"
+        audio.write(out / "mix" / name, item["mixture"].numpy(), rate, subtype="FLOAT")
+        for k, source in enumerate(item["sources"].numpy()):
+            audio.write(out / f"s{k + 1}" / name, source, rate, subtype="FLOAT")
+    return out
+
+
+def sources_of_mixtures(test_set: Path, corpus: Path) -> dict[str, set[str]]:
+    """Mixture id -> the corpus sources (manifest column) of its talkers."""
+    metadata = test_set / "metadata.csv"
+    if not metadata.is_file():
+        return {}
+    with open(corpus / "manifest.csv", encoding="utf-8") as handle:
+        source_of = {r["speaker"]: r.get("source") or "?" for r in csv.DictReader(handle)}
+    with open(metadata, encoding="utf-8") as handle:
+        return {r["mixture_id"]: {source_of.get(r[k], "?") for k in r if k.endswith("_speaker") and r[k]}
+                for r in csv.DictReader(handle)}
+
+
+def per_source(results_csv: Path, sources: dict[str, set[str]]) -> dict[str, float]:
+    values: dict[str, list[float]] = {}
+    with open(results_csv, encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            for source in sources.get(row["id"], ()):
+                values.setdefault(source, []).append(float(row["si_snri"]))
+    return {s: float(np.mean(v)) for s, v in sorted(values.items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--real-corpus", type=Path, required=True, help="cocktail corpus real output (16 kHz)")
+    p.add_argument("--synth-corpus", type=Path, help="cocktail corpus build output (the TTS test voices)")
+    p.add_argument("--rooms", type=Path, help="a room bank (cocktail corpus rooms) for the reverberant set")
+    p.add_argument("--models", nargs="*", help="default: every bundled model")
+    p.add_argument("--default", default=None, help="the model the 16 kHz targets apply to (default: the "
+                   "bundled default)")
+    p.add_argument("--mixtures", type=int, default=150)
+    p.add_argument("--work", type=Path, default=Path("data/bench-real"), help="test sets and per-mixture CSVs")
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+    from cocktailparty.checkpoint import DEFAULT_MODEL
+
+    default = args.default or DEFAULT_MODEL
+    models = args.models or bundled_separators()
+    corpora = {"real": args.real_corpus, "synth": args.synth_corpus}
+    rows, failures = [], []
+    for set_name, (which, rate, _) in SETS.items():
+        corpus = corpora[which]
+        if corpus is None:
+            failures.append(f"{set_name}: not built (no --{which}-corpus)")
+            continue
+        try:
+            test_set = build_set(set_name, corpus, args.work, args.mixtures, args.rooms)
+        except CocktailError as err:
+            failures.append(f"{set_name}: not built ({err})")
+            continue
+        sources = sources_of_mixtures(test_set, corpus)
+        for model in models:
+            if model_rate(model) != rate:
+                continue
+            out = args.work / "results" / f"{Path(model).stem}-{set_name}.csv"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            summary = evaluate(model, test_set, out, device=args.device, progress=False)
+            target = TARGETS.get((set_name, rate)) if Path(model).stem == default or (
+                rate == 8000 and "8k" in Path(model).stem) else None
+            score = summary["si_snri"]["mean"]
+            rows.append((set_name, Path(model).stem, score, summary["si_snri"]["ci95"], summary["sdri"]["mean"],
+                         target, per_source(out, sources)))
+            if target is not None and not score >= target:
+                failures.append(f"{Path(model).stem} on {set_name}: {score:.2f} dB SI-SNRi, target {target:.2f}")
+    for (set_name, rate), target in TARGETS.items():
+        if rate == 8000 and not any(r[0] == set_name and r[5] is not None for r in rows):
+            failures.append(f"{set_name}: no bundled 8 kHz separator to reach its {target:.1f} dB target")
+
+    print(f"{'set':12s} {'model':24s} {'SI-SNRi':>16s} {'SDRi':>7s} {'target':>7s}  per source (SI-SNRi)")
+    for set_name, model, score, ci, sdri, target, by_source in rows:
+        mark = "" if target is None else (" ok" if score >= target else " MISSED")
+        target_text = "" if target is None else f"{target:.2f}"
+        breakdown = ", ".join(f"{s} {v:.1f}" for s, v in by_source.items())
+        print(f"{set_name:12s} {model:24s} {score:7.2f} +-{ci:4.2f} dB {sdri:7.2f} {target_text:>7s}{mark:7s} "
+              f"{breakdown}")
+    # Issue targets this script cannot measure yet are misses too, not silence.
+    failures.append("extraction (>= 95% right talker, >= 8 dB) and verification (EER <= 0.10) on real "
+                    "voices: not measured, no 16 kHz Tune-In Offline model is bundled yet")
+    (args.work / "summary.json").write_text(json.dumps({"rows": rows, "failures": failures}, indent=1))
+    for failure in failures:
+        print(f"MISSED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One slot of a training run on a GPU machine that has no TTS voices, no package registry and
+# a cap on what travels (scripts/corpus_transport.py packs corpora as Opus into gpu-data/).
+#   bash scripts/device-train.sh CONFIG RUN_DIR STOP_AFTER_S [--set k=v ...]
+# Installs carried wheels (.whl/), unpacks gpu-data/<corpus> into data/<corpus> once, makes
+# the synthetic noises once, then starts the run or resumes it for one slot of STOP_AFTER_S
+# seconds (exit 75: resumable). Copies the newest weights and logs to $OUT when set.
+set -uo pipefail
+CONFIG="$1"; RUN="$2"; STOP="$3"; shift 3
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+for packed in gpu-data/*/; do
+  name=$(basename "$packed")
+  [ -f "data/$name/manifest.csv" ] || [ -f "data/$name/noise.json" ] && continue
+  python3 scripts/corpus_transport.py unpack "$packed" "data/$name" --jobs "$(nproc)" || exit 1
+done
+if grep -q "noise: data/noise16k" "$CONFIG" && [ ! -d data/noise16k ]; then
+  python3 -m cocktailparty.cli -q corpus noise --out data/noise16k --sample-rate 16000 || exit 1
+fi
+if [ -f "$RUN/config.yaml" ]; then
+  python3 -m cocktailparty.cli train --resume "$RUN" --stop-after "$STOP"
+else
+  python3 -m cocktailparty.cli train --config "$CONFIG" --out "$RUN" --stop-after "$STOP" "$@"
+fi
+status=$?
+if [ -n "${OUT:-}" ]; then
+  latest=$(ls -d "$RUN"/checkpoints/step-* 2>/dev/null | tail -1)
+  [ -n "$latest" ] && cp "$latest/model.safetensors" "$OUT/latest.safetensors"
+  cp "$RUN"/best.safetensors "$RUN"/log.csv "$RUN"/steps.csv "$OUT"/ 2>/dev/null
+fi
+echo "device-train: train exited $status"
+exit $status
