@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -19,6 +18,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from . import atomic
 from .errors import AudioError
 
 log = logging.getLogger("cocktailparty")
@@ -27,6 +27,9 @@ PathLike = Union[str, os.PathLike]
 
 # Peak below this (about -90 dBFS) counts as silence: quieter than 16-bit dither.
 SILENCE_PEAK = 3e-5
+
+# A 2-D waveform's axis with at most this many entries (and the other longer) is its channels.
+MAX_CHANNELS = 8
 
 # Extensions treated as audio when a folder is searched; libsndfile is asked what it reads.
 AUDIO_EXTENSIONS = frozenset(
@@ -89,6 +92,36 @@ def select_channels(data: np.ndarray, channel: Union[str, int], path: PathLike =
             )
         return np.ascontiguousarray(data[channel])
     raise ValueError(f"channel must be 'mean', 'all' or an integer, not {channel!r}")
+
+
+def as_mono(waveform, channels_first: bool | None = None, what: str = "waveform") -> np.ndarray:
+    """Any in-memory recording as float32 mono ``(time,)``; channels are averaged.
+
+    Takes numpy arrays or torch tensors shaped as the usual readers return them: ``(time,)``;
+    ``(frames, channels)`` (``soundfile.read``); ``(channels, frames)`` (``torchaudio.load``,
+    ``librosa.load(mono=False)``). In 2-D audio the channels are the axis of at most
+    ``MAX_CHANNELS`` entries when the other axis is longer; ``channels_first`` (True:
+    ``(channels, time)``, False: ``(time, channels)``) overrides that and is needed when both
+    axes are that short or both longer. Anything else is refused with a one-line
+    :class:`~cocktailparty.errors.AudioError` naming ``what``.
+    """
+    if hasattr(waveform, "detach"):  # a torch tensor (this module does not import torch)
+        waveform = waveform.detach().cpu().float().numpy()
+    samples = np.asarray(waveform, dtype=np.float32)
+    accepted = (f"pass (time,), (frames, channels) or (channels, frames) audio with at most {MAX_CHANNELS} "
+                f"channels")
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(f"{what}: got shape {tuple(samples.shape)}; {accepted}")
+    if channels_first is None:
+        short = [size <= MAX_CHANNELS for size in samples.shape]
+        if short[0] == short[1]:
+            raise AudioError(f"{what}: shape {tuple(samples.shape)} does not tell channels from time; {accepted} "
+                             f"and more than {MAX_CHANNELS} samples, or give the layout with channels_first=True "
+                             f"(channels, time) or channels_first=False (time, channels)")
+        channels_first = short[0]
+    return select_channels(samples if channels_first else samples.T, "mean")
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -160,7 +193,7 @@ def write_all(
         for tmp_name, path in staged:
             existed = path.exists()
             try:
-                os.replace(tmp_name, path)
+                atomic.replace(tmp_name, path)
             except OSError as err:
                 # Renames within one folder hardly ever fail; if one does, take back the new
                 # files of this set so that no incomplete set looks finished.
@@ -193,8 +226,7 @@ def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype:
     directory = path.parent if str(path.parent) else Path(".")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-        os.close(handle)
+        tmp_name = atomic.temporary_beside(path)
     except OSError as err:
         # mkdir says "File exists" when a file stands where a folder is needed: say it plainly.
         reason = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
@@ -210,23 +242,31 @@ def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype:
 
 
 def find_audio_files(inputs: Iterable[PathLike]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of audio files.
+    """Expand files and folders (recursively) into a list of audio files, each folder's sorted.
 
     Files named explicitly are kept whatever their extension (reading them reports any
-    problem); inside folders only files with an audio extension are taken.
+    problem); inside folders only files with an audio extension are taken. A file reached
+    twice (named twice, or named and inside a folder named) is listed once, where first met.
     """
-    found: list[Path] = []
+    return [path for path, _ in find_audio_inputs(inputs)]
+
+
+def find_audio_inputs(inputs: Iterable[PathLike]) -> list[tuple[Path, Path]]:
+    """:func:`find_audio_files` with each file's name relative to the input that named it:
+    the path inside the folder for a file found in a folder, the file's name for a file."""
+    found: dict[Path, tuple[Path, Path]] = {}
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found.extend(
-                sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            )
+            pairs = [(p, p.relative_to(item)) for p in sorted(item.rglob("*"))
+                     if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
         elif item.exists():
-            found.append(item)
+            pairs = [(item, Path(item.name))]
         else:
             raise AudioError(f"{item}: no such file or folder")
-    return found
+        for path, relative in pairs:
+            found.setdefault(path.resolve(), (path, relative))
+    return list(found.values())
 
 
 def _existing_file(path: PathLike) -> Path:

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import atomic
 from .errors import CocktailError
 from .onnxrun import FORMAT, OnnxRunner
 
@@ -184,8 +184,7 @@ def export_onnx(
     if len(inputs) == 2:
         dynamic_axes["enrollment"] = {0: "enrollment_batch", 2: "enrollment_time"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
+    tmp = atomic.temporary_beside(path)
     try:
         # Traced with autograd on: models take their plain (training-time) code paths then,
         # which compute the same function as their no-grad paths in eval mode but without
@@ -205,7 +204,7 @@ def export_onnx(
             diffs = check_onnx(model, tmp, lengths=(length, _unseen_length(length)), tolerance=tolerance)
             log.info("%s: onnxruntime vs PyTorch, max abs difference %s",
                      path, ", ".join(f"{d:.2e} at {n} samples" for n, d in diffs.items()))
-        os.replace(tmp, path)
+        atomic.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -6,13 +6,15 @@ overlap (bounded memory), keeping each talker on the same track from chunk to ch
 putting the estimates back at the mixture's scale.
 
     >>> separator = Separator.from_pretrained()          # the bundled default
-    >>> sources = separator(waveform, sample_rate)       # (num_sources, time) at sample_rate
+    >>> waveform, sample_rate = soundfile.read("meeting.wav")  # (frames,) or (frames, channels)
+    >>> sources = separator(waveform, sample_rate)       # (num_sources, frames) at sample_rate
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Union
 
@@ -98,23 +100,25 @@ class Separator:
 
         return cls(OnnxRunner(path, threads=threads), **kwargs)
 
-    def __call__(self, waveform: Array, sample_rate: int, progress: bool = False) -> np.ndarray:
+    def __call__(self, waveform: Array, sample_rate: int, progress: bool = False, *,
+                 channels_first: bool | None = None) -> np.ndarray:
         """Separate one recording.
 
         Args:
-            waveform: ``(time,)`` mono or ``(channels, time)``; channels are averaged.
+            waveform: numpy or torch, as readers return it: ``(time,)``, ``(frames, channels)``
+                (``soundfile.read``) or ``(channels, frames)`` (``torchaudio.load``,
+                ``librosa.load(mono=False)``); channels are averaged. The channel axis is the
+                one of at most 8 entries when the other is longer; otherwise the layout is
+                ambiguous and refused unless ``channels_first`` gives it.
             sample_rate: its rate; the output comes back at the same rate.
             progress: show a progress bar over chunks.
+            channels_first: ``True`` for ``(channels, time)``, ``False`` for ``(time, channels)``;
+                ``None`` (default) tells them apart by the axes' lengths.
 
         Returns:
             float32 ``(num_sources, time)``, the same length as the input.
         """
-        samples = waveform.detach().cpu().numpy() if isinstance(waveform, torch.Tensor) else np.asarray(waveform)
-        samples = samples.astype(np.float32, copy=False)
-        if samples.ndim == 2:
-            samples = samples.mean(axis=0)
-        if samples.ndim != 1:
-            raise ValueError(f"expected (time,) or (channels, time) audio, got shape {samples.shape}")
+        samples = audio.as_mono(waveform, channels_first)
         length = samples.shape[0]
         if length == 0 or not np.isfinite(samples).all():
             audio.validate(samples, sample_rate, "waveform")  # raises the one-line AudioError
@@ -213,14 +217,40 @@ def best_order(reference: np.ndarray, estimate: np.ndarray) -> list[int]:
     return list(columns)
 
 
-def output_paths(source: Path, out_dir: Path, num_sources: int) -> list[Path]:
-    return [out_dir / f"{source.stem}_s{i + 1}.wav" for i in range(num_sources)]
+def output_names(inputs: list[str]) -> dict[Path, Path]:
+    """Every audio file under ``inputs`` -> the name its outputs start with, under ``-o``.
+
+    The name is the file's path inside the folder given, without its extension
+    (``x/a.wav`` -> ``x/a``), or the stem of a file given by name. Files of one run that would
+    share a name keep their extension in it (``a.mp3``, ``a.ogg`` -> ``a-mp3``, ``a-ogg``);
+    any that still clash (``x/a.wav`` and ``y/a.wav`` given as files) are numbered in input
+    order (``a-wav``, ``a-wav-2``). So no two inputs of a run share an output. Names are
+    compared ignoring case, as a case-insensitive file system would.
+    """
+    found = audio.find_audio_inputs(inputs)
+    if not found:
+        raise CocktailError(f"no audio files found in {', '.join(map(str, inputs))}")
+
+    def key(name: Path) -> str:
+        return name.as_posix().casefold()
+
+    names = {path: relative.with_suffix("") for path, relative in found}
+    shared = Counter(key(name) for name in names.values())
+    for path, name in names.items():
+        if shared[key(name)] > 1 and path.suffix:
+            names[path] = name.with_name(f"{name.name}-{path.suffix[1:]}")
+    wanted, given = {key(name) for name in names.values()}, set()
+    for path, name in names.items():
+        candidate, number = name, 2
+        while key(candidate) in given or (candidate != name and key(candidate) in wanted):
+            candidate, number = name.with_name(f"{name.name}-{number}"), number + 1
+        names[path] = candidate
+        given.add(key(candidate))
+    return names
 
 
 def cli_separate(args) -> int:
-    files = audio.find_audio_files(args.inputs)
-    if not files:
-        raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
+    names = output_names(args.inputs)
     if getattr(args, "backend", "torch") == "onnx":
         if not args.model or not str(args.model).endswith(".onnx"):
             raise CocktailError("--backend onnx needs --model FILE.onnx (make one with 'cocktail export')")
@@ -229,26 +259,24 @@ def cli_separate(args) -> int:
         separator = Separator.from_onnx(args.model, threads=args.threads)
     else:
         separator = Separator.from_pretrained(args.model, device=args.device)
-    out_dir = Path(args.out)
-    return process_files(
-        files, separator, lambda path: output_paths(path, out_dir, separator.num_sources),
-        desc="separating", force=args.force, quiet=args.quiet,
-    )
+    return process_files(names, separator, Path(args.out), [f"_s{i + 1}.wav" for i in range(separator.num_sources)],
+                         desc="separating", force=args.force, quiet=args.quiet)
 
 
-def process_files(files: list[Path], separator: Separator, targets_for, desc: str, force: bool,
-                  quiet: bool, keep: slice = slice(None)) -> int:
-    """Run ``separator`` over ``files``, writing output ``i`` to ``targets_for(path)[i]``.
+def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, endings: list[str], desc: str,
+                  force: bool, quiet: bool) -> int:
+    """Run ``separator`` over the files of ``names`` (from :func:`output_names`), writing its
+    output ``i`` for a file to ``out_dir / (name + endings[i])``.
 
     Existing outputs are skipped unless ``force``; a file that cannot be read or written is
-    reported in one line and the others still run. ``keep`` selects which outputs to write.
-    Returns the exit status: 1 when any file failed.
+    reported in one line and the others still run. Returns the exit status: 1 when any file
+    failed.
     """
     from tqdm import tqdm
 
     failed = 0
-    for path in tqdm(files, desc=desc, unit="file", disable=quiet or len(files) == 1):
-        targets = targets_for(path)
+    for path, name in tqdm(names.items(), desc=desc, unit="file", disable=quiet or len(names) == 1):
+        targets = [out_dir / name.with_name(name.name + ending) for ending in endings]
         if not force and any(t.exists() for t in targets):
             log.warning("%s: %s exists; skipping (use --force to overwrite)",
                         path, ", ".join(str(t) for t in targets if t.exists()))
@@ -256,7 +284,7 @@ def process_files(files: list[Path], separator: Separator, targets_for, desc: st
         try:
             samples, rate = audio.read(path, min_seconds=0.01)
             # All tracks of a file appear together or not at all (see audio.write_all).
-            audio.write_all(targets, separator(samples, rate, progress=not quiet)[keep], rate)
+            audio.write_all(targets, separator(samples, rate, progress=not quiet)[: len(targets)], rate)
         except AudioError as err:
             log.error("%s", err)
             failed += 1
@@ -264,7 +292,7 @@ def process_files(files: list[Path], separator: Separator, targets_for, desc: st
         if not quiet:
             print(f"{path} -> {', '.join(str(t) for t in targets)}")
     if failed:
-        log.error("%d of %d file(s) failed", failed, len(files))
+        log.error("%d of %d file(s) failed", failed, len(names))
     return 1 if failed else 0
 
 
@@ -316,15 +344,22 @@ class EnrolledTalker(nn.Module):
 
     Args:
         model: a Tune-In model with a speaker space.
-        enrollment: ``(time,)`` at the model's rate, any length, clean or noisy; long ones are
-            embedded in chunks of ``chunk_seconds`` whose speaker features are pooled.
+        enrollment: at the model's rate, any length, clean or noisy, in any layout the
+            :class:`Separator` takes (``(time,)``, ``(frames, channels)``, ``(channels, frames)``;
+            numpy or torch; channels averaged); long ones are embedded in chunks of
+            ``chunk_seconds`` whose speaker features are pooled.
+        channels_first: the enrollment's layout when its shape does not tell (as for the
+            :class:`Separator`).
     """
 
-    def __init__(self, model: nn.Module, enrollment: np.ndarray, chunk_seconds: float = 10.0):
+    def __init__(self, model: nn.Module, enrollment: Array, chunk_seconds: float = 10.0, *,
+                 channels_first: bool | None = None):
         super().__init__()
         from types import SimpleNamespace
 
         from .verification import SteeringScorer, chunk_bounds
+
+        enrollment = audio.as_mono(enrollment, channels_first, "enrollment")
 
         self.model = model.eval()
         cfg = model.config
@@ -365,18 +400,13 @@ class EnrolledTalker(nn.Module):
 
 
 def cli_extract(args) -> int:
-    files = audio.find_audio_files(args.inputs)
-    if not files:
-        raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
+    names = output_names(args.inputs)
     model = _load_tunein(args, "extract")
     enroll_path = Path(args.enroll)
     enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
     separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
-    out_dir = Path(args.out)
-    return process_files(
-        files, separator, lambda path: [out_dir / f"{path.stem}_{enroll_path.stem}.wav"],
-        desc="extracting", force=args.force, quiet=args.quiet, keep=slice(0, 1),
-    )
+    return process_files(names, separator, Path(args.out), [f"_{enroll_path.stem}.wav"],
+                         desc="extracting", force=args.force, quiet=args.quiet)
 
 
 def cli_verify(args) -> int:

@@ -265,10 +265,12 @@ class SteeringScorer:
         self.test_audio = test_audio
 
     @torch.inference_mode()
-    def vectors(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Unit steering vectors of a recording, ``(chunks * C, D)``: ``(time,)`` audio at
-        ``sample_rate`` is resampled to the model's rate and cut into chunks."""
-        x = audio.resample(np.asarray(wav, dtype=np.float32), sample_rate, self.sample_rate)
+    def vectors(self, wav, sample_rate: int, channels_first: bool | None = None) -> np.ndarray:
+        """Unit steering vectors of a recording, ``(chunks * C, D)``: audio at ``sample_rate``
+        is resampled to the model's rate and cut into chunks. ``wav`` and ``channels_first``
+        are as for the :class:`~cocktailparty.separate.Separator`: ``(time,)``,
+        ``(frames, channels)`` or ``(channels, frames)``, numpy or torch, channels averaged."""
+        x = audio.resample(audio.as_mono(wav, channels_first), sample_rate, self.sample_rate)
         out = []
         for start, stop in chunk_bounds(x.shape[-1], self.chunk, self.minimum):
             piece = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(self.device).unsqueeze(0)
@@ -276,13 +278,15 @@ class SteeringScorer:
             out.append(z.float().cpu().numpy())
         return _unit(np.concatenate(out).astype(np.float64))
 
-    def embed_enrollment(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        """``(D,)`` unit vector: the mean of the enrollment's unit steering vectors."""
-        return _unit(self.vectors(wav, sample_rate).mean(axis=0))
+    def embed_enrollment(self, wav, sample_rate: int, channels_first: bool | None = None) -> np.ndarray:
+        """``(D,)`` unit vector: the mean of the enrollment's unit steering vectors (``wav`` as
+        for :meth:`vectors`)."""
+        return _unit(self.vectors(wav, sample_rate, channels_first).mean(axis=0))
 
-    def score(self, enrollment: np.ndarray, wav: np.ndarray, sample_rate: int) -> float:
-        """Largest cosine between the enrollment vector and the recording's steering vectors."""
-        return float((self.vectors(wav, sample_rate) @ enrollment).max())
+    def score(self, enrollment: np.ndarray, wav, sample_rate: int, channels_first: bool | None = None) -> float:
+        """Largest cosine between the enrollment vector and the recording's steering vectors
+        (``wav`` as for :meth:`vectors`)."""
+        return float((self.vectors(wav, sample_rate, channels_first) @ enrollment).max())
 
 
 class EncoderScorer:
@@ -426,14 +430,15 @@ def cross_attention_maps(model: nn.Module, mixture, sample_rate: int | None = No
     """``a_crs,j`` (Eq. 1) for one recording: ``(C, S, S_m)`` numpy.
 
     Args:
-        mixture: ``(time,)`` audio (numpy or tensor) at ``sample_rate`` (default the model's).
+        mixture: audio at ``sample_rate`` (default the model's), as the
+            :class:`~cocktailparty.separate.Separator` takes it: ``(time,)``,
+            ``(frames, channels)`` or ``(channels, frames)``, numpy or torch.
         enrollment: Offline mode's enrollment (anything :meth:`TuneIn.embed_enrollment`
             takes, at the model's rate); without one the map is Online mode's, where the
             mixture's segments attend over the mixture's own speaker features.
     """
     require_tunein(model, "the cross-attention map")
-    x = mixture.detach().cpu().numpy() if isinstance(mixture, torch.Tensor) else np.asarray(mixture)
-    x = audio.resample(x.astype(np.float32), sample_rate or model.config.sample_rate, model.config.sample_rate)
+    x = audio.resample(audio.as_mono(mixture), sample_rate or model.config.sample_rate, model.config.sample_rate)
     device = next(model.parameters()).device
     wav = torch.from_numpy(np.ascontiguousarray(x)).to(device).unsqueeze(0)
     mode = "online" if enrollment is None else "offline"
@@ -466,8 +471,8 @@ def plot_cross_attention(model: nn.Module, mixture, path: PathLike, sample_rate:
     import matplotlib.pyplot as plt
 
     rate = int(sample_rate or model.config.sample_rate)
-    maps = cross_attention_maps(model, mixture, rate, enrollment)
-    x = mixture.detach().cpu().numpy() if isinstance(mixture, torch.Tensor) else np.asarray(mixture, np.float32)
+    x = audio.as_mono(mixture)
+    maps = cross_attention_maps(model, x, rate, enrollment)
     seconds = x.shape[-1] / rate
     titles = ["mixture"] + [f"a_crs,{j + 1}: steering vector {j + 1}" for j in range(maps.shape[0])]
     path = Path(path)

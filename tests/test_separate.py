@@ -193,3 +193,148 @@ def test_cli_separate_writes_skips_and_reports_failures(tmp_path, capsys, caplog
     assert (out / "a_s1.wav").stat().st_mtime_ns == stamp
     assert main(argv + ["--force"]) == 0
     assert (out / "a_s1.wav").stat().st_mtime_ns != stamp
+
+
+# --- waveform layouts: what soundfile, librosa and torchaudio return ----------------------
+
+
+def stereo_pair(seconds=1.0):
+    """Two different channels of one two-talker recording, and their mean."""
+    sources = alternating_talkers(seconds=seconds)
+    left, right = sources[0] + 0.5 * sources[1], sources[1] + 0.5 * sources[0]
+    return left, right, (left + right) / 2
+
+
+def test_every_reader_layout_gives_the_same_sources():
+    left, right, mono = stereo_pair()
+    separator = Separator(BandSplit(BandSplitConfig()), device="cpu")
+    expected = separator(mono, 8000)
+    assert expected.shape == (2, mono.shape[0])
+    layouts = {
+        "soundfile (frames, channels)": np.stack([left, right], axis=1),
+        "soundfile float64": np.stack([left, right], axis=1).astype(np.float64),
+        "librosa mono=False (channels, frames)": np.stack([left, right]),
+        "torchaudio tensor (channels, frames)": torch.from_numpy(np.stack([left, right])),
+        "tensor (frames, channels)": torch.from_numpy(np.stack([left, right], axis=1)),
+        "soundfile always_2d mono (frames, 1)": mono[:, None],
+        "torchaudio mono (1, frames)": torch.from_numpy(mono[None]),
+        "librosa mono (time,)": mono.astype(np.float64),
+    }
+    for name, waveform in layouts.items():
+        out = separator(waveform, 8000)
+        assert out.shape == expected.shape, name
+        np.testing.assert_allclose(out, expected, atol=1e-5, err_msg=name)
+    # The explicit layout agrees with the guess where there is one.
+    np.testing.assert_allclose(separator(np.stack([left, right], axis=1), 8000, channels_first=False), expected,
+                               atol=1e-5)
+    np.testing.assert_allclose(separator(np.stack([left, right]), 8000, channels_first=True), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (8, 8), (16, 4000), (4000, 9)])
+def test_an_ambiguous_layout_is_refused_in_one_line_until_channels_first_says(shape):
+    from cocktailparty.errors import CocktailError
+
+    waveform = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 0.1
+    separator = Separator(BandSplit(BandSplitConfig()), device="cpu")
+    with pytest.raises(CocktailError) as err:
+        separator(waveform, 8000)
+    message = str(err.value)
+    assert "\n" not in message and "channels_first" in message and "(frames, channels)" in message
+    assert str(shape) in message
+    assert separator(waveform, 8000, channels_first=True).shape == (2, shape[1])
+    assert separator(waveform, 8000, channels_first=False).shape == (2, shape[0])
+    np.testing.assert_allclose(separator(waveform, 8000, channels_first=False),
+                               separator(waveform.mean(axis=1), 8000), atol=1e-6)
+
+
+def test_three_dimensional_audio_is_refused_in_one_line():
+    from cocktailparty.errors import CocktailError
+
+    separator = Separator(BandSplit(BandSplitConfig()), device="cpu")
+    with pytest.raises(CocktailError, match=r"shape \(1, 2, 800\).*\(time,\)"):
+        separator(np.zeros((1, 2, 800), np.float32), 8000)
+
+
+# --- output names: no two inputs of one run share an output ------------------------------
+
+
+def band_checkpoint(tmp_path):
+    return checkpoint.save(BandSplit(BandSplitConfig()), tmp_path / "band.safetensors")
+
+
+def write_tones(path, freqs, seconds=2.0, rate=8000):
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(path, 0.3 * sum(np.sin(2 * np.pi * f * t) for f in freqs), rate)
+
+
+def assert_separates(target_stem, source):
+    """``<target_stem>_s1.wav`` and ``_s2.wav`` exist and add up to ``source`` (so they are its
+    own outputs, not another input's)."""
+    from cocktailparty import audio
+
+    mixture, _ = audio.read(source)
+    tracks = [soundfile.read(f"{target_stem}_s{i}.wav")[0] for i in (1, 2)]
+    total = tracks[0] + tracks[1]
+    assert total.shape == mixture.shape
+    np.testing.assert_allclose(total[2000:-2000], mixture[2000:-2000], atol=0.03)
+
+
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_same_stem_side_by_side_keeps_both_outputs(tmp_path, force, as_folder, capsys):
+    model = band_checkpoint(tmp_path)
+    (tmp_path / "in").mkdir()
+    first, second = tmp_path / "in" / "a.mp3", tmp_path / "in" / "a.ogg"
+    write_tones(first, (300.0, 2500.0))
+    write_tones(second, (500.0, 1500.0))
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "in")] if as_folder else [str(first), str(second)]
+    argv = ["separate", *inputs, "-o", str(out), "--model", str(model), "--device", "cpu"]
+    for _ in range(2):  # a rerun (skipping, or with --force overwriting) keeps them apart too
+        assert main(argv + (["--force"] if force else [])) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["a-mp3_s1.wav", "a-mp3_s2.wav",
+                                                         "a-ogg_s1.wav", "a-ogg_s2.wav"]
+        assert_separates(out / "a-mp3", first)
+        assert_separates(out / "a-ogg", second)
+        assert soundfile.read(out / "a-mp3_s1.wav")[0].tolist() != soundfile.read(out / "a-ogg_s1.wav")[0].tolist()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_run_keeps_the_relative_folders(tmp_path, force):
+    model = band_checkpoint(tmp_path)
+    for sub in ("x", "y", "y/deeper"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+    inputs = {"x/a.wav": (300.0, 2500.0), "y/a.flac": (500.0, 1500.0), "y/deeper/a.wav": (700.0, 3000.0)}
+    for rel, freqs in inputs.items():
+        write_tones(tmp_path / "in" / rel, freqs)
+    out = tmp_path / "out"
+    argv = ["separate", str(tmp_path / "in"), "-o", str(out), "--model", str(model), "--device", "cpu"]
+    for _ in range(2):
+        assert main(argv + (["--force"] if force else [])) == 0
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+        assert written == ["x/a_s1.wav", "x/a_s2.wav", "y/a_s1.wav", "y/a_s2.wav",
+                           "y/deeper/a_s1.wav", "y/deeper/a_s2.wav"]
+        for rel in inputs:
+            assert_separates(out / rel.rsplit(".", 1)[0], tmp_path / "in" / rel)
+
+
+def test_same_name_in_two_folders_given_as_files_is_numbered(tmp_path):
+    model = band_checkpoint(tmp_path)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    write_tones(tmp_path / "x" / "a.wav", (300.0, 2500.0))
+    write_tones(tmp_path / "y" / "a.wav", (500.0, 1500.0))
+    out = tmp_path / "out"
+    argv = ["separate", str(tmp_path / "x" / "a.wav"), str(tmp_path / "y" / "a.wav"), str(tmp_path / "x" / "a.wav"),
+            "-o", str(out), "--model", str(model), "--device", "cpu", "--force"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a-wav-2_s1.wav", "a-wav-2_s2.wav", "a-wav_s1.wav", "a-wav_s2.wav"]
+    assert_separates(out / "a-wav", tmp_path / "x" / "a.wav")  # input order decides the numbering
+    assert_separates(out / "a-wav-2", tmp_path / "y" / "a.wav")
+
+
+def test_separate_help_explains_the_output_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["separate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a-mp3_s1.wav" in text and "relative" in text

@@ -334,3 +334,33 @@ def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
         expected = model(mixture, SpeakerMemory(torch.stack([pad(target), pad(own)], 1), valid))[:, :1]
     assert got.shape == (1, 1, mixture.shape[-1])
     torch.testing.assert_close(got, expected, atol=3e-4, rtol=1e-3)
+
+
+# --- waveform layouts ---------------------------------------------------------------------
+
+
+def test_enrollment_and_scoring_take_every_reader_layout():
+    """soundfile's (frames, channels), torchaudio's (channels, frames) tensors and (time,)
+    give one answer, as for the Separator; an ambiguous shape is refused in one line."""
+    from cocktailparty.separate import EnrolledTalker
+
+    model = tiny("online")
+    scorer = SteeringScorer(model)
+    mono = voice(220.0, 1.5, 0)
+    mixture = voice(220.0, 1.2, 1) + voice(310.0, 1.2, 2)
+    enrollment = scorer.embed_enrollment(mono, RATE)
+    for layout in (np.stack([mono, mono], axis=1), torch.from_numpy(np.stack([mono, mono])), mono[:, None]):
+        np.testing.assert_allclose(scorer.embed_enrollment(layout, RATE), enrollment, atol=1e-5)
+    expected = scorer.score(enrollment, mixture, RATE)
+    assert scorer.score(enrollment, np.stack([mixture, mixture], axis=1), RATE) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(CocktailError, match="channels_first"):
+        scorer.embed_enrollment(np.zeros((6, 6), np.float32), RATE)
+
+    offline = tiny("offline")
+    pool = EnrolledTalker(offline, mono).pool
+    for layout in (np.stack([mono, mono], axis=1), torch.from_numpy(np.stack([mono, mono]))):
+        torch.testing.assert_close(EnrolledTalker(offline, layout).pool, pool, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(EnrolledTalker(offline, np.stack([mono, mono], axis=1), channels_first=False).pool,
+                               pool, atol=1e-5, rtol=1e-5)
+    with pytest.raises(CocktailError, match="channels_first"):
+        EnrolledTalker(offline, np.zeros((20, 20), np.float32))

@@ -1,0 +1,54 @@
+"""Files written atomically (temporary file, then rename) get the permissions a plain
+``open(path, "w")`` would give: 0666 less the umask for a new file, the old mode for a
+replaced one; never mkstemp's 0600 whatever the umask."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from cocktailparty import audio, checkpoint
+from cocktailparty.export import export_onnx
+from cocktailparty.models import build_model
+
+TINY_CONVTASNET = dict(num_filters=16, kernel_size=8, stride=4, bottleneck=8, hidden=16, skip=8,
+                       num_layers=2, num_repeats=2)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture()
+def umask():
+    before = os.umask(0o022)
+    yield os.umask
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask,expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    model = build_model("convtasnet", **TINY_CONVTASNET).eval()
+    written = [
+        audio.write(tmp_path / "out.wav", np.zeros(800, np.float32), 8000),
+        *audio.write_all([tmp_path / "s1.flac", tmp_path / "s2.flac"], [np.zeros(800, np.float32)] * 2, 8000),
+        checkpoint.save(model, tmp_path / "model.safetensors"),
+        export_onnx(model, tmp_path / "model.onnx", example_seconds=0.2),
+    ]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("written with open()")
+    assert mode(plain) == expected
+    assert {p.name: mode(p) for p in written} == {p.name: expected for p in written}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
+    target = audio.write(tmp_path / "out.wav", np.zeros(800, np.float32), 8000)
+    os.chmod(target, 0o640)
+    audio.write(target, np.ones(800, np.float32) * 0.5, 8000)
+    assert mode(target) == 0o640
+    assert audio.read(target)[0].max() == pytest.approx(0.5, abs=1e-4)
