@@ -37,9 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- separation --------------------------------------------------------------------
     p = command("separate", "cocktailparty.separate:cli_separate",
-                "separate every talker in audio files or folders into one file each")
+                "separate every talker in audio files or folders into one file each",
+                epilog="Output names: each input's talkers go to DIR/NAME_s1.wav, NAME_s2.wav, ...; NAME is "
+                       "a file's stem, or, for a file found in a folder IN, its path relative to IN without "
+                       "the extension (IN/x/a.wav -> DIR/x/a_s1.wav), so the folder structure is kept. Inputs "
+                       "of one run that would share a NAME keep their extension in it (a.mp3 and a.ogg -> "
+                       "a-mp3_s1.wav and a-ogg_s1.wav); any still alike are numbered in input order "
+                       "(a-wav_s1.wav, a-wav-2_s1.wav). One run never writes two inputs to one file.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
-    p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("-o", "--out", default="separated", metavar="DIR",
+                   help="output folder; a folder input's subfolders are kept under it (default: %(default)s)")
     _model_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
@@ -47,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the onnx backend (default: all)")
 
     p = command("extract", "cocktailparty.separate:cli_extract",
-                "keep only the enrolled talker's voice (a Tune-In model)")
+                "keep only the enrolled talker's voice (a Tune-In model)",
+                epilog="Output names: DIR/NAME_E.wav, with NAME as in 'cocktail separate --help' (subfolders "
+                       "kept, same-named inputs told apart) and E the enrollment's stem.")
     p.add_argument("--enroll", required=True, metavar="E.wav", help="a recording of the talker to keep")
     p.add_argument("inputs", nargs="+", metavar="IN")
     p.add_argument("-o", "--out", default="extracted", metavar="DIR")
@@ -126,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds noises")
 
+    p = corpus_sub.add_parser("rooms", help="simulate rooms for reverberant training data (RIRs, .npy)",
+                              description="Simulate random shoebox rooms (pyroomacoustics image sources) "
+                                          "with the talkers and one microphone in each, and store their "
+                                          "impulse responses in train/valid/test folders, for data.rooms in "
+                                          "training: reverberant mixtures with early-reflection targets "
+                                          "(WHAMR!-style).",
+                              epilog="example: cocktail corpus rooms --out data/rooms16k --rooms 1000 "
+                                     "--sample-rate 16000 --rt60 0.1,1.0")
+    p.set_defaults(handler="cocktailparty.data.rooms:cli_rooms")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (new, empty, or a room bank to replace)")
+    p.add_argument("--rooms", type=int, default=1000,
+                   help="rooms in all, split 80/10/10 %% train/valid/test (default: %(default)s)")
+    p.add_argument("--sources", type=int, default=2,
+                   help="talkers per room, at least the mixtures' talkers (default: %(default)s)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="Hz, the training rate (default: %(default)s)")
+    p.add_argument("--rt60", default="0.1,1.0", metavar="LO,HI",
+                   help="reverberation time range in seconds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-j", "--jobs", type=int, default=0, help="simulation processes (default: all cores)")
+
     p = command("mix", "cocktailparty.data.mixing:cli_mix",
                 "write a fixed, seeded set of mixtures (wsj0-2mix layout + metadata CSV)")
     p.add_argument("--corpus", required=True, metavar="DIR", help="a speaker-labelled corpus folder")
@@ -199,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-synth16k") -> None:
+def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-real16k") -> None:
     p.add_argument("--model", "-m", default=None, metavar="M",
                    help=f"bundled model name, architecture name or checkpoint path (default: {default})")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")

@@ -53,8 +53,10 @@ term is averaged over the epoch and logged (e.g. ``{"loss", "si_snr", "ince", "r
 ``batch`` holds, on the training device: ``mixture (B, T)``, ``sources (B, C, T)``,
 ``speaker_ids (B, C)`` int64 (only for data from a speaker-labelled corpus; they index
 ``info.speakers``), ``id`` (list of str), ``noise``/``music`` ``(B, T)`` when the data has
-them, and ``enrollment (B, C, T_e)`` with ``data.enrollment_seconds`` (row ``j``: another
-recording of the talker of ``sources[:, j]``, see :class:`WithEnrollment`). Hooks run under
+them (with ``data.rooms``, ``sources`` of an item put in a room are its early images), and
+``enrollment (B, C, T_e)``
+with ``data.enrollment_seconds`` (row ``j``: another recording of the talker of
+``sources[:, j]``, see :class:`WithEnrollment`). Hooks run under
 autocast when ``precision`` is bf16/fp16: compute losses in float32. With several processes
 the model and objective are wrapped together in DDP, which averages gradients and broadcasts
 buffers from rank 0 before every forward; a buffer updated from the batch (an EMA) should
@@ -100,7 +102,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import checkpoint
 from .config import apply_overrides, load_config
@@ -195,6 +197,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "noise": None, "snr": [-6.0, 3.0],
     "music": None, "smr": [-5.0, 5.0], "music_as_source": False,
     "speed": None,                # e.g. [0.95, 1.05]
+    "rooms": None,                # room bank folder (cocktail corpus rooms): reverberant mixtures
+    "reverb_probability": 1.0,    # with rooms: the share of mixtures put in a room (the rest stay dry)
     "distinct_persons": True,
     "epoch_length": None,         # dynamic mixing: mixtures per epoch; default one per utterance
     "enrollment_seconds": None,   # dynamic mixing: add an enrollment per talker (Tune-In Offline; paper: 16)
@@ -364,7 +368,7 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
     valid_seed = int(d["valid_seed"])
     segment = d["segment_seconds"]
     valid_segment = d["valid_segment_seconds"]
-    for key in ("corpus", "train_set", "valid_set", "noise", "music"):
+    for key in ("corpus", "train_set", "valid_set", "noise", "music", "rooms"):
         for value in (d[key] if isinstance(d[key], (list, tuple)) else [d[key]]):
             if value and not Path(value).exists():
                 raise CocktailError(f"{source}: data.{key}: {value} does not exist")
@@ -374,6 +378,7 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
         common = dict(num_speakers=int(d["num_speakers"] or num_sources), sample_rate=sample_rate,
                       mode=d["mode"], sir=sir, level=d["level"], noise=d["noise"], snr=d["snr"],
                       music=d["music"], smr=d["smr"], music_as_source=d["music_as_source"],
+                      rooms=d["rooms"], reverb_probability=d["reverb_probability"],
                       distinct_persons=d["distinct_persons"], corpus_weights=d["corpus_weights"],
                       min_bandwidth=d["min_bandwidth"], seed=seed)
         train = DynamicMixer(d["corpus"], split=d["train_split"], segment=segment, speed=d["speed"],
@@ -514,7 +519,16 @@ def _loader(dataset: Dataset, batches: Sampler, workers: int, seed: int, pin: bo
     # global torch RNG, which would make dropout depend on where an epoch was resumed.
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin,
-                      worker_init_fn=_worker_init if workers else None, generator=generator)
+                      worker_init_fn=_worker_init if workers else None, generator=generator,
+                      collate_fn=_collate)
+
+
+def _collate(items: list[dict]) -> dict:
+    # Items put in a room (data.rooms) also carry their reverberant images; with
+    # 0 < reverb_probability < 1 only some do, and default_collate fails on a key one item has
+    # and another lacks. No objective trains on them yet, and a captured CUDA-graph step needs
+    # every batch to hold the same keys: so batches never carry them.
+    return default_collate([{k: v for k, v in item.items() if k != "reverberant"} for item in items])
 
 
 # --------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 # One slot of a training run on a GPU machine that has no TTS voices, no package registry and
 # a cap on what travels (scripts/corpus_transport.py packs corpora as Opus into gpu-data/).
 #   bash scripts/device-train.sh CONFIG RUN_DIR STOP_AFTER_S [--set k=v ...]
-# Installs carried wheels (.whl/), unpacks gpu-data/<corpus> into data/<corpus> once, makes
-# the synthetic noises once, then starts the run or resumes it for one slot of STOP_AFTER_S
+# Installs carried wheels (.whl/: scripts/device-wheels.sh), unpacks gpu-data/<corpus> into data/<corpus> once, makes
+# the synthetic noises and rooms once, then starts the run or resumes it for one slot of STOP_AFTER_S
 # seconds (exit 75: resumable). Copies the newest weights and logs to $OUT when set.
 set -uo pipefail
 CONFIG="$1"; RUN="$2"; STOP="$3"; shift 3
@@ -17,8 +17,15 @@ for packed in gpu-data/*/; do
   [ -f "data/$name/manifest.csv" ] || [ -f "data/$name/noise.json" ] && continue
   python3 scripts/corpus_transport.py unpack "$packed" "data/$name" --jobs "$(nproc)" || exit 1
 done
-if grep -q "noise: data/noise16k" "$CONFIG" && [ ! -d data/noise16k ]; then
-  python3 -m cocktailparty.cli -q corpus noise --out data/noise16k --sample-rate 16000 || exit 1
+# Synthetic noises and simulated rooms are seeded: made there rather than carried.
+rate=$(sed -n 's/^ *sample_rate: *\([0-9]*\).*/\1/p' "$CONFIG" | head -1)
+noise=$(sed -n 's/^ *noise: *\(data\/noise[0-9]*k\).*/\1/p' "$CONFIG")
+if [ -n "$noise" ] && [ ! -d "$noise" ]; then
+  python3 -m cocktailparty.cli -q corpus noise --out "$noise" --sample-rate "$rate" || exit 1
+fi
+rooms=$(sed -n 's/^ *rooms: *\(data\/rooms[0-9]*k\).*/\1/p' "$CONFIG")
+if [ -n "$rooms" ] && [ ! -d "$rooms" ]; then
+  python3 -m cocktailparty.cli -q corpus rooms --out "$rooms" --rooms 2000 --sample-rate "$rate" || exit 1
 fi
 if [ -f "$RUN/config.yaml" ]; then
   python3 -m cocktailparty.cli train --resume "$RUN" --stop-after "$STOP"

@@ -32,10 +32,21 @@ Definitions (levels in dB):
 * **Speed perturbation**: factor ``f`` drawn from ``speed``; the utterance is resampled (soxr)
   as if recorded at ``f`` times its rate, so it plays ``f`` times faster, ``n / f`` samples
   long, with pitch scaled by ``f`` (sox's ``speed`` effect).
-* **Clipping**: when the peak of the mixture, any source, the noise or the music exceeds
-  ``max_peak`` (0.9, as in wsj0-2mix), every gain is lowered by the same dB, so
-  ``mixture == sources[0] + sources[1] + ... + noise + music`` still holds exactly, in float32,
-  summed in that order.
+* **Reverberation** (``rooms``, WHAMR!-style; :mod:`cocktailparty.data.rooms`): all talkers
+  of a mixture stand in one simulated room drawn from a :class:`~cocktailparty.data.rooms.RoomBank`.
+  Each placed, gain-scaled talker is convolved with its room impulse response; the
+  *reverberant images* are what the mixture holds, the *early images* (direct path + the
+  first 50 ms of the room) are the targets in ``sources``. Noise and music stay dry. The
+  levels above (SIR, SNR, SMR) are set on the dry talkers; the bank's RIRs are scaled so that
+  an early image keeps about its dry talker's level (a voice's can move by a few dB, see
+  :mod:`~cocktailparty.data.rooms`), and the reverberant images add the late tail on top.
+* **Clipping**: when the peak of the mixture, any source, the noise or the music (and any
+  reverberant image) exceeds ``max_peak`` (0.9, as in wsj0-2mix), every gain is lowered by
+  the same dB, so ``mixture == sources[0] + sources[1] + ... + noise + music`` still holds
+  exactly, in float32, summed in that order. With a room,
+  ``mixture == reverberant[0] + reverberant[1] + ... + noise + music`` holds instead (the
+  early images in ``sources`` do not add up to the mixture: the late reverberation is not in
+  any target).
 * Talkers in one mixture are distinct speakers and, where the corpus says so (the manifest's
   ``person`` column), distinct underlying persons: one person's recordings behind several TTS
   voices never meet in one mixture.
@@ -50,7 +61,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -59,9 +69,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import audio
+from .. import atomic, audio
 from ..errors import CocktailError, DatasetLayoutError
 from .datasets import NoiseFolder, SpeakerCorpus
+from .rooms import RoomBank, reverberate
 
 log = logging.getLogger("cocktailparty")
 
@@ -146,6 +157,8 @@ class MixturePlan:
     sir_db: list[float] = field(default_factory=list)
     snr_db: Optional[float] = None
     smr_db: Optional[float] = None
+    # The RoomBank file (room-NNNNN.npy) whose RIRs reverberate the talkers; None: dry.
+    room: Optional[Path] = None
 
 
 def load_speech(path: PathLike, sample_rate: int, speed: float = 1.0) -> np.ndarray:
@@ -165,10 +178,13 @@ def load_interference(path: PathLike, sample_rate: int) -> np.ndarray:
 
 def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, np.ndarray]:
     """Build the signals of a plan: ``{"mixture": (time,), "sources": (C, time)}`` float32,
-    plus ``"noise"`` and ``"music"`` (time,) when the plan has them as interference.
+    plus ``"noise"`` and ``"music"`` (time,) when the plan has them as interference, and
+    ``"reverberant"`` (talkers, time) when it has a room (``sources`` are then the talkers'
+    early images, and the mixture sums the reverberant ones).
 
     ``signals`` may hold already loaded, placed raw signals (``"sources"``, ``"noise"``,
-    ``"music"``) to avoid reading the files again; the result is identical either way.
+    ``"music"``) and the room's RIRs (``"rirs"``, (talkers, taps)) to avoid reading the files
+    again; the result is identical either way.
     """
     signals = signals or {}
     raws = signals.get("sources") or [_placed_source(s, plan) for s in plan.sources]
@@ -182,9 +198,20 @@ def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, 
             out[key] = _scaled(raw, part.gain_db)
     if plan.music is not None and plan.music_as_source:
         components.append(out.pop("music"))
-    # Summed in a fixed order in float32 so that mixture == s1 + s2 + ... + noise + music exactly.
-    mixture = components[0].copy()
-    for component in components[1:]:
+    heard = components  # what the mixture sums, before noise and music
+    if plan.room is not None:
+        talkers = len(plan.sources)
+        rirs = signals.get("rirs")
+        rirs = _room_rirs(plan.room, talkers) if rirs is None else rirs
+        reverberant, early = reverberate(np.stack(components[:talkers]), rirs, plan.sample_rate)
+        out["reverberant"] = reverberant
+        # Music as a source stays dry: it is not a talker in the room.
+        heard = list(reverberant) + components[talkers:]
+        components = list(early) + components[talkers:]
+    # Summed in a fixed order in float32 so that mixture == s1 + s2 + ... + noise + music exactly
+    # (with a room: the reverberant images in place of s1, s2, ...).
+    mixture = heard[0].copy()
+    for component in heard[1:]:
         mixture += component
     for key in ("noise", "music"):
         if key in out:
@@ -192,6 +219,19 @@ def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, 
     out["mixture"] = mixture
     out["sources"] = np.stack(components)
     return out
+
+
+def _room_rirs(path: Path, talkers: int) -> np.ndarray:
+    """The first ``talkers`` RIRs of a :class:`RoomBank` room file: ``(talkers, taps)``."""
+    try:
+        rirs = np.load(path)
+    except (OSError, ValueError) as err:
+        raise CocktailError(f"{path}: cannot read this room ({err}); the room bank has changed "
+                            f"since the plan was made") from None
+    if rirs.ndim != 2 or rirs.shape[0] < talkers:
+        raise CocktailError(f"{path}: holds RIRs of shape {rirs.shape}, not one per talker ({talkers}); "
+                            f"build a bank with --sources {talkers}")
+    return rirs[:talkers]
 
 
 def _scaled(raw: np.ndarray, gain_db: float) -> np.ndarray:
@@ -232,12 +272,17 @@ class DynamicMixer(Dataset):
         {"mixture": (time,) float32, "sources": (C, time) float32,
          "speaker_ids": (C,) int64, "id": str,
          "noise": (time,) float32,   # only with a noise folder
-         "music": (time,) float32}   # only with music as interference
+         "music": (time,) float32,   # only with music as interference
+         "reverberant": (C, time) float32}  # only when a room was applied
 
     which a DataLoader batches to ``mixture (batch, time)``, ``sources (batch, C, time)``.
     ``speaker_ids`` index :attr:`speakers` (the corpus's speakers, sorted). With
     ``music_as_source`` ``sources`` has ``C + 1`` rows, the last being the music.
-    ``mixture == sum(sources) + noise + music`` exactly. Level definitions: module docstring.
+    ``mixture == sum(sources) + noise + music`` exactly for a dry item. When a room was
+    applied, ``sources`` holds the talkers' early images and
+    ``mixture == sum(reverberant) + noise + music`` exactly instead (music as a source stays
+    dry: it is the last row of ``sources`` and is added to the mixture as it is). Level and
+    room definitions: module docstring.
 
     Args:
         corpus: a :class:`SpeakerCorpus` or a path that :meth:`SpeakerCorpus.open` reads, or a
@@ -265,6 +310,11 @@ class DynamicMixer(Dataset):
         music, smr: a folder of music and the speech-to-music range, dB.
         music_as_source: make the music a separation target instead of interference.
         speed: range of speed factors (e.g. ``(0.95, 1.05)``); ``None`` for none.
+        rooms: a :class:`~cocktailparty.data.rooms.RoomBank` or its folder (``cocktail corpus
+            rooms``; opened at ``split``): reverberate the talkers in one of its rooms, drawn
+            per item. Its sample rate must be the mixer's, and its rooms must hold at least
+            ``num_speakers`` sources (the first ``num_speakers`` are used).
+        reverb_probability: the chance that an item gets a room (the rest stay dry).
         max_peak: peak limit of every output signal.
         distinct_persons: also keep one underlying person out of a mixture twice.
         length: items per epoch; default one per utterance (each utterance is the first
@@ -299,6 +349,8 @@ class DynamicMixer(Dataset):
         length: Optional[int] = None,
         first_talker: str = "cycle",
         seed: int = 0,
+        rooms: Union[RoomBank, PathLike, None] = None,
+        reverb_probability: float = 1.0,
     ):
         parts = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
         parts = [c if isinstance(c, SpeakerCorpus) else SpeakerCorpus.open(c, split=split) for c in parts]
@@ -328,6 +380,8 @@ class DynamicMixer(Dataset):
         self.noise = _noise_folder(noise, split, "noise")
         self.music = _noise_folder(music, split, "music")
         self.music_as_source = bool(music_as_source)
+        self.rooms = rooms if rooms is None or isinstance(rooms, RoomBank) else RoomBank(rooms, split=split)
+        self.reverb_probability = float(reverb_probability)
         self.max_peak = float(max_peak)
         self.distinct_persons = bool(distinct_persons)
         self.first_talker = first_talker
@@ -365,6 +419,15 @@ class DynamicMixer(Dataset):
             raise CocktailError(f"first_talker must be 'cycle' or 'random', got '{self.first_talker}'")
         if self.length < 1:
             raise CocktailError(f"length must be at least 1, got {self.length}")
+        if not 0.0 <= self.reverb_probability <= 1.0:
+            raise CocktailError(f"reverb_probability must be in [0, 1], got {self.reverb_probability}")
+        if self.rooms is not None and self.rooms.sample_rate != self.sample_rate:
+            raise CocktailError(f"{self.rooms.folder}: rooms are at {self.rooms.sample_rate} Hz but the mixer runs "
+                                f"at {self.sample_rate} Hz; build a bank at that rate: cocktail corpus rooms "
+                                f"--out DIR --sample-rate {self.sample_rate}")
+        if self.rooms is not None and self.rooms.num_sources < self.num_speakers:
+            raise CocktailError(f"{self.rooms.folder}: rooms hold {self.rooms.num_sources} sources but mixtures have "
+                                f"{self.num_speakers} talkers; build a bank with --sources {self.num_speakers}")
         available = len(self.corpus.persons) if self.distinct_persons else len(self.corpus.speakers)
         if available < self.num_speakers:
             what = "distinct persons" if self.distinct_persons else "speakers"
@@ -397,7 +460,7 @@ class DynamicMixer(Dataset):
                                         dtype=torch.int64),
             "id": plan.id,
         }
-        for key in ("noise", "music"):
+        for key in ("noise", "music", "reverberant"):
             if key in rendered:
                 item[key] = torch.from_numpy(rendered[key])
         return item
@@ -463,6 +526,12 @@ class DynamicMixer(Dataset):
             setattr(plan, "snr_db" if key == "noise" else "smr_db", ratio)
             signals[key] = raw
 
+        # Drawn after everything else, so that without rooms every item is as it always was.
+        if self.rooms is not None and rng.random() < self.reverb_probability:
+            room = int(rng.integers(0, len(self.rooms)))
+            plan.room = self.rooms.path(room)
+            signals["rirs"] = self.rooms[room][0][:len(sources)]
+
         self._limit_peak(plan, signals)
         first, rest = sources[0], sources[1:]
         plan.id = f"e{epoch}_{index}_" + "_".join(s.utterance_id for s in [first] + rest)
@@ -508,8 +577,14 @@ class DynamicMixer(Dataset):
     def _limit_peak(self, plan: MixturePlan, signals: dict) -> None:
         parts = [(raw, s) for raw, s in zip(signals["sources"], plan.sources)]
         parts += [(signals[k], getattr(plan, k)) for k in ("noise", "music") if k in signals]
-        scaled = [raw.astype(np.float64) * 10.0 ** (p.gain_db / 20.0) for raw, p in parts]
-        peak = max(float(np.abs(np.sum(scaled, axis=0)).max()), max(float(np.abs(x).max()) for x in scaled))
+        if plan.room is None:
+            scaled = [raw.astype(np.float64) * 10.0 ** (p.gain_db / 20.0) for raw, p in parts]
+            peak = max(float(np.abs(np.sum(scaled, axis=0)).max()), max(float(np.abs(x).max()) for x in scaled))
+        else:
+            # The room changes the peaks, so measure what the item will hold. Every output is
+            # linear in the gains, so lowering them all by the same dB lowers every peak by it.
+            rendered = render_plan(plan, signals)
+            peak = max(float(np.abs(x).max()) for x in rendered.values())
         if peak > self.max_peak:
             change = 20.0 * np.log10(self.max_peak / peak)
             for _, part in parts:
@@ -688,7 +763,8 @@ def cli_mix(args) -> int:
     return 0
 
 
-def parse_range(text: Union[str, Sequence[float]], option: str = "range") -> Range:
+def parse_range(text: Union[str, Sequence[float]], option: str = "range", unit: str = "dB",
+                example: str = "0,5") -> Range:
     """``"0,5"`` -> ``(0.0, 5.0)``; a single number ``"3"`` means ``(3.0, 3.0)``."""
     if not isinstance(text, str):
         return _range(text, option)
@@ -700,7 +776,7 @@ def parse_range(text: Union[str, Sequence[float]], option: str = "range") -> Ran
     if len(values) == 1:
         values = values * 2
     if len(values) != 2:
-        raise CocktailError(f"{option}: expected LO,HI in dB (e.g. 0,5), got '{text}'")
+        raise CocktailError(f"{option}: expected LO,HI in {unit} (e.g. {example}), got '{text}'")
     return _range(values, option)
 
 
@@ -837,11 +913,11 @@ def _prepare_output(out: Path, force: bool) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = atomic.temporary_beside(path)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as f:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
+        atomic.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
