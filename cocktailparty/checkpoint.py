@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from . import atomic
 from .config import CONFIG_DIR, load_config
 from .errors import CocktailError
 from .models import ARCHITECTURES, build_model, config_class
@@ -29,7 +29,7 @@ log = logging.getLogger("cocktailparty")
 
 FORMAT = "cocktailparty/1"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "tdanet-synth16k"
+DEFAULT_MODEL = "tdanet-real16k"
 DEFAULT_ENROLLED_MODEL = "tunein-online-synth8k"  # extract / verify: needs a speaker space
 
 
@@ -51,11 +51,10 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     if dtype is not None:
         tensors = {name: t.to(dtype) if t.is_floating_point() else t for name, t in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
+    tmp = atomic.temporary_beside(path)
     try:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        atomic.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
