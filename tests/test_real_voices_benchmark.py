@@ -48,7 +48,7 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
     narrow = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=8000)), tmp_path / "narrow8k.safetensors")
     work = tmp_path / "work"
     status = bench.main(["--real-corpus", str(corpus), "--models", str(wide), str(narrow), "--default", "wide",
-                         "--mixtures", "3", "--work", str(work), "--device", "cpu"])
+                         "--mixtures", "3", "--trials", "0", "--work", str(work), "--device", "cpu"])
     out = capsys.readouterr().out
     assert status == 1  # the 16 kHz targets are far out of reach of a band splitter, and more
     table = [line.split() for line in out.splitlines() if line.startswith(("real-16k", "real-8k"))]
@@ -70,5 +70,14 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
     # A second run reuses the sets (same mixtures) and the finished per-mixture rows.
     before = (work / "real-16k" / "metadata.csv").read_bytes()
     assert bench.main(["--real-corpus", str(corpus), "--models", str(wide), "--default", "wide",
-                       "--mixtures", "3", "--work", str(work), "--device", "cpu"]) == 1
+                       "--mixtures", "3", "--trials", "0", "--work", str(work), "--device", "cpu"]) == 1
     assert (work / "real-16k" / "metadata.csv").read_bytes() == before
+
+
+def test_extraction_and_verification_rows(bench, tmp_path, one_thread):
+    corpus = _tone_corpus(tmp_path / "real")
+    result = bench.extraction_and_verification(corpus, "tunein-online-synth8k", 4, "cpu")
+    assert result["model"] == "tunein-online-synth8k" and result["rate"] == 8000 and result["trials"] == 4
+    # Two target trials: each picks one talker or the other, and the EER is a rate.
+    assert result["right_talker"] in (0.0, 0.5, 1.0) and 0.0 <= result["eer"] <= 1.0
+    assert np.isfinite(result["si_snri"])
