@@ -24,6 +24,7 @@ if [ -n "$noise" ] && [ ! -d "$noise" ]; then
   python3 -m cocktailparty.cli -q corpus noise --out "$noise" --sample-rate "$rate" || exit 1
 fi
 rooms=$(sed -n 's/^ *rooms: *\(data\/rooms[0-9]*k\).*/\1/p' "$CONFIG")
+for arg in "$@"; do case "$arg" in data.rooms=*) rooms="${arg#data.rooms=}";; esac; done
 if [ -n "$rooms" ] && [ ! -d "$rooms" ]; then
   python3 -m cocktailparty.cli -q corpus rooms --out "$rooms" --rooms 2000 --sample-rate "$rate" || exit 1
 fi
