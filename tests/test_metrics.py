@@ -347,3 +347,33 @@ def test_plot_roc_writes_png(tmp_path):
     two = metrics.plot_roc([good, bad], [labels, labels], tmp_path / "sub" / "two.png", label=["good", "bad"])
     for path in (one, two):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sdr_survives_a_changed_torch_thread_count():
+    # torch 2.13's oneMKL build: after set_num_threads changed the count once, batched float64
+    # solves on several threads fail (the full suite's one-thread fixtures did this to
+    # `cocktail evaluate` when test_verification ran before test_evaluate). Run in a fresh
+    # process so the trigger is certain, and check the SDR against mir_eval there.
+    import subprocess
+
+    code = """
+import numpy as np, torch, warnings
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+ref = rng.standard_normal((2, 16000))
+est = ref[::-1] * 0.5 + 0.3 * rng.standard_normal((2, 16000))
+torch.set_num_threads(1)
+torch.linalg.solve(torch.randn(2, 64, 64, dtype=torch.float64), torch.randn(2, 64, 1, dtype=torch.float64))
+torch.set_num_threads(2)
+from cocktailparty import metrics
+import mir_eval.separation
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    expected, _, _, perm = mir_eval.separation.bss_eval_sources(ref, est)
+sdr, order = metrics.sdr(est, ref)
+assert np.allclose(sdr, expected, atol=1e-6), (sdr, expected)
+assert torch.get_num_threads() == 2
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
