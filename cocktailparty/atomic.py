@@ -6,14 +6,20 @@ gives it the permissions a plain ``open(path, "w")`` would: 0666 less the umask 
 file, the old file's mode for a replaced one. (``mkstemp``, and libraries that write through
 their own temporary file such as safetensors, would leave every output 0600 whatever the
 umask.)
+
+:func:`ensure_writable_dir` and :func:`ensure_writable_file` check an output location before
+a command starts work that would be lost if its results could not be written there.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
+
+from .errors import CocktailError
 
 
 def temporary_beside(path: Path) -> str:
@@ -57,3 +63,62 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Output locations, checked before a command's long work starts
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Raise a one-line :class:`~cocktailparty.errors.CocktailError` unless ``path`` is a
+    folder, or can be made one, that this process can create files in.
+
+    ``what`` names the location for the message (a flag such as ``"--out"``). Nothing is
+    created: the nearest folder that exists is tried with a temporary file, removed at once.
+    """
+    path = Path(path)
+    _probe(_nearest_folder(path, path, what), path, what)
+
+
+def ensure_writable_file(path: str | os.PathLike, what: str) -> None:
+    """As :func:`ensure_writable_dir`, for a file ``path`` to be written (or replaced)."""
+    path = Path(path)
+    if path.is_dir():
+        raise _unwritable(path, what, "it is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise _unwritable(path, what, "no permission to write it")
+    _probe(_nearest_folder(path.parent, path, what), path, what)
+
+
+def _nearest_folder(folder: Path, path: Path, what: str) -> Path:
+    """``folder`` or its nearest existing parent; a file on the way is an error about ``path``."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+        if os.path.lexists(candidate):
+            reason = "it is a file, not a folder" if candidate == path else f"{candidate} is a file, not a folder"
+            raise _unwritable(path, what, reason)
+    return Path(".")
+
+
+def _probe(folder: Path, path: Path, what: str) -> None:
+    try:
+        handle, name = tempfile.mkstemp(prefix=".cocktail-write-test-", dir=folder)
+    except OSError as err:
+        if err.errno == errno.EROFS:
+            reason = f"{folder} is on a read-only file system"
+        elif err.errno == errno.ENOSPC:
+            reason = f"no space left on the disk of {folder}"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+            # ENOENT: a folder of a virtual file system such as /proc, which takes no new files.
+            reason = f"no permission to create files in {folder}"
+        else:
+            reason = f"{err.strerror} in {folder}"
+        raise _unwritable(path, what, reason) from None
+    os.close(handle)
+    os.unlink(name)
+
+
+def _unwritable(path: Path, what: str, reason: str) -> CocktailError:
+    return CocktailError(f"{what} {path}: cannot write output there ({reason}); choose another {what}")

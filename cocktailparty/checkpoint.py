@@ -2,7 +2,7 @@
 
 Loading one never executes code (no pickle). :func:`load_model` is how every command turns
 the user's ``--model M`` into a module: a bundled pretrained name, an architecture name, a
-config file (``configs/X.yaml`` or just ``X``), or a checkpoint path.
+config (a YAML file, or ``X`` for ``cocktailparty/configs/X.yaml``), or a checkpoint path.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ def load_model(spec: str | None = None, device: str | torch.device = "cpu") -> n
     """Resolve ``--model`` into an eval-mode module on ``device``.
 
     ``spec`` may be ``None`` (the bundled default), a bundled name, a checkpoint path, a
-    config file path or the name of one in ``configs/``, or an architecture name (its
-    default config). The last two give untrained weights, with a warning.
+    config file path or the name of one in ``cocktailparty/configs/``, or an architecture
+    name (its default config). The last two give untrained weights, with a warning.
     """
     if spec is None and DEFAULT_MODEL not in bundled_models():
         raise CocktailError(
@@ -167,7 +167,9 @@ def load_model(spec: str | None = None, device: str | torch.device = "cpu") -> n
     elif spec in ARCHITECTURES or _is_architecture(spec):
         model = build_model(spec)
     else:
-        choices = bundled_models() + sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) + sorted(ARCHITECTURES)
+        # A bundled model's recipe is a config of the same name: name each choice once.
+        configs = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        choices = dict.fromkeys(bundled_models() + configs + sorted(ARCHITECTURES))
         raise CocktailError(
             f"model {spec!r} is not a bundled model, config, architecture or checkpoint file; "
             f"choose from: {', '.join(choices) or 'none'}"

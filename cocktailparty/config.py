@@ -1,4 +1,5 @@
-"""YAML run configs: one file per paper setting in ``configs/``, overridable with ``key=value``.
+"""YAML run configs: one file per paper setting in ``cocktailparty/configs/`` (package data, so
+a config's name works in any install), overridable with ``key=value``.
 
 A config has a ``model:`` section (``architecture`` plus the fields of that architecture's
 config dataclass) and, for training, ``data:`` and ``training:`` sections.
@@ -16,7 +17,7 @@ import yaml
 
 from .errors import CocktailError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class _Loader(yaml.SafeLoader):

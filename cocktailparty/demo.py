@@ -14,6 +14,7 @@ import numpy as np
 from . import audio
 from .data.corpus import build_corpus
 from .data.mixing import write_mixture_set
+from .progress import progress_enabled
 
 SAMPLE_RATE = 16000
 # English voices of distinct recorded persons: MBROLA's US voices (us1 female, us2 and us3
@@ -41,13 +42,16 @@ def run_demo(out: str | Path, model: str | None = None, device: str | None = Non
 
     separator = Separator.from_pretrained(model, device=device)
     estimates = separator(mixture, rate)
+    if estimates.shape[0] == references.shape[0]:
+        improvement, order = si_snri(estimates.astype(np.float64), references, mixture)
+        result["si_snri"] = float(np.mean(improvement))
+        # The model's output order is arbitrary: estimate i is the one that best matches
+        # reference i (the pairing of best SI-SNR), in its file name and its row of the figure.
+        estimates = estimates[order]
     for i, estimate in enumerate(estimates):
         path = out / f"estimate_s{i + 1}.wav"
         audio.write(path, estimate, rate)
         result["estimates"].append(path)
-    if estimates.shape[0] == references.shape[0]:
-        improvement, _ = si_snri(estimates.astype(np.float64), references, mixture)
-        result["si_snri"] = float(np.mean(improvement))
     result["figure"] = plot_spectrograms(out / "spectrograms.png", rate, mixture, references, estimates)
     return result
 
@@ -81,7 +85,8 @@ def plot_spectrograms(path: Path, rate: int, mixture: np.ndarray, references: np
 
 
 def cli_demo(args) -> int:
-    result = run_demo(args.out, model=args.model, device=args.device, seed=args.seed, progress=not args.quiet)
+    result = run_demo(args.out, model=args.model, device=args.device, seed=args.seed,
+                      progress=progress_enabled(args.quiet))
     print(f"corpus:       {result['corpus']}")
     print(f"mixture:      {result['mixture']}")
     for path in result["estimates"]:

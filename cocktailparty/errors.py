@@ -16,3 +16,9 @@ class AudioError(CocktailError):
 
 class DatasetLayoutError(CocktailError):
     """A corpus folder that does not have the layout its loader expects."""
+
+
+def no_cuda(device) -> CocktailError:
+    """Every command's one wording for ``--device cuda...`` where torch finds no CUDA."""
+    return CocktailError(f"--device {device}: CUDA is not available (no GPU, or a torch build without CUDA); "
+                         f"use --device cpu")

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
+from .atomic import ensure_writable_file
+from .checkpoint import DEFAULT_MODEL, load_model
 from .data.datasets import open_mixture_dataset
 from .errors import CocktailError
 from .metrics import utterance_scores
+from .progress import Bar, progress_enabled
 from .separate import resolve_device
 
 log = logging.getLogger("cocktailparty")
@@ -50,8 +52,6 @@ def evaluate(
     mixture's score is the mean over its sources) and the half-width of its 95% confidence
     interval (Student t).
     """
-    from tqdm import tqdm
-
     out_csv = Path(out_csv)
     if _identity_path(out_csv) == out_csv:
         raise CocktailError(f"--out {out_csv}: give the per-utterance CSV a .csv name; the summary is "
@@ -79,7 +79,7 @@ def evaluate(
         writer = csv.writer(handle)
         if not done:
             writer.writerow(columns)
-        for index in tqdm(indices, desc="evaluating", unit="mix", disable=not progress):
+        for index in Bar(indices, enabled=progress, desc="evaluating", unit="mix"):
             item = dataset[index]
             with torch.inference_mode():
                 estimates = model(item["mixture"].to(device).unsqueeze(0))[0].float().cpu()
@@ -113,12 +113,15 @@ def _resume(out_csv: Path, identity: dict, columns: list[str]) -> set[str]:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(identity, indent=2) + "\n")
         return set()
-    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if {k: previous.get(k) for k in ("model", "data", "metrics")} != identity:
-        raise CocktailError(
-            f"{out_csv}: holds results of another run (model {previous.get('model')!r} on "
-            f"{previous.get('data')!r}); choose another --out or delete it"
-        )
+    if not meta_path.exists():
+        raise CocktailError(f"{out_csv}: exists, but without the {meta_path.name} that says which model and data "
+                            f"it scored; choose another --out or delete it")
+    previous = json.loads(meta_path.read_text())
+    differences = [f"{key} {_shown(previous.get(key))} there, {_shown(identity[key])} now"
+                   for key in ("model", "data", "metrics") if previous.get(key) != identity[key]]
+    if differences:
+        raise CocktailError(f"{out_csv}: holds results of another run ({'; '.join(differences)}); "
+                            f"choose another --out or delete it")
     with open(out_csv, newline="") as handle:
         text = handle.read()
     if not text.endswith("\n"):
@@ -129,6 +132,10 @@ def _resume(out_csv: Path, identity: dict, columns: list[str]) -> set[str]:
     if not lines or lines[0].split(",") != columns:
         raise CocktailError(f"{out_csv}: its columns do not match this evaluation; choose another --out")
     return {r["id"] for r in _read_rows(out_csv)}
+
+
+def _shown(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else repr(value)
 
 
 def _read_rows(out_csv: Path) -> list[dict]:
@@ -158,12 +165,21 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def default_out(model_spec: str | None) -> Path:
+    """``results-NAME.csv``: NAME is ``--model``'s name, or its file's name without the extension
+    (the bundled default's name without ``--model``), as ``cocktail evaluate --help`` says."""
+    model = Path(model_spec or DEFAULT_MODEL)
+    name = model.stem if model.suffix in (".safetensors", ".yaml", ".yml", ".onnx") else model.name
+    return Path(f"results-{name}.csv")
+
+
 def cli_evaluate(args) -> int:
-    name = Path(args.model).stem if args.model else "default"
-    out_csv = Path(args.out or f"results-{name}.csv")
+    out_csv = Path(args.out) if args.out else default_out(args.model)
+    # Checked here, not by cli.main: the default name comes from --model.
+    ensure_writable_file(out_csv, "--out")
     summary = evaluate(
         args.model, args.data, out_csv, device=args.device, pesq=args.pesq, stoi=args.stoi,
-        limit=args.limit, progress=not args.quiet, split=args.split,
+        limit=args.limit, progress=progress_enabled(args.quiet), split=args.split,
     )
     print(format_summary(summary))
     print(f"per-utterance results: {out_csv}")

@@ -39,6 +39,7 @@ from torch import nn
 from . import atomic
 from .errors import CocktailError
 from .onnxrun import FORMAT, OnnxRunner
+from .progress import Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -156,6 +157,7 @@ def export_onnx(
     example_seconds: float = 1.0,
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
+    progress: bool = False,
 ) -> Path:
     """Export ``model`` to ONNX with dynamic batch and length, check it, write it atomically.
 
@@ -167,6 +169,7 @@ def export_onnx(
         check: run the file with onnxruntime at the export length and at a length it has not
             seen, and fail if it differs from PyTorch by more than ``tolerance`` times the
             output's peak (see :func:`check_onnx`).
+        progress: show which stage runs (tracing, checking) on stderr.
 
     Returns:
         ``path``. The check's maximum differences are logged.
@@ -185,7 +188,9 @@ def export_onnx(
         dynamic_axes["enrollment"] = {0: "enrollment_batch", 2: "enrollment_time"}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temporary_beside(path)
+    stages = Stages("export", 2 if check else 1, progress)
     try:
+        stages.start("tracing the model")
         # Traced with autograd on: models take their plain (training-time) code paths then,
         # which compute the same function as their no-grad paths in eval mode but without
         # in-place writes into views and out= buffers (Tune-In's GALR blocks use those to
@@ -201,11 +206,14 @@ def export_onnx(
             )
         _finish(tmp, model)
         if check:
+            stages.start("checking it against PyTorch with onnxruntime")
             diffs = check_onnx(model, tmp, lengths=(length, _unseen_length(length)), tolerance=tolerance)
+            stages.close()
             log.info("%s: onnxruntime vs PyTorch, max abs difference %s",
                      path, ", ".join(f"{d:.2e} at {n} samples" for n, d in diffs.items()))
         atomic.replace(tmp, path)
     finally:
+        stages.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
@@ -318,7 +326,8 @@ def cli_export(args) -> int:
     if _is_offline(model):
         log.info("Tune-In Offline: the ONNX model takes a second input, 'enrollment' (batch, %d, time)",
                  model.config.num_sources)
-    path = export_onnx(model, args.onnx, opset=args.opset, example_seconds=args.seconds)
+    path = export_onnx(model, args.onnx, opset=args.opset, example_seconds=args.seconds,
+                       progress=progress_enabled(args.quiet))
     if not args.quiet:
         print(f"{args.model or 'default model'} -> {path} (opset {args.opset}, "
               f"{model.config.sample_rate} Hz, {model.config.num_sources} sources)")

@@ -60,7 +60,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import CocktailError
+from .errors import CocktailError, no_cuda
+from .progress import Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 aten = torch.ops.aten
@@ -510,14 +511,14 @@ def train_step_ms(model: nn.Module, seconds: float = 1.0, sample_rate: int | Non
 def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_rate: int | None = None,
                   device: str | torch.device | None = None, threads: int = 1, batch: int = 1,
                   memory: bool = True, timing: bool = True, backward: bool | None = None,
-                  depth: int = 1) -> dict[str, Any]:
+                  depth: int = 1, progress: bool = False) -> dict[str, Any]:
     """All cost figures of ``model`` (a module or a ``--model`` spec) as one JSON-ready dict.
 
     Keys: ``model, architecture, sample_rate, seconds, batch, device, threads, params, macs,
     gmacs_per_second_of_audio, gflops_per_second_of_audio, macs_by_module, peak_memory_mb``
     (+ ``rss_mb`` on CPU), ``forward_ms, rtf`` and, when ``backward`` (default: on CUDA),
     ``fwd_bwd_ms, train_peak_memory_mb``. ``memory``/``timing`` False leave those out as None.
-    A module is moved to ``device``.
+    A module is moved to ``device``. ``progress``: show which stage runs on stderr.
     """
     device = resolve_device(device)
     if isinstance(model, nn.Module):
@@ -526,37 +527,44 @@ def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_ra
         from .checkpoint import DEFAULT_MODEL
 
         name = model or DEFAULT_MODEL
-    module = resolve_model(model, sample_rate, device)
-    rate = model_sample_rate(module, sample_rate)
-    macs = mac_breakdown(module, seconds, rate, batch, depth=depth)
-    result: dict[str, Any] = {
-        "model": name,
-        "architecture": getattr(module, "architecture", type(module).__name__),
-        "sample_rate": rate,
-        "seconds": seconds,
-        "batch": batch,
-        "device": str(device),
-        "threads": threads if device.type == "cpu" else None,
-        "params": count_parameters(module),
-        "macs": macs.total,
-        "gmacs_per_second_of_audio": macs.total / seconds / batch / 1e9,
-        "gflops_per_second_of_audio": 2 * macs.total / seconds / batch / 1e9,
-        "macs_by_module": {k or "(model)": v for k, v in macs.by_module.items()},
-        "peak_memory_mb": None,
-        "rtf": None,
-        "forward_ms": None,
-        "torch": torch.__version__,
-    }
-    if memory:
-        details: dict[str, float] = {}
-        # The subprocess rebuilds the architecture from its config: weights do not change the cost.
-        result["peak_memory_mb"] = peak_memory_mb(module, seconds, rate, batch, device, threads, details)
-        if "rss_mb" in details:
-            result["rss_mb"] = details["rss_mb"]
-    if timing:
-        result.update(real_time_factor(module, seconds, rate, batch, threads))
-        if backward if backward is not None else device.type == "cuda":
-            result.update(train_step_ms(module, seconds, rate, batch))
+    backward = timing and (backward if backward is not None else device.type == "cuda")
+    with Stages("profile", 2 + memory + timing + backward, progress) as stages:
+        stages.start("loading the model")
+        module = resolve_model(model, sample_rate, device)
+        rate = model_sample_rate(module, sample_rate)
+        stages.start("counting MACs")
+        macs = mac_breakdown(module, seconds, rate, batch, depth=depth)
+        result: dict[str, Any] = {
+            "model": name,
+            "architecture": getattr(module, "architecture", type(module).__name__),
+            "sample_rate": rate,
+            "seconds": seconds,
+            "batch": batch,
+            "device": str(device),
+            "threads": threads if device.type == "cpu" else None,
+            "params": count_parameters(module),
+            "macs": macs.total,
+            "gmacs_per_second_of_audio": macs.total / seconds / batch / 1e9,
+            "gflops_per_second_of_audio": 2 * macs.total / seconds / batch / 1e9,
+            "macs_by_module": {k or "(model)": v for k, v in macs.by_module.items()},
+            "peak_memory_mb": None,
+            "rtf": None,
+            "forward_ms": None,
+            "torch": torch.__version__,
+        }
+        if memory:
+            stages.start("measuring peak memory")
+            details: dict[str, float] = {}
+            # The subprocess rebuilds the architecture from its config: weights do not change the cost.
+            result["peak_memory_mb"] = peak_memory_mb(module, seconds, rate, batch, device, threads, details)
+            if "rss_mb" in details:
+                result["rss_mb"] = details["rss_mb"]
+        if timing:
+            stages.start("timing the forward")
+            result.update(real_time_factor(module, seconds, rate, batch, threads))
+            if backward:
+                stages.start("timing forward and backward")
+                result.update(train_step_ms(module, seconds, rate, batch))
     return result
 
 
@@ -569,7 +577,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError:
         raise CocktailError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CocktailError("--device cuda: this torch build or machine has no CUDA; use --device cpu")
+        raise no_cuda(device)
     if device.type not in ("cpu", "cuda"):
         raise CocktailError(f"--device {device}: profiling supports cpu and cuda")
     return device
@@ -662,6 +670,7 @@ def cli_profile(args) -> int:
     if threads < 1:
         raise CocktailError(f"--threads must be at least 1, got {threads}")
     result = profile_model(args.model, seconds=args.seconds, sample_rate=args.sample_rate,
-                           device=args.device, threads=threads, batch=getattr(args, "batch", None) or 1)
+                           device=args.device, threads=threads, batch=getattr(args, "batch", None) or 1,
+                           progress=progress_enabled(getattr(args, "quiet", False)))
     print(json.dumps(result) if args.json else format_report(result))
     return 0

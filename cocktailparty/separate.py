@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Union
@@ -24,7 +25,8 @@ from torch import nn
 
 from . import audio
 from .checkpoint import load_model
-from .errors import AudioError, CocktailError
+from .errors import AudioError, CocktailError, no_cuda
+from .progress import Bar, Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -43,7 +45,7 @@ def resolve_device(name: str | None) -> torch.device:
     except RuntimeError:
         raise CocktailError(f"--device {name!r}: not a device name (try cpu or cuda)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CocktailError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        raise no_cuda(name)
     return device
 
 
@@ -142,9 +144,7 @@ class Separator:
         output = np.zeros((self.num_sources, length), np.float32)
         fade_in = np.linspace(0.0, 1.0, self.overlap + 2, dtype=np.float32)[1:-1]
         previous_tail: np.ndarray | None = None
-        from tqdm import tqdm
-
-        for start in tqdm(starts, desc="chunks", unit="chunk", disable=not progress, leave=False):
+        for start in Bar(starts, enabled=progress, desc="chunks", unit="chunk", leave=False):
             piece = mixture[start : start + self.chunk]
             estimate = self._run(piece)
             if previous_tail is not None:
@@ -260,37 +260,38 @@ def cli_separate(args) -> int:
     else:
         separator = Separator.from_pretrained(args.model, device=args.device)
     return process_files(names, separator, Path(args.out), [f"_s{i + 1}.wav" for i in range(separator.num_sources)],
-                         desc="separating", force=args.force, quiet=args.quiet)
+                         desc="separating", force=args.force, quiet=args.quiet,
+                         progress=progress_enabled(args.quiet))
 
 
 def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, endings: list[str], desc: str,
-                  force: bool, quiet: bool) -> int:
+                  force: bool, quiet: bool, progress: bool = False) -> int:
     """Run ``separator`` over the files of ``names`` (from :func:`output_names`), writing its
     output ``i`` for a file to ``out_dir / (name + endings[i])``.
 
     Existing outputs are skipped unless ``force``; a file that cannot be read or written is
-    reported in one line and the others still run. Returns the exit status: 1 when any file
-    failed.
+    reported in one line and the others still run. ``quiet`` leaves out the line per file on
+    stdout, ``progress`` shows bars over files and chunks. Returns the exit status: 1 when
+    any file failed.
     """
-    from tqdm import tqdm
-
     failed = 0
-    for path, name in tqdm(names.items(), desc=desc, unit="file", disable=quiet or len(names) == 1):
-        targets = [out_dir / name.with_name(name.name + ending) for ending in endings]
-        if not force and any(t.exists() for t in targets):
-            log.warning("%s: %s exists; skipping (use --force to overwrite)",
-                        path, ", ".join(str(t) for t in targets if t.exists()))
-            continue
-        try:
-            samples, rate = audio.read(path, min_seconds=0.01)
-            # All tracks of a file appear together or not at all (see audio.write_all).
-            audio.write_all(targets, separator(samples, rate, progress=not quiet)[: len(targets)], rate)
-        except AudioError as err:
-            log.error("%s", err)
-            failed += 1
-            continue
-        if not quiet:
-            print(f"{path} -> {', '.join(str(t) for t in targets)}")
+    with Bar(names.items(), enabled=progress, tick=1.0, desc=desc, unit="file") as files:
+        for path, name in files:
+            targets = [out_dir / name.with_name(name.name + ending) for ending in endings]
+            if not force and any(t.exists() for t in targets):
+                log.warning("%s: %s exists; skipping (use --force to overwrite)",
+                            path, ", ".join(str(t) for t in targets if t.exists()))
+                continue
+            try:
+                samples, rate = audio.read(path, min_seconds=0.01)
+                # All tracks of a file appear together or not at all (see audio.write_all).
+                audio.write_all(targets, separator(samples, rate, progress=progress)[: len(targets)], rate)
+            except AudioError as err:
+                log.error("%s", err)
+                failed += 1
+                continue
+            if not quiet:
+                files.write(f"{path} -> {', '.join(str(t) for t in targets)}", file=sys.stdout)  # above the bar
     if failed:
         log.error("%d of %d file(s) failed", failed, len(names))
     return 1 if failed else 0
@@ -401,12 +402,16 @@ class EnrolledTalker(nn.Module):
 
 def cli_extract(args) -> int:
     names = output_names(args.inputs)
-    model = _load_tunein(args, "extract")
-    enroll_path = Path(args.enroll)
-    enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
-    separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
+    progress = progress_enabled(args.quiet)
+    with Stages("extract", 2, progress) as stages:
+        stages.start("loading the model")
+        model = _load_tunein(args, "extract")
+        enroll_path = Path(args.enroll)
+        enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
+        stages.start("embedding the enrollment")
+        separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
     return process_files(names, separator, Path(args.out), [f"_{enroll_path.stem}.wav"],
-                         desc="extracting", force=args.force, quiet=args.quiet)
+                         desc="extracting", force=args.force, quiet=args.quiet, progress=progress)
 
 
 def cli_verify(args) -> int:
@@ -418,30 +423,35 @@ def cli_verify(args) -> int:
     files = audio.find_audio_files(args.inputs)
     if not files:
         raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
-    model = _load_tunein(args, "verify")
+    progress = progress_enabled(args.quiet)
+    with Stages("verify", 2, progress) as stages:
+        stages.start("loading the model")
+        model = _load_tunein(args, "verify")
+        scorer = SteeringScorer(model)
+        rate = scorer.sample_rate
+        stages.start("embedding the enrollment")
+        enrollment = scorer.embed_enrollment(_read_enrollment(args.enroll, rate), rate)
     threshold, source = args.threshold, "--threshold"
     if threshold is None:
         ckpt = checkpoint_file(args.model)  # _load_tunein filled in the default
         threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
-        source = f"calibrated ({ckpt.name})" if threshold is not None else None
+        source = f"calibrated in {ckpt.name}" if threshold is not None else None
         if threshold is None:
             log.warning("the model has no calibrated threshold (checkpoint metadata 'verify_threshold'); printing "
                         "scores without decisions: calibrate with 'python benchmarks/verification.py --calibrate "
                         "OUT.safetensors' or pass --threshold")
-    scorer = SteeringScorer(model)
-    rate = scorer.sample_rate
-    enrollment = scorer.embed_enrollment(_read_enrollment(args.enroll, rate), rate)
     results, failed = [], 0
-    for path in files:
-        try:
-            samples, file_rate = audio.read(path, min_seconds=0.01)
-        except AudioError as err:
-            log.error("%s", err)
-            failed += 1
-            continue
-        score = scorer.score(enrollment, samples, file_rate)
-        decision = None if threshold is None else bool(score >= threshold)
-        results.append({"file": str(path), "score": round(score, 6), "decision": decision})
+    with Bar(files, enabled=progress, tick=1.0, desc="verifying", unit="file") as bar:
+        for path in bar:
+            try:
+                samples, file_rate = audio.read(path, min_seconds=0.01)
+            except AudioError as err:
+                log.error("%s", err)
+                failed += 1
+                continue
+            score = scorer.score(enrollment, samples, file_rate)
+            decision = None if threshold is None else bool(score >= threshold)
+            results.append({"file": str(path), "score": round(score, 6), "decision": decision})
     if args.json:
         print(json.dumps({"enrollment": str(args.enroll), "threshold": threshold, "threshold_source": source,
                           "results": results}, indent=2))

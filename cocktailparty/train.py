@@ -106,10 +106,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import checkpoint
 from .config import apply_overrides, load_config
-from .errors import CocktailError
+from .errors import CocktailError, no_cuda
 from .losses import pit_si_snr_loss, pit_snr_loss
 from .metrics import si_snri
 from .models import build_model
+from .progress import Bar, progress_enabled
 from .signal_guard import HandlerGuard
 
 log = logging.getLogger("cocktailparty")
@@ -157,7 +158,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
                                   # narrow it, e.g. TDANet compiles only its shared block)
     "seed": 0,
     "deterministic": False,       # torch.use_deterministic_algorithms (bitwise GPU resumes)
-    "num_workers": 4,             # DataLoader worker processes per training process
+    "num_workers": None,          # DataLoader worker processes per training process; null: 4, or
+                                  # the CPU cores this process may use when fewer
     "checkpoint_every": 500,      # steps; a checkpoint is also written at every epoch end
     "time_budget_s": None,        # stop (checkpointed, resumable) once the training steps have
                                   # taken this many seconds in all, validation not counted
@@ -273,11 +275,23 @@ def resolve_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any
             hint = " (the paper leaves it open: set it for your hardware, e.g. --set training.batch_size=4)" \
                 if key == "batch_size" and value is None else ""
             raise CocktailError(f"{source}: training.{key} must be a positive integer, got {value!r}{hint}")
-    if t["num_workers"] is None or int(t["num_workers"]) < 0:
+    if t["num_workers"] is None:
+        t["num_workers"] = default_num_workers()
+    if int(t["num_workers"]) < 0:
         raise CocktailError(f"{source}: training.num_workers must be 0 or more")
     if not isinstance(t["objective"], dict):
         raise CocktailError(f"{source}: training.objective must be a mapping")
     return cfg
+
+
+def default_num_workers() -> int:
+    """training.num_workers when a config names none: 4, or fewer on a machine with fewer cores
+    (the DataLoader warns about more workers than the cores this process may run on)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores)
 
 
 def _check_keys(section: dict, known: dict, name: str, source: str) -> None:
@@ -332,7 +346,7 @@ def _resolve_device(spec: Optional[str], dist: Distributed) -> torch.device:
         device = torch.device("cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CocktailError(f"--device {spec}: this torch build or machine has no CUDA")
+            raise no_cuda(spec)
         torch.cuda.set_device(device)
     return device
 
@@ -905,7 +919,9 @@ class Trainer:
         run_dir: the run folder.
         resume: continue from the newest valid checkpoint of ``run_dir``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when present.
-        progress: show progress bars (on a terminal).
+        progress: show progress bars on stderr: steps of each epoch (loss, lr, samples/s every
+            ``log_every`` steps) and validation. ``cocktail train`` asks
+            :func:`~cocktailparty.progress.progress_enabled` (a terminal, no ``-q``).
         stop_at: a ``time.monotonic()`` time after which the next step ends this process's
             training as a signal would (saved mid-epoch, resumable): the end of a fixed-length
             slot. Unlike ``training.time_budget_s`` it is not part of the run.
@@ -1258,8 +1274,7 @@ class Trainer:
     def _bar(self, **kwargs):
         if not (self.progress and self.dist.main):
             return None
-        from tqdm import tqdm
-        return tqdm(unit="step", dynamic_ncols=True, leave=False, disable=None, **kwargs)
+        return Bar(enabled=True, unit="step", leave=False, **kwargs)
 
     def _autocast(self, cache: bool = True):
         if self.amp_dtype is None:
@@ -1332,7 +1347,8 @@ class Trainer:
                                  **{k: _fmt(v) for k, v in sorted(diagnostics.items())},
                                  "samples_per_s": f"{samples_per_s:.1f}"})
             if bar is not None:
-                bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix({"loss": f"{means.get('loss', float('nan')):.3f}", "lr": f"{lr:.2e}",
+                                 "samples/s": f"{samples_per_s:.1f}"})
         self.window, self.window_count = {}, 0
 
     def _end_epoch(self) -> bool:
@@ -1591,7 +1607,8 @@ def cli_train(args) -> int:
             _write_yaml(run_dir / "config.yaml", cfg)
     else:
         if not args.config:
-            raise CocktailError("give --config configs/X.yaml for a new run, or --resume RUN_DIR")
+            raise CocktailError("give --config NAME (a bundled config, e.g. tdanet-lrs2) or --config FILE.yaml "
+                                "for a new run, or --resume RUN_DIR")
         source = str(args.config)
         config_path = Path(args.config)
         if not config_path.is_file() and not config_path.suffix:
@@ -1605,7 +1622,7 @@ def cli_train(args) -> int:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{config_path.stem}-{stamp}"
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), device=getattr(args, "device", None),
-                      progress=not getattr(args, "quiet", False), source=source, stop_at=stop_at)
+                      progress=progress_enabled(getattr(args, "quiet", False)), source=source, stop_at=stop_at)
     if trainer.dist.main and not args.resume:
         log.info("training %s into %s (%d batches of %d per epoch, %s)", cfg["model"]["architecture"],
                  run_dir, trainer.n_batches, trainer.t["batch_size"], trainer.device)

@@ -226,7 +226,7 @@ def require_tunein(model: nn.Module, what: str, name: str | None = None) -> None
                             f"mode and has none: use an online or offline Tune-In checkpoint")
     raise CocktailError(f"{what} needs a Tune-In model (it reads the talker's steering vectors); {label} is "
                         f"a {arch}: pass --model with a Tune-In checkpoint (train one with "
-                        f"'cocktail train --config configs/tunein-offline-wsj0.yaml')")
+                        f"'cocktail train --config tunein-offline-wsj0')")
 
 
 def chunk_bounds(length: int, chunk: int, minimum: int) -> list[tuple[int, int]]:

@@ -218,14 +218,15 @@ def test_missing_input(tmp_path, model_path, capsys, caplog):
 
 @pytest.mark.parametrize("below", [True, False], ids=["below-a-file", "is-a-file"])
 def test_output_folder_that_cannot_be_made(tmp_path, model_path, capsys, caplog, below):
-    """-o names a folder that cannot exist (a file is in the way): works as root, unlike chmod."""
+    """-o names a folder that cannot exist (a file is in the way): works as root, unlike chmod.
+    (tests/test_cli_outputs.py checks every command that writes, before it starts work.)"""
     good = tmp_path / "a.wav"
     soundfile.write(good, speech_like()[0], RATE)
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
     out = blocker / "out" if below else blocker
-    check_failure(capsys, caplog, separate([good], out, model_path), 1, str(blocker),
-                  "cannot write output there (a file is in the way)")
+    check_failure(capsys, caplog, separate([good], out, model_path), 1, f"--out {out}: cannot write output there",
+                  f"({blocker} is a file, not a folder)" if below else "(it is a file, not a folder)")
     assert blocker.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "blocker", "model"]
 

@@ -212,6 +212,17 @@ def test_resume_keeps_finished_files_and_force_rebuilds(built, tmp_path, capsys)
     assert len(_manifest(c)[1]) == 18
 
 
+def test_cli_shows_probing_synthesis_and_bandwidth_on_a_terminal_only(tmp_path, run_cli):
+    args = _cli_args(tmp_path / "c")[1:]  # without -q
+    status, err = run_cli(args)
+    assert status == 0
+    # Finding and probing the voices came before the first bar (44 s for all voices, silent).
+    assert "corpus build 1/1: finding voices and texts" in err
+    assert "\rprobing voices:" in err and "0/3 [" in err  # the three MBROLA voices
+    assert "\rsynthesizing:" in err and "18/18" in err and "\rbandwidth:" in err
+    run_cli.assert_silent(args, "probing", "bandwidth")  # resumes: probe and measure again, synthesize nothing
+
+
 def test_text_cleaning():
     clean = corpus._clean_entry
     assert clean("Never put off till tomorrow what you can do the day after tomorrow.\n"

@@ -82,8 +82,17 @@ def test_resume_refuses_other_runs_results(tmp_path, model_path):
     data = write_test_set(tmp_path / "set", count=2)
     out = tmp_path / "r.csv"
     evaluate(model_path, data, out, device="cpu", progress=False)
-    with pytest.raises(CocktailError, match="holds results of another run"):
+    with pytest.raises(CocktailError, match="holds results of another run") as refused:
         evaluate(model_path, data, out, device="cpu", stoi=True, progress=False)
+    # It says what differs, and only that.
+    assert "(metrics si_snr, si_snri, sdr, sdri there, si_snr, si_snri, sdr, sdri, stoi now)" in str(refused.value)
+    other = write_test_set(tmp_path / "other", count=2)
+    with pytest.raises(CocktailError) as refused:
+        evaluate(model_path, other, out, device="cpu", progress=False)
+    assert f"(data '{data.resolve()}' there, '{other.resolve()}' now)" in str(refused.value)
+    (tmp_path / "r.json").unlink()
+    with pytest.raises(CocktailError, match="without the r.json that says which model and data it scored"):
+        evaluate(model_path, data, out, device="cpu", progress=False)
 
 
 def test_a_json_out_path_is_refused_before_any_work(tmp_path, model_path):
@@ -117,3 +126,28 @@ def test_cli_prints_summary(tmp_path, model_path, capsys):
     printed = capsys.readouterr().out
     assert "si_snri" in printed and "sdri" in printed and str(out) in printed
     assert main(["evaluate", "--model", model_path, "--data", str(tmp_path / "nowhere"), "--device", "cpu"]) == 1
+
+
+def test_cli_shows_a_bar_on_a_terminal_only(tmp_path, model_path, run_cli):
+    args = ["evaluate", "--model", model_path, "--data", write_test_set(tmp_path / "set", count=1),
+            "--device", "cpu", "--out", tmp_path / "res.csv"]
+    status, err = run_cli(args)
+    assert status == 0 and "\revaluating:" in err and "1/1" in err
+    run_cli.assert_silent(args, "evaluating")  # resumed: a bar over no mixtures would still show
+
+
+def test_default_out_is_named_as_help_says(tmp_path, model_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: results-NAME.csv in the current folder, NAME being --model's name or file stem)" in help_text
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "evaluate", "--model", model_path, "--data", str(write_test_set(tmp_path / "set", count=1)),
+                 "--device", "cpu"]) == 0
+    assert "per-utterance results: results-band.csv" in capsys.readouterr().out
+    # Without --model: the bundled default's name.
+    data = write_test_set(tmp_path / "set16k", count=1, rate=16000, seconds=0.5)
+    assert main(["-q", "evaluate", "--data", str(data), "--device", "cpu"]) == 0
+    assert "per-utterance results: results-tdanet-real16k.csv" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("results-*")) == [
+        "results-band.csv", "results-band.json", "results-tdanet-real16k.csv", "results-tdanet-real16k.json"]

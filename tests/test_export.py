@@ -89,6 +89,15 @@ def test_cli_export_then_separate_with_onnx_matches_torch(tmp_path, capsys):
         assert np.abs(a - b).max() <= 1e-4 + 2 ** -15
 
 
+def test_cli_export_shows_its_stages_on_a_terminal_only(tmp_path, run_cli):
+    model_path = checkpoint.save(tiny("dprnn"), tmp_path / "dprnn.safetensors")
+    args = ["export", "--model", model_path, "--onnx", tmp_path / "dprnn.onnx", "--seconds", "0.2"]
+    status, err = run_cli(args)
+    assert status == 0
+    assert "export 1/2: tracing the model" in err and "export 2/2: checking it against PyTorch" in err
+    run_cli.assert_silent(args, "export 1/2")
+
+
 def test_onnx_backend_does_not_call_torch(tmp_path, monkeypatch):
     path = export_onnx(tiny("convtasnet"), tmp_path / "c.onnx", example_seconds=0.2)
     separator = Separator.from_onnx(str(path), chunk_seconds=1.0, overlap_seconds=0.25)

@@ -271,6 +271,14 @@ def _samples(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder)): sf.read(str(p), dtype="float32")[0] for p in sorted(folder.rglob("*.wav"))}
 
 
+def test_cocktail_mix_shows_a_bar_on_a_terminal_only(corpus_dir, tmp_path, run_cli):
+    args = ["mix", "--corpus", corpus_dir, "--out", tmp_path / "set", "--split", "test", "-n", "3",
+            "--seconds", "1.0", "--force"]
+    status, err = run_cli(args)
+    assert status == 0 and "\rmixing:" in err
+    run_cli.assert_silent(args, "mixing:")
+
+
 def test_cocktail_mix_writes_the_wsj0_layout_and_regenerates(corpus_dir, noise_dir, tmp_path, capsys):
     out = tmp_path / "testset"
     status = cli.main(["-q", "mix", "--corpus", str(corpus_dir), "--out", str(out), "--split", "test",

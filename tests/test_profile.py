@@ -206,6 +206,16 @@ def test_cli_table_and_sample_rate_override(capsys):
     assert "16000 Hz" in out and "parameters" in out and "RTF" in out and "MiB" in out
 
 
+def test_cli_shows_its_stages_on_a_terminal_only(run_cli):
+    args = ["profile", "-m", "profile-test-tiny", "--device", "cpu", "--seconds", "0.25"]
+    status, err = run_cli(args)
+    assert status == 0
+    for stage in ("1/4: loading the model", "2/4: counting MACs", "3/4: measuring peak memory",
+                  "4/4: timing the forward"):
+        assert f"profile {stage}" in err
+    run_cli.assert_silent(args, "profile 1/4")
+
+
 def test_peak_memory_grows_with_input():
     model = ProfileTiny(ProfileTinyConfig(channels=256))
     short = profile.peak_memory_mb(model, seconds=1.0, sample_rate=16000)

@@ -299,6 +299,17 @@ def test_same_stem_side_by_side_keeps_both_outputs(tmp_path, force, as_folder, c
         assert soundfile.read(out / "a-mp3_s1.wav")[0].tolist() != soundfile.read(out / "a-ogg_s1.wav")[0].tolist()
 
 
+def test_separate_shows_a_bar_over_files_on_a_terminal_only(tmp_path, run_cli):
+    model = band_checkpoint(tmp_path)
+    (tmp_path / "in").mkdir()
+    write_tones(tmp_path / "in" / "a.wav", (300.0, 2500.0))
+    write_tones(tmp_path / "in" / "b.wav", (500.0, 1500.0))
+    args = ["separate", tmp_path / "in", "-o", tmp_path / "out", "--model", model, "--device", "cpu", "--force"]
+    status, err = run_cli(args)
+    assert status == 0 and "\rseparating:" in err and "2/2" in err
+    run_cli.assert_silent(args, "separating")
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_a_folder_run_keeps_the_relative_folders(tmp_path, force):
     model = band_checkpoint(tmp_path)

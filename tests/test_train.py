@@ -25,7 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from cocktailparty import checkpoint, cli
-from cocktailparty.config import apply_overrides, load_config
+from cocktailparty.config import CONFIG_DIR, apply_overrides, load_config
 from cocktailparty.errors import CocktailError
 from cocktailparty.train import (
     Distributed,
@@ -239,7 +239,9 @@ def test_config_defaults_aliases_and_errors():
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"precision": "fp8"}})
     # Every shipped config resolves (its training keys are ones the engine knows); some leave
     # the batch size to the user.
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    shipped = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(shipped) >= 10
+    for path in shipped:
         resolve_config(apply_overrides(load_config(path), ["training.batch_size=4"]), str(path))
 
 
@@ -345,6 +347,18 @@ def test_quiet_keeps_warnings_and_drops_info(reference_run, tmp_path):
     lines = result.stderr.splitlines()
     assert any(line.startswith("cocktail: warning:") and "checksum mismatch" in line for line in lines), lines
     assert not any(line.startswith("cocktail: info:") for line in lines), lines
+
+
+def test_a_terminal_shows_steps_with_loss_lr_and_throughput_and_a_pipe_does_not(config_path, tmp_path, run_cli):
+    args = ["train", "--config", config_path, "--device", "cpu", "--set", "training.epochs=1",
+            "--set", "training.max_steps_per_epoch=4"]
+    status, err = run_cli([*args, "--out", tmp_path / "tty"])
+    assert status == 0
+    # A bar over the epoch's steps, its loss, lr and samples/s updated every log_every (2) steps.
+    assert "\repoch 1/1:" in err and "4/4" in err and "\rvalidation:" in err
+    assert "loss=" in err and "lr=1.00e-03" in err and "samples/s=" in err
+    status, err = run_cli([*args, "--out", tmp_path / "pipe"], tty=False)
+    assert status == 0 and "\r" not in err and "epoch 1/1:" not in err
 
 
 def _start_and_wait_for_steps(config_path: Path, run_dir: Path, *overrides: str, quiet: bool = True,
@@ -673,3 +687,13 @@ def test_stop_after_must_be_positive(config_path, tmp_path):
                                        "--stop-after", "0"), env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "--stop-after 0.0: give a positive number of seconds" in result.stderr
+
+
+def test_num_workers_default_follows_the_cpu_count(monkeypatch):
+    """The DataLoader warns about more workers than cores (4 on CI's 2): the default is min(4, cores)."""
+    cfg = {"model": {"architecture": "tdanet"}}
+    for cores, expected in ((2, 2), (1, 1), (16, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert resolve_config(cfg)["training"]["num_workers"] == expected
+    assert resolve_config({**cfg, "training": {"num_workers": 3}})["training"]["num_workers"] == 3
+    assert resolve_config({**cfg, "training": {"num_workers": 0}})["training"]["num_workers"] == 0

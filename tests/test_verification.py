@@ -234,7 +234,7 @@ def test_verify_uses_the_calibrated_threshold(tmp_path, recordings, capsys):
             "--model", str(ckpt), "--device", "cpu"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "0.5000" in out and "known.safetensors" in out
+    assert out.splitlines()[0].endswith("threshold: 0.5000 (calibrated in known.safetensors)")
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(str(tmp_path))}
     assert rows[str(recordings["with"])][2] == "present" and rows[str(recordings["without"])][2] == "absent"
     assert float(rows[str(recordings["with"])][1]) > 0.6 > 0.5 > float(rows[str(recordings["without"])][1])
@@ -278,6 +278,19 @@ def test_verify_and_extract_refuse_wrong_models_and_short_enrollments(tmp_path, 
     ckpt = known(tmp_path / "known.safetensors")
     assert main(["verify", "--enroll", str(short), str(recordings["with"]), "-m", str(ckpt)]) == 1
     assert "enrollment is 0.20 s long" in capsys.readouterr().err
+
+
+def test_verify_and_extract_show_their_stages_and_files_on_a_terminal_only(tmp_path, recordings, run_cli):
+    model = checkpoint.save(tiny("online"), tmp_path / "online.safetensors")
+    common = ["--enroll", recordings["enroll"], recordings["with"], recordings["without"], "--model", model,
+              "--device", "cpu"]
+    for command, files in (["verify", "verifying"], ["extract", "extracting"]):
+        args = [command, *common] + (["-o", tmp_path / "out", "--force"] if command == "extract" else [])
+        status, err = run_cli(args)
+        assert status == 0
+        assert f"{command} 1/2: loading the model" in err and f"{command} 2/2: embedding the enrollment" in err
+        assert f"\r{files}:" in err and "2/2" in err
+        run_cli.assert_silent(args, files, "loading the model")
 
 
 # --- cocktail extract ---------------------------------------------------------------------

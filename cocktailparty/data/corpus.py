@@ -65,6 +65,7 @@ from scipy.signal import welch
 from .. import __version__
 from ..audio import resample, write
 from ..errors import CocktailError
+from ..progress import Bar, Stages, progress_enabled
 from . import tts
 from .datasets import MANIFEST_COLUMNS  # the reader owns the manifest's contract
 
@@ -218,8 +219,9 @@ def _probe(args: tuple[tts.Voice, str, tuple[str, ...]]) -> tuple[str, str | Non
 
 
 def choose_text_languages(voices: list[tts.Voice], pools: dict[str, tuple[str, ...]],
-                          pool_map=map) -> tuple[dict[str, str], dict[str, str]]:
-    """Decide which text language each voice reads.
+                          pool_map=map, progress: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Decide which text language each voice reads (MBROLA voices are probed: a bar on stderr
+    with ``progress``).
 
     Returns:
         ``(chosen, skipped)``: voice key -> text language, and voice key -> why it is left out.
@@ -240,18 +242,21 @@ def choose_text_languages(voices: list[tts.Voice], pools: dict[str, tuple[str, .
         pending[voice.key] = order
     by_key = {v.key: v for v in voices}
     # Probe round by round: most voices pass their first language, so few calls are made.
-    while pending:
-        jobs = [(by_key[k], order[0], pools[order[0]][:3]) for k, order in sorted(pending.items())]
-        for key, language, unknown in pool_map(_probe, jobs):
-            if language is not None:
-                chosen[key] = language
-                del pending[key]
-                continue
-            pending[key].pop(0)
-            if not pending[key]:
-                del pending[key]
-                skipped[key] = ("MBROLA lacks diphones for every available text language"
-                                if unknown >= 0 else "the engine failed on this voice")
+    with Bar(total=len(pending), enabled=progress, desc="probing voices", unit="voice", leave=False) as bar:
+        while pending:
+            jobs = [(by_key[k], order[0], pools[order[0]][:3]) for k, order in sorted(pending.items())]
+            for key, language, unknown in pool_map(_probe, jobs):
+                if language is not None:
+                    chosen[key] = language
+                    del pending[key]
+                    bar.update(1)
+                    continue
+                pending[key].pop(0)
+                if not pending[key]:
+                    del pending[key]
+                    skipped[key] = ("MBROLA lacks diphones for every available text language"
+                                    if unknown >= 0 else "the engine failed on this voice")
+                    bar.update(1)
     return chosen, skipped
 
 
@@ -436,11 +441,9 @@ def _bandwidth_of_file(path: str) -> float:
 
 def measure_bandwidths(paths: list[str], jobs: int = 0, progress: bool = True) -> list[float]:
     """:func:`bandwidth_hz` of each sound file, in parallel."""
-    from tqdm import tqdm
-
     with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        return list(tqdm(pool.map(_bandwidth_of_file, paths, chunksize=16), total=len(paths),
-                         desc="bandwidth", unit="utt", disable=not progress))
+        return list(Bar(pool.map(_bandwidth_of_file, paths, chunksize=16), enabled=progress, total=len(paths),
+                        desc="bandwidth", unit="utt"))
 
 
 def normalise(samples: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS) -> np.ndarray:
@@ -629,20 +632,22 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
         raise CocktailError(f"{out}: is not empty and holds no corpus (no corpus.json); "
                             f"choose an empty or new folder for --out")
 
-    inventory = tts.discover()
-    if not inventory:
-        raise CocktailError(f"no text-to-speech engine is installed (espeak-ng, flite, festival, pico, RHVoice); "
-                            f"run {INSTALL_HINT} as root")
-    selected = _select_voices(inventory, voices)
-    pools = sentence_pools()
-    if not pools:
-        raise CocktailError(f"no sentence source found under {FORTUNE_DIR}; install the fortunes packages "
-                            f"with {INSTALL_HINT} (as root)")
+    with Stages("corpus build", 1, progress) as stages:  # closed (its thread ended) before the pool forks
+        stages.start("finding voices and texts")
+        inventory = tts.discover()
+        if not inventory:
+            raise CocktailError(f"no text-to-speech engine is installed (espeak-ng, flite, festival, pico, "
+                                f"RHVoice); run {INSTALL_HINT} as root")
+        selected = _select_voices(inventory, voices)
+        pools = sentence_pools()
+        if not pools:
+            raise CocktailError(f"no sentence source found under {FORTUNE_DIR}; install the fortunes packages "
+                                f"with {INSTALL_HINT} (as root)")
 
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ctx.Pool(jobs, initializer=_init_worker, initargs=({v.key: v for v in selected},)) as pool:
         text_languages, skipped = choose_text_languages(
-            selected, pools, pool_map=lambda f, it: pool.imap(f, it, chunksize=1))
+            selected, pools, pool_map=lambda f, it: pool.imap(f, it, chunksize=1), progress=progress)
         plan = plan_speakers(selected, text_languages, speakers, seed, fractions)
         tasks = plan_utterances(plan, utterances, seed, pools)
         fingerprint = hashlib.sha256(json.dumps(
@@ -667,10 +672,7 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
         if durations:
             log.info("%s: resuming; %d of %d utterances already done", out, len(durations), len(tasks))
         failures = []
-        from tqdm import tqdm
-
-        with tqdm(total=len(todo), desc="synthesizing", unit="utt", file=sys.stderr,
-                  disable=not progress, dynamic_ncols=True) as bar:
+        with Bar(total=len(todo), enabled=progress, desc="synthesizing", unit="utt") as bar:
             for results in pool.imap_unordered(_synthesize_batch, _batches(todo, selected), chunksize=1):
                 bar.update(len(results))
                 for task, error in results:
@@ -769,7 +771,7 @@ def cli_build(args) -> int:
     meta = build_corpus(
         args.out, speakers=args.speakers, utterances=args.utterances, sample_rate=args.sample_rate,
         seed=args.seed, voices=args.voices or None, split=args.split, jobs=args.jobs, force=args.force,
-        progress=not getattr(args, "quiet", False),
+        progress=progress_enabled(getattr(args, "quiet", False)),
     )
     counts = meta["counts"]
     summary = ", ".join(f"{name} {c['speakers']} speakers / {c['persons']} persons / {c['hours']:.2f} h"

@@ -71,6 +71,7 @@ from torch.utils.data import Dataset
 
 from .. import atomic, audio
 from ..errors import CocktailError, DatasetLayoutError
+from ..progress import Bar, progress_enabled
 from .datasets import NoiseFolder, SpeakerCorpus
 from .rooms import RoomBank, reverberate
 
@@ -736,7 +737,7 @@ def cli_mix(args) -> int:
     if getattr(args, "from_metadata", None):
         regenerate_from_metadata(args.from_metadata, args.out, corpus=args.corpus, noise=args.noise,
                                  music=getattr(args, "music", None), force=args.force,
-                                 progress=not getattr(args, "quiet", False))
+                                 progress=progress_enabled(getattr(args, "quiet", False)))
         log.info("rebuilt the set of %s in %s", args.from_metadata, args.out)
         return 0
     speed = getattr(args, "speed", None)
@@ -758,7 +759,7 @@ def cli_mix(args) -> int:
         speed=parse_range(speed, "--speed") if speed else None,
         seed=args.seed,
         force=args.force,
-        progress=not getattr(args, "quiet", False),
+        progress=progress_enabled(getattr(args, "quiet", False)),
     )
     return 0
 
@@ -959,11 +960,7 @@ def _range(value, name: str) -> Range:
 
 
 def _progress(items, enabled: bool, what: str):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=what, unit="mix", leave=False)
+    return Bar(items, enabled=enabled, desc=what, unit="mix", leave=False)
 
 
 __all__ = [

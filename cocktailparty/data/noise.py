@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import audio
 from ..errors import CocktailError
+from ..progress import progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -167,5 +168,5 @@ def cli_noise(args) -> int:
     if (out / "noise.json").exists() and not args.force:
         raise CocktailError(f"{out}: already holds a noise folder; add --force to rebuild it")
     build_noise_folder(out, {k: v for k, v in counts.items() if v}, args.seconds, args.sample_rate, args.seed,
-                       progress=not getattr(args, "quiet", False))
+                       progress=progress_enabled(getattr(args, "quiet", False)))
     return 0

@@ -60,6 +60,7 @@ import soundfile
 from .. import __version__
 from ..audio import resample, write
 from ..errors import CocktailError
+from ..progress import progress_enabled
 from .corpus import (CORPUS_FORMAT, _parse_split, bandwidth_hz, measure_bandwidths, _split_persons, _write_json, _write_manifest, normalise, trim_silence)
 
 log = logging.getLogger("cocktailparty")
@@ -332,7 +333,7 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
 
 def cli_bandwidth(args) -> int:
     """``cocktail corpus bandwidth DIR``: see :func:`annotate_bandwidth`."""
-    lowest = annotate_bandwidth(args.corpus, jobs=args.jobs, progress=not getattr(args, "quiet", False))
+    lowest = annotate_bandwidth(args.corpus, jobs=args.jobs, progress=progress_enabled(getattr(args, "quiet", False)))
     narrow = sorted(v for v, w in lowest.items() if w < 0.8 * args.sample_rate / 2) if args.sample_rate else []
     log.info("%s: bandwidth_hz written for %d voices%s", args.corpus, len(lowest),
              f"; narrower than 0.8 x Nyquist at {args.sample_rate} Hz: {', '.join(narrow) or 'none'}"
@@ -346,7 +347,7 @@ def cli_real(args) -> int:
         args.out, sources=args.sources.split(",") if args.sources else tuple(SOURCES),
         sample_rate=args.sample_rate, seed=args.seed, split=args.split, max_minutes=args.max_minutes,
         packages=Path(args.packages) if args.packages else None, jobs=args.jobs,
-        progress=not getattr(args, "quiet", False),
+        progress=progress_enabled(getattr(args, "quiet", False)),
     )
     summary = ", ".join(f"{name} {c['speakers']} speakers / {c['hours']:.2f} h" for name, c in meta["counts"].items())
     log.info("%s: real-speech corpus ready in %.0f s: %s", args.out, meta["build_seconds"], summary)

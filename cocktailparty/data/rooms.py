@@ -63,6 +63,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ..errors import CocktailError
+from ..progress import progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -445,7 +446,7 @@ def cli_rooms(args) -> int:
     if args.sample_rate < 1000:
         raise CocktailError(f"--sample-rate: expected Hz (e.g. 16000), got {args.sample_rate}")
     RoomBank.build(args.out, args.rooms, args.sources, args.sample_rate, args.seed, rt60=rt60,
-                   jobs=args.jobs, progress=not getattr(args, "quiet", False))
+                   jobs=args.jobs, progress=progress_enabled(getattr(args, "quiet", False)))
     return 0
 
 

@@ -32,8 +32,9 @@ vector and the decoder's copy ``j`` reads stream ``j`` (see :meth:`TuneIn._speec
 Offline mode the source enrolled as ``j`` comes out as output ``j``, and in training the
 permutation can be read off the speaker embeddings (:mod:`cocktailparty.tunein_losses`).
 
-Sizes: see ``configs/tunein-*-wsj0.yaml`` for how ``B, B1, B2, K, Q`` were derived from
-the paper's Table 1 (2.3M / 2.4M / 3.2M parameters; 28.4 / 28.9 / 37.3 GFLOPs per second).
+Sizes: see ``cocktailparty/configs/tunein-*-wsj0.yaml`` for how ``B, B1, B2, K, Q`` were
+derived from the paper's Table 1 (2.3M / 2.4M / 3.2M parameters; 28.4 / 28.9 / 37.3 GFLOPs
+per second).
 """
 
 from __future__ import annotations
