@@ -106,12 +106,16 @@ def extraction_and_verification(corpus: Path, model_name: str, num_trials: int, 
     """
     import torch
 
+    with torch.no_grad():  # not set_grad_enabled: a caller's grad mode must survive
+        return _enrolled_scores(corpus, model_name, num_trials, device)
+
+
+def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str | None) -> dict:
     from cocktailparty.checkpoint import load_model
     from cocktailparty.metrics import eer, si_snr
     from cocktailparty.separate import EnrolledTalker, Separator
     from cocktailparty.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
 
-    torch.set_grad_enabled(False)
     model = load_model(model_name, device)
     rate = int(model.config.sample_rate)
     trials = make_trials(corpus, num_trials, seed=0, sir=(0.0, 5.0), sample_rate=rate, split="test")

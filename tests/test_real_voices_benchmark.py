@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from cocktailparty import checkpoint
 from tests.conftest import write_manifest
@@ -77,6 +78,7 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
 def test_extraction_and_verification_rows(bench, tmp_path, one_thread):
     corpus = _tone_corpus(tmp_path / "real")
     result = bench.extraction_and_verification(corpus, "tunein-online-synth8k", 4, "cpu")
+    assert torch.is_grad_enabled()  # the caller's grad mode is left as it was
     assert result["model"] == "tunein-online-synth8k" and result["rate"] == 8000 and result["trials"] == 4
     # Two target trials: each picks one talker or the other, and the EER is a rate.
     assert result["right_talker"] in (0.0, 0.5, 1.0) and 0.0 <= result["eer"] <= 1.0
