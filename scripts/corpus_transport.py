@@ -11,15 +11,19 @@ keeps a waveform SNR of about 24 dB (a perceptual codec: its error is spread whe
 misses it), well above what the separators reach. Opus only takes 8, 12, 16, 24 and 48 kHz.
 
     python scripts/corpus_transport.py pack data/corpus-synth16k gpu-data/corpus-opus
+    python scripts/corpus_transport.py pack data/corpus-synth16k gpu-data/corpus-synth16k \
+        --splits train,valid --per-speaker 16     # what tdanet-real16k's run carried
     python scripts/corpus_transport.py unpack gpu-data/corpus-opus /root/data/corpus-synth16k
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -36,14 +40,47 @@ def _convert(job: tuple[Path, Path, str]) -> None:
     audio.write(target, samples, rate, subtype=subtype)
 
 
-def transport(src: Path, dst: Path, packing: bool, jobs: int) -> tuple[int, int]:
-    """Mirror ``src`` into ``dst``, converting sound files; returns (converted, copied)."""
+def selected_rows(manifest: Path, splits: set[str] | None, per_speaker: int | None) -> tuple[list[str], list[dict]]:
+    """The manifest's columns and the rows kept: only ``splits`` (all if None), and at most
+    the first ``per_speaker`` utterances of each speaker (all if None)."""
+    with open(manifest, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows, columns = list(reader), list(reader.fieldnames or [])
+    kept, seen = [], Counter()
+    for row in rows:
+        if splits is not None and row["split"] not in splits:
+            continue
+        seen[row["speaker"]] += 1
+        if per_speaker is None or seen[row["speaker"]] <= per_speaker:
+            kept.append(row)
+    return columns, kept
+
+
+def transport(src: Path, dst: Path, packing: bool, jobs: int, splits: set[str] | None = None,
+              per_speaker: int | None = None) -> tuple[int, int]:
+    """Mirror ``src`` into ``dst``, converting sound files; returns (converted, copied).
+
+    Packing a corpus (a folder with ``manifest.csv``) can keep only some ``splits`` and the
+    first ``per_speaker`` utterances of each speaker, to fit what travels; the packed
+    manifest then lists exactly the utterances packed.
+    """
     if not src.is_dir():
         raise SystemExit(f"{src}: no such folder")
     from_ext, to_ext, subtype = (UNPACKED, PACKED, "OPUS") if packing else (PACKED, UNPACKED, "PCM_16")
+    wanted = None
+    if packing and (splits or per_speaker) and (src / "manifest.csv").is_file():
+        columns, rows = selected_rows(src / "manifest.csv", splits, per_speaker)
+        wanted = {(src / row["path"]).resolve() for row in rows}
+        dst.mkdir(parents=True, exist_ok=True)
+        with open(dst / "manifest.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
     conversions, copied = [], 0
     for path in sorted(src.rglob("*")):
-        if not path.is_file():
+        if not path.is_file() or (wanted is not None and path.name == "manifest.csv" and path.parent == src):
+            continue
+        if wanted is not None and path.suffix.lower() == from_ext and path.resolve() not in wanted:
             continue
         target = dst / path.relative_to(src)
         if path.suffix.lower() == from_ext:
@@ -65,8 +102,11 @@ def main() -> int:
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--splits", help="pack: only these corpus splits, e.g. train,valid")
+    parser.add_argument("--per-speaker", type=int, help="pack: at most the first N utterances of each speaker")
     args = parser.parse_args()
-    converted, copied = transport(args.src, args.dst, args.direction == "pack", args.jobs)
+    splits = set(args.splits.split(",")) if args.splits else None
+    converted, copied = transport(args.src, args.dst, args.direction == "pack", args.jobs, splits, args.per_speaker)
     size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file())
     print(f"{args.direction}: {converted} sound files converted, {copied} other files copied; "
           f"{args.dst} holds {size / 2**20:.1f} MiB")

@@ -282,3 +282,24 @@ def test_corpus_transport_round_trip_keeps_names_lengths_and_the_speech(tmp_path
     assert again_rate == rate and len(again) == len(voice)
     snr = 10 * np.log10(np.sum(voice**2) / np.sum((voice - again) ** 2))
     assert snr > 15
+
+
+def test_corpus_transport_packs_only_the_asked_splits_and_utterances(tmp_path):
+    """--splits / --per-speaker: the packed manifest lists exactly the packed files."""
+    src, packed = tmp_path / "src", tmp_path / "packed"
+    rate = 16000
+    rows = ["utterance_id,path,speaker,split"]
+    for split, speaker in (("train", "a"), ("train", "b"), ("test", "c")):
+        (src / split / speaker).mkdir(parents=True)
+        for u in range(3):
+            name = f"{speaker}-{u}"
+            soundfile.write(src / split / speaker / f"{name}.flac", np.full(800, 0.1 * (u + 1), np.float32), rate)
+            rows.append(f"{name},{split}/{speaker}/{name}.flac,{speaker},{split}")
+    (src / "manifest.csv").write_text("\n".join(rows) + "\n")
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "corpus_transport.py")]
+    result = subprocess.run([*script, "pack", str(src), str(packed), "--jobs", "1", "--splits", "train",
+                             "--per-speaker", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    listed = [line.split(",")[1] for line in (packed / "manifest.csv").read_text().splitlines()[1:]]
+    assert listed == ["train/a/a-0.flac", "train/a/a-1.flac", "train/b/b-0.flac", "train/b/b-1.flac"]
+    assert sorted(p.relative_to(packed).with_suffix(".flac").as_posix() for p in packed.rglob("*.opus")) == listed
