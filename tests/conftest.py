@@ -1,6 +1,8 @@
 import csv
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +54,12 @@ def write_manifest(root, rows: list[dict], corpus_info: dict | None = None) -> N
         writer.writeheader()
         writer.writerows(rows)
     (root / "corpus.json").write_text(json.dumps(corpus_info or {}), encoding="utf-8")
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (a script, not a package module) for its tests."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

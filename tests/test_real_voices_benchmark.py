@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +11,12 @@ import soundfile as sf
 import torch
 
 from cocktailparty import checkpoint
-from tests.conftest import write_manifest
+from tests.conftest import load_benchmark, write_manifest
 from tests.test_separate import BandSplit, BandSplitConfig
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_voices_benchmark", ROOT / "benchmarks" / "real_voices.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("real_voices")
 
 
 def _tone_corpus(root: Path) -> Path:
