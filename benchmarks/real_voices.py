@@ -142,7 +142,8 @@ def sources_of_mixtures(test_set: Path, corpus: Path) -> dict[str, set[str]]:
     if not metadata.is_file():
         return {}
     with open(corpus / "manifest.csv", encoding="utf-8") as handle:
-        source_of = {r["speaker"]: r.get("source") or "?" for r in csv.DictReader(handle)}
+        # TTS corpora built before the source column existed: their engine says as much.
+        source_of = {r["speaker"]: r.get("source") or r.get("engine") or "?" for r in csv.DictReader(handle)}
     with open(metadata, encoding="utf-8") as handle:
         return {r["mixture_id"]: {source_of.get(r[k], "?") for k in r if k.endswith("_speaker") and r[k]}
                 for r in csv.DictReader(handle)}
