@@ -336,8 +336,10 @@ class Distributed:
 
 
 def _resolve_device(spec: Optional[str], dist: Distributed) -> torch.device:
+    from .separate import resolve_device  # the one check of a device name (a bad one is one line)
+
     if spec:
-        device = torch.device(spec)
+        device = resolve_device(spec)
         if device.type == "cuda" and device.index is None:  # set_device (and graphs) need an index
             device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
     elif torch.cuda.is_available():

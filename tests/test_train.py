@@ -623,6 +623,14 @@ def test_cuda_device_always_gets_an_index(monkeypatch, spec, dist, index):
     assert device == torch.device("cuda", index) and chosen == [device]
 
 
+def test_a_bad_device_name_is_one_line(tmp_path, capsys):
+    # It used to escape as torch's RuntimeError, a traceback.
+    status = cli.main(["train", "--config", "dprnn-wsj0", "--out", str(tmp_path / "run"), "--device", "foo",
+                       "--set", "training.batch_size=2"])
+    err = capsys.readouterr().err
+    assert status != 0 and "--device 'foo': not a device name" in err and "Traceback" not in err
+
+
 # The trainer, with a library that takes SIGTERM over after the first step (C level: SIG_DFL)
 # and a Python module that does after the second (its handler quits): without the trainer's
 # guard, the SIGTERM that follows kills it and saves nothing.
