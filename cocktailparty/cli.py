@@ -152,18 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog=_examples("cocktail corpus real --out data/corpus-real16k --sample-rate 16000",
                                  "cocktail corpus real --out data/corpus-real8k --sample-rate 8000 "
                                  "--sources tuxpaint,klettres"))
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
-    _writes(p, "--out")
+    _package_arguments(p)
     p.add_argument("--sources", metavar="A,B", help="comma-separated sources (default: all: tuxpaint, klettres, "
                    "hedgewars, festvox-ru)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default: %(default)s)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="speech kept per speaker (default: %(default)s)")
     p.add_argument("--split", default="0.75,0.1,0.15", metavar="TR,CV,TT",
                    help="fractions of speakers per split (default: %(default)s)")
-    p.add_argument("--packages", metavar="DIR", help="where fetched packages are unpacked "
-                   "(default: ~/.cache/cocktailparty/packages)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-j", "--jobs", type=int, default=0, help="decoding processes (default: all cores)")
+
+    p = command("real-noise", "cocktailparty.data.real:cli_real_noise", parent=corpus_sub,
+                help="extract real noise and music from the same Debian data packages (FLAC)",
+                description="Fetch the data packages of corpus real and keep their non-speech "
+                            "sounds (tuxpaint stamp effects, hedgewars effects and music): mono "
+                            "FLAC of at most 10 s at -25 dBFS in train/valid/test folders, split "
+                            "by original recording, for data.noise in training.",
+                epilog=_examples("cocktail corpus real-noise --out data/real-noise16k",
+                                 "cocktail corpus real-noise --out data/real-noise8k --sample-rate 8000"))
+    _package_arguments(p)
 
     p = command("bandwidth", "cocktailparty.data.real:cli_bandwidth", parent=corpus_sub,
                 help="measure each utterance's bandwidth into a corpus manifest",
@@ -313,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _package_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of the commands that extract audio from Debian data packages."""
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    _writes(p, "--out")
+    p.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default: %(default)s)")
+    p.add_argument("--packages", metavar="DIR", help="where fetched packages are unpacked "
+                   "(default: ~/.cache/cocktailparty/packages)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-j", "--jobs", type=int, default=0, help="decoding processes (default: all cores)")
 
 
 def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-real16k") -> None:

@@ -29,7 +29,7 @@ ALL = list(subcommands(build_parser()))
 
 def test_all_subcommands_are_found():
     names = {" ".join(path) for path, _ in ALL}
-    assert {"separate", "extract", "verify", "corpus", "corpus build", "corpus real", "corpus bandwidth",
+    assert {"separate", "extract", "verify", "corpus", "corpus build", "corpus real", "corpus real-noise", "corpus bandwidth",
             "corpus noise", "corpus rooms", "mix", "train", "evaluate", "profile", "export", "demo"} <= names
 
 

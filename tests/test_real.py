@@ -204,3 +204,77 @@ def test_annotate_bandwidth_writes_the_manifest(tmp_path):
     assert set(lowest) == {"s0", "s1"} and all(w > 3800 for w in lowest.values())
     corpus = SpeakerCorpus.open(root)
     assert all(u.bandwidth_hz > 3800 for u in corpus.utterances)
+
+
+# --- real noise and music (`cocktail corpus real-noise`) ---------------------------------
+
+TUX = "usr/share/tuxpaint/stamps"
+HW = "usr/share/games/hedgewars/Data"
+
+
+@pytest.fixture()
+def fake_noise_packages(tmp_path):
+    """Tiny extracted tuxpaint-stamps-default and hedgewars-data trees: effects to keep, a
+    25 s 'music' file to cut, and speech (descriptions, words, voices) to leave out."""
+    cache = tmp_path / "packages"
+    files = {
+        "tuxpaint-stamps-default": {f"{TUX}/animals/cow.ogg": 1.0, f"{TUX}/animals/cow_desc.ogg": 1.0,
+                                    f"{TUX}/animals/cow_desc_fr.ogg": 1.0, f"{TUX}/food/apple_red.ogg": 1.0,
+                                    f"{TUX}/food/apple_pt.ogg": 1.0, f"{TUX}/food/apple_en_GB.ogg": 1.0,
+                                    f"{TUX}/symbols/math/7.ogg": 1.0, f"{TUX}/vehicles/horn.ogg": 1.0},
+        "hedgewars-data": {f"{HW}/Sounds/explosion.ogg": 1.0, f"{HW}/Sounds/gun.ogg": 1.0,
+                           f"{HW}/Sounds/Droplet1.ogg": 1.0, f"{HW}/Sounds/Yoohoo.ogg": 1.0,
+                           f"{HW}/Sounds/silent.ogg": 0.0, f"{HW}/Sounds/voices/Default/Boom.ogg": 1.0,
+                           f"{HW}/Music/theme.ogg": 25.0},
+    }
+    for package, tree in files.items():
+        for i, (name, seconds) in enumerate(tree.items()):
+            path = cache / package / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            samples = noise(seconds, 22050, i) if seconds else np.zeros(22050, dtype=np.float32)
+            sf.write(str(path), np.stack([samples, samples], axis=1), 22050)  # stereo: must come out mono
+        (cache / package / ".extracted").touch()
+        (cache / package / ".version").write_text("1.0-1\n")
+    return cache
+
+
+def test_real_noise_selection_leaves_out_speech(fake_noise_packages):
+    tux = {c.path.name for c in real._tuxpaint_noise(fake_noise_packages / "tuxpaint-stamps-default")}
+    assert tux == {"cow.ogg", "apple_red.ogg", "horn.ogg"}
+    hw = {c.path.name: c for c in real._hedgewars_noise(fake_noise_packages / "hedgewars-data")}
+    assert set(hw) == {"explosion.ogg", "gun.ogg", "Droplet1.ogg", "silent.ogg", "theme.ogg"}
+    assert hw["theme.ogg"].kind == "music" and hw["Droplet1.ogg"].licence == "CC-BY-SA-3.0"
+
+
+def test_build_real_noise_layout_segments_and_splits(fake_noise_packages, tmp_path):
+    from cocktailparty.data.datasets import NoiseFolder
+
+    build = lambda out, seed: real.build_real_noise(out, sample_rate=8000, seed=seed, split="0.4,0.3,0.3",
+                                                    packages=fake_noise_packages, jobs=1, progress=False)
+    record = build(tmp_path / "a", 0)
+    files = record["files"]
+    assert record["format"] == "cocktailparty-noise/1" and record["sample_rate"] == 8000
+    originals = {f["original"].rsplit("/", 1)[-1] for f in files.values()}
+    assert originals == {"cow.ogg", "apple_red.ogg", "horn.ogg", "explosion.ogg", "gun.ogg", "Droplet1.ogg",
+                         "theme.ogg"}  # silent.ogg dropped
+    music = sorted(p for p, f in files.items() if f["kind"] == "music")
+    assert len(music) == 3 and len({p.split("/")[0] for p in music}) == 1  # 25 s: 3 segments, one split
+    assert music[0].endswith("/hedgewars-theme-00.flac")
+    for path, entry in files.items():
+        data, rate = sf.read(str(tmp_path / "a" / path))
+        assert rate == 8000 and data.ndim == 1 and len(data) <= 10.0 * 8000
+        assert entry["licence"] == {"tuxpaint-stamps-default": "GPL-2"}.get(entry["package"], entry["licence"])
+        assert abs(10 * np.log10(np.mean(data ** 2)) - (-25.0)) < 1.0
+    assert {p.split("/")[0] for p in files} == {"train", "valid", "test"}
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*.flac")) == sorted(p.split("/")[1] for p in files)
+    assert build(tmp_path / "b", 0)["files"].keys() == files.keys()  # deterministic in the seed
+    assert len(NoiseFolder(tmp_path / "a", split="train")) == sum(p.startswith("train/") for p in files)
+
+
+def test_cli_real_noise_writes_the_folder(fake_noise_packages, tmp_path):
+    from cocktailparty.cli import main
+
+    out = tmp_path / "noise"
+    assert main(["corpus", "real-noise", "--out", str(out), "--packages", str(fake_noise_packages),
+                 "--sample-rate", "8000", "-j", "1"]) == 0
+    assert (out / "noise.json").is_file() and any(out.glob("train/*.flac"))

@@ -37,6 +37,7 @@ log = logging.getLogger("cocktailparty")
 KINDS = ("colored", "shaped", "hum", "modulated", "clicks", "tones")
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 RMS_DBFS = -25.0
+NOISE_FORMAT = "cocktailparty-noise/1"  # noise.json; `cocktail corpus real-noise` writes it too
 
 
 def _spectral_noise(rng: np.random.Generator, n: int, gain: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ def build_noise_folder(out: Path, files: dict[str, int], seconds: float, sample_
     """Write ``out/<split>/noise-NNNN.flac`` for each ``split: count`` in ``files`` plus
     ``out/noise.json`` (what each file holds); returns that record. Deterministic in ``seed``."""
     out = Path(out)
-    record = {"format": "cocktailparty-noise/1", "sample_rate": sample_rate, "seconds": seconds,
+    record = {"format": NOISE_FORMAT, "sample_rate": sample_rate, "seconds": seconds,
               "seed": seed, "files": {}}
     for split, count in files.items():
         rng = np.random.default_rng([seed, SPLITS[split]])
