@@ -47,6 +47,7 @@ music) as a noise folder for ``data.noise``, laid out like ``cocktail corpus noi
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import random
@@ -65,7 +66,8 @@ from .. import __version__
 from ..audio import resample, write
 from ..errors import CocktailError
 from ..progress import progress_enabled
-from .corpus import (CORPUS_FORMAT, _parse_split, bandwidth_hz, measure_bandwidths, _split_persons, _write_json, _write_manifest, normalise, trim_silence)
+from .corpus import (CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest, bandwidth_hz,
+                     measure_bandwidths, normalise, trim_silence)
 
 log = logging.getLogger("cocktailparty")
 
@@ -143,8 +145,6 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
 def annotate_bandwidth(corpus_dir, jobs: int = 0, progress: bool = True) -> dict[str, float]:
     """Measure every utterance of a corpus folder and write its ``bandwidth_hz`` into
     ``manifest.csv`` (``data.min_bandwidth`` filters on it); returns the lowest per voice."""
-    import csv
-
     manifest = Path(corpus_dir) / "manifest.csv"
     if not manifest.is_file():
         raise CocktailError(f"{corpus_dir}: has no manifest.csv; point at a corpus folder")
@@ -181,6 +181,14 @@ def fetch_packages(packages: Sequence[str], cache: Path) -> dict[str, Path]:
             raise CocktailError(f"fetching {', '.join(missing)} failed: "
                                 f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
     return {p: cache / p for p in packages}
+
+
+def _new_folder(out) -> Path:
+    """``out`` as a Path, refused unless it is new or an empty folder (builds do not resume)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CocktailError(f"{out}: exists and is not an empty folder; choose a new --out")
+    return out
 
 
 def _package_version(root: Path) -> str:
@@ -253,9 +261,7 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
     if unknown:
         raise CocktailError(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
     fractions = _parse_split(split)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CocktailError(f"{out}: exists and is not an empty folder; choose a new --out")
+    out = _new_folder(out)
     start = time.monotonic()
     chosen = [SOURCES[s] for s in sources]
     roots = fetch_packages([s.package for s in chosen], Path(packages or DEFAULT_PACKAGE_CACHE))
@@ -458,9 +464,7 @@ def build_real_noise(out, sample_rate: int = 16000, seed: int = 0, split="0.8,0.
     fractions = _parse_split(split)
     if max_seconds <= 0:
         raise CocktailError(f"max_seconds must be positive, got {max_seconds}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CocktailError(f"{out}: exists and is not an empty folder; choose a new --out")
+    out = _new_folder(out)
     roots = fetch_packages(list(NOISE_SOURCES), Path(packages or DEFAULT_PACKAGE_CACHE))
     clips = [c for package, find in NOISE_SOURCES.items() for c in find(roots[package])]
     if not clips:
