@@ -278,3 +278,127 @@ def test_cli_real_noise_writes_the_folder(fake_noise_packages, tmp_path):
     assert main(["corpus", "real-noise", "--out", str(out), "--packages", str(fake_noise_packages),
                  "--sample-rate", "8000", "-j", "1"]) == 0
     assert (out / "noise.json").is_file() and any(out.glob("train/*.flac"))
+
+
+# --- the later sources: nexuiz, megaglest, gcin; split stability -------------------------
+
+
+def _ogg(path: Path, seconds: float = 0.5, seed: int = 0, rate: int = 22050) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), noise(seconds, rate, seed), rate, format="WAV" if path.suffix == ".wav" else "OGG")
+
+
+def test_nexuiz_reads_player_voices_from_the_pk3(tmp_path):
+    import io
+    import zipfile
+
+    root = tmp_path / "nexuiz-data"
+    inside = ["sound/player/fricka/coms/taunt1.ogg", "sound/player/fricka/player/pain25.ogg",
+              "sound/player/torus/attack.ogg", "sound/announcer/male/impressive.ogg",
+              "sound/announcer/robotic/1.ogg", "sound/tutorial/1-welcome.ogg", "sound/weapons/nexfire.ogg"]
+    pk3 = root / real.NEXUIZ_PK3
+    pk3.parent.mkdir(parents=True)
+    with zipfile.ZipFile(pk3, "w") as archive:
+        for i, name in enumerate(inside):
+            buffer = io.BytesIO()
+            sf.write(buffer, noise(0.5, 22050, i), 22050, format="OGG")
+            archive.writestr(name, buffer.getvalue())
+    clips = real._nexuiz(root)
+    by_name = {c.path.relative_to(root / ".pk3").as_posix(): c.speaker for c in clips}
+    # The announcer is the torus voice (nexuiz-credits.txt); the robot, tutorial and effects are left out.
+    assert by_name == {"sound/player/fricka/coms/taunt1.ogg": "nexuiz-fricka",
+                       "sound/player/fricka/player/pain25.ogg": "nexuiz-fricka",
+                       "sound/player/torus/attack.ogg": "nexuiz-torus",
+                       "sound/announcer/male/impressive.ogg": "nexuiz-torus"}
+    assert all(sf.info(str(c.path)).samplerate == 22050 and c.language == "en" for c in clips)
+    assert [c.path for c in real._nexuiz(root)] == [c.path for c in clips]  # extracted once, found again
+
+
+def test_megaglest_keeps_human_voice_lines_and_merges_copies(tmp_path):
+    root = tmp_path / "megaglest-data"
+    base = root / "usr/share/games/megaglest/techs/megapack"
+    files = ["commondata/sounds/archer_ack1.wav", "commondata/sounds/archer_select2.wav",
+             "commondata/sounds/archer_attack1.wav",  # an effect, not a line
+             "commondata/sounds/cow_ack1.wav", "commondata/sounds/golem_select1.wav",  # animal, monster
+             "commondata/sounds/horseman_ack1.wav",
+             "factions/indian/units/horseman/sounds/horseman_ack3.wav",  # a copy of the common horseman
+             "factions/norsemen/units/swordman/sounds/swordman_ack1.wav",
+             "factions/norsemen/units/swordman_berserk/sounds/swordman_ack1.wav",  # processed copy
+             "factions/norsemen/units/spearman/sounds/swordman_select1.wav",  # named after the swordman
+             "factions/magic/units/dragon/sounds/dragon_ack1.wav",
+             "factions/persian/units/princess/sounds/princess_select1.wav",
+             "factions/persian/units/princess/sounds/knife1.wav"]
+    for i, name in enumerate(files):
+        _ogg(base / name, seed=i)
+    speakers = {c.path.relative_to(base).as_posix(): c.speaker for c in real._megaglest(root)}
+    assert speakers == {
+        "commondata/sounds/archer_ack1.wav": "megaglest-common-archer",
+        "commondata/sounds/archer_select2.wav": "megaglest-common-archer",
+        "commondata/sounds/horseman_ack1.wav": "megaglest-horseman",
+        "factions/indian/units/horseman/sounds/horseman_ack3.wav": "megaglest-horseman",
+        "factions/norsemen/units/swordman/sounds/swordman_ack1.wav": "megaglest-norsemen-swordman",
+        "factions/norsemen/units/spearman/sounds/swordman_select1.wav": "megaglest-norsemen-swordman",
+        "factions/persian/units/princess/sounds/princess_select1.wav": "megaglest-persian-princess"}
+
+
+def test_gcin_tells_the_two_readers_apart_by_file_name(tmp_path):
+    root = tmp_path / "gcin-voice"
+    base = root / "usr/share/gcin-voice/ogg"
+    for i, syllable in enumerate(["ㄇㄚ", "ㄊㄢ3"]):
+        _ogg(base / syllable / "3.ogg", seed=2 * i)
+        _ogg(base / syllable / "5.ogg", seed=2 * i + 1)
+    clips = real._gcin(root)
+    assert sorted((c.path.parent.name, c.path.name, c.speaker) for c in clips) == [
+        ("ㄇㄚ", "3.ogg", "gcin-liu"), ("ㄇㄚ", "5.ogg", "gcin-lo"),
+        ("ㄊㄢ3", "3.ogg", "gcin-liu"), ("ㄊㄢ3", "5.ogg", "gcin-lo")]
+    assert {c.language for c in clips} == {"zh"}
+
+
+def test_real_sources_table_is_complete_and_spares_the_reserved_packages():
+    assert {"nexuiz", "megaglest", "gcin"} <= set(real.SOURCES)
+    assert [n for n, s in real.SOURCES.items() if s.split_group == "v1"] == \
+        ["tuxpaint", "klettres", "hedgewars", "festvox-ru"]
+    real.check_not_reserved([s.package for s in real.SOURCES.values()])
+
+
+@pytest.fixture()
+def two_fake_sources(tmp_path, monkeypatch):
+    """An 'old' source (split group v1, 9 speakers) and a 'new' one (its own group, 10)."""
+    cache = tmp_path / "packages"
+    _fake_package(cache, "old-speech-data", {f"o{i}": None for i in range(9)}, clips=6)
+    _fake_package(cache, "new-speech-data", {f"n{i}": None for i in range(10)}, clips=2)
+
+    def finder(prefix):
+        return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
+
+    monkeypatch.setattr(real, "SOURCES", {
+        "old": real.Source("old", "old-speech-data", "CC0", finder("old"), split_group="v1"),
+        "new": real.Source("new", "new-speech-data", "CC0", finder("new"), min_seconds=1.5)})
+    return cache
+
+
+def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_path):
+    def build(out, sources, **kw):
+        real.build_real_corpus(out, sources=sources, sample_rate=RATE, utterance_seconds=2.0, min_seconds=3.0,
+                               packages=two_fake_sources, jobs=1, progress=False, **kw)
+        with open(out / "manifest.csv", encoding="utf-8") as handle:
+            return {r["utterance_id"]: r for r in csv.DictReader(handle)}
+
+    before = build(tmp_path / "v1", ["old"])
+    after = build(tmp_path / "v2", ["old", "new"])
+    old = {u: r["split"] for u, r in after.items() if r["source"] == "old"}
+    assert old == {u: r["split"] for u, r in before.items()}  # same speakers, utterances and splits
+    for u, r in before.items():
+        assert np.array_equal(sf.read(str(tmp_path / "v1" / r["path"]))[0],
+                              sf.read(str(tmp_path / "v2" / after[u]["path"]))[0])
+    # The new source's 2 s speakers pass its own floor (1.5 s, under min_seconds) and are split
+    # among themselves, into every split, disjoint by speaker.
+    new = {}
+    for r in after.values():
+        if r["source"] == "new":
+            new.setdefault(r["speaker"], set()).add(r["split"])
+    assert len(new) == 10 and all(len(s) == 1 for s in new.values())
+    assert {next(iter(s)) for s in new.values()} == {"train", "valid", "test"}
+    # Split on their own, the new speakers get the splits a corpus of the new source alone gets.
+    alone = build(tmp_path / "new-only", ["new"])
+    assert {r["speaker"]: r["split"] for r in alone.values()} == {s: next(iter(v)) for s, v in new.items()}

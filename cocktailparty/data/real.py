@@ -19,6 +19,9 @@ tuxpaint    tuxpaint-stamps-default   language of ``*_desc_<lang>.ogg``      GPL
 klettres    klettres-data             language folder (letters, syllables)   GPL-2+
 hedgewars   hedgewars-data            voice pack folder                      GFDL-1.3
 festvox-ru  festvox-ru                the one studio speaker (msu_ru_nsh)    BSD-like
+nexuiz      nexuiz-data               player-model voice (in data.pk3)       GPL-2+
+megaglest   megaglest-data            unit voice (:data:`MEGAGLEST_VOICES`)  CC-BY-SA-3.0
+gcin        gcin-voice                reader, by file name (3.ogg, 5.ogg)    GPL-3/CC-BY-3
 =========== ========================= ====================================== ============
 
 The packages label recordings by language or pack, not by person: one label may hold more
@@ -37,8 +40,11 @@ seeded order, are joined into utterances of about ``utterance_seconds`` with pau
 0.15-0.4 s between them (each clip first brought to the same RMS level), and each utterance
 is normalised like the TTS corpus (RMS -25 dBFS, peaks under -0.3 dBFS). A speaker keeps at
 most ``max_minutes`` of speech (festvox-ru alone has 100 minutes of one man); speakers with
-under ``min_seconds`` are dropped. Splits are disjoint by speaker, sources interleaved so
-each split gets several.
+under ``min_seconds`` (a source may set a lower floor: megaglest's unit voices hold 6-40 s
+each) are dropped. Splits are disjoint by speaker, sources interleaved so each split gets
+several. Speakers are split in groups (``Source.split_group``): the first four sources are
+one group, each later source a group of its own, split by the same seeded rule, so adding a
+source leaves every earlier speaker in its split (and its utterances unchanged).
 
 ``cocktail corpus real-noise --out DIR`` (:func:`build_real_noise`) takes the non-speech
 sounds of two of these packages instead (tuxpaint stamp effects; hedgewars effects and
@@ -97,6 +103,14 @@ class Source:
     package: str
     licence: str
     find: Callable[[Path], list[Clip]]  # extracted package root -> clips
+    # Speakers are split among themselves, group by group (see build_real_corpus): the four
+    # first sources form one group, "v1", so their 44 speakers keep the splits of the first
+    # corpus; a later source is a group of its own (None: its name), so adding it moves no
+    # one else.
+    split_group: Optional[str] = None
+    # Lower floor of usable speech per speaker for this source's (short) voices, in seconds;
+    # None: build_real_corpus's min_seconds.
+    min_seconds: Optional[float] = None
 
 
 def _tuxpaint(root: Path) -> list[Clip]:
@@ -134,11 +148,128 @@ def _festvox_ru(root: Path) -> list[Clip]:
     return [Clip(p, "festvox-ru-nsh", "ru") for p in sorted(root.rglob("msu_ru_nsh_clunits/wav/*.wav"))]
 
 
+# nexuiz-data: everything is in one zip, data.pk3. Player voices are
+# sound/player/<model>/{coms,player}/*.ogg (spoken commands and taunts, plus the model's
+# grunts), one voice per model folder. nexuiz-credits.txt names Amos "torus" Dudley for the
+# announcer voices, so sound/announcer/male and the "torus" player voice are one person
+# (one speaker, nexuiz-torus). Left out: sound/announcer/robotic (a processed, robot voice,
+# by its name) and sound/tutorial (unlabelled; who speaks which line cannot be told). The
+# marine and specop voices are radio-filtered (about 3.4 kHz wide) and fall to the bandwidth
+# check. The credits also name one person (Michael "Tenshihan" Quinn) for "Sound FX and
+# Player-Voices": some model voices may be one actor (see the module docstring).
+NEXUIZ_PK3 = "usr/share/games/nexuiz/data/data.pk3"
+NEXUIZ_VOICE = re.compile(r"sound/(?:player/([^/]+)/.+|announcer/(male)/[^/]+)\.(?:ogg|wav)")
+
+
+def _nexuiz(root: Path) -> list[Clip]:
+    # The voice clips are extracted once from data.pk3 into <root>/.pk3/ (soundfile cannot
+    # seek inside a zip member); the label is the player-model folder.
+    import zipfile
+
+    pk3, out = root / NEXUIZ_PK3, root / ".pk3"
+    clips = []
+    if not pk3.is_file():
+        return clips
+    with zipfile.ZipFile(pk3) as archive:
+        for name in sorted(archive.namelist()):
+            match = NEXUIZ_VOICE.fullmatch(name)
+            if not match:
+                continue
+            target = out / name
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(target.name + ".part")
+                partial.write_bytes(archive.read(name))
+                partial.replace(target)
+            label = "torus" if match.group(2) else match.group(1)
+            clips.append(Clip(target, f"nexuiz-{label}", "en"))
+    return clips
+
+
+# megaglest-data: a unit's spoken lines are <name>_ack<N> and <name>_select<N> (its
+# attack/die/walk sounds are effects and grunts, left out), in
+# techs/megapack/factions/<faction>/units/<unit>/sounds/ or, for the classic units, in
+# techs/megapack/commondata/sounds/ by <name>. Label: <faction>-<unit> or common-<name>,
+# then MEGAGLEST_VOICES: a label missing from it is left out. Measured on 3.13.0-3:
+#  - dropped by name, not human: animals (common-cow, common-pig, egypt-chicken,
+#    indian-bull, norsemen-wild_sow, magic-behemoth), monsters and spirits (common-daemon,
+#    common-golem, egypt-mummy, egypt-anubis_warrior, magic-ghost_armor, persian-genie),
+#    flying beasts (indian-thunderbird, magic-dragon, magic-evil_dragon: their clips are
+#    also identical to each other), magic-dragon_rider (rider's voice or the dragon's cannot
+#    be told by name), persian-flying_carpet (a vehicle);
+#  - dropped as processed copies, by name: norsemen-*_berserk (same clip names and the same
+#    seconds as the plain unit: battleaxe 10.0 s = battleaxe_berserk 10.0 s, spearman 8.4 s
+#    = spearman_berserk 8.4 s; battleaxe's daemon_select4 matches its berserk's at 0.95);
+#  - merged as one person, by a measurement: a clip fingerprint (log energies of 24 bands
+#    per 20 ms after trimming, 16 kHz) correlated over every pair of clips of two labels;
+#    copies score 0.95-1.0, all other pairs at most 0.93. indian-horseman's
+#    horseman_ack3 is common-horseman's (1.0): one speaker; indian-spearman and
+#    indian-stickfighter share stickfighter_select6 (0.999). common-worker and
+#    indian-worker's worker_ack1-4 have the same lengths (re-encodings, 0.87-0.91): merged;
+#  - merged by file names, on the safe side (two labels of one person may meet in a
+#    mixture, one label of two people may not): a unit whose clips are named after another
+#    unit (norsemen-spearman's swordman_*, indian-fire_archer's archer_*, persian-fakir's
+#    stickfighter_*, norsemen-flying_valkyrie's horseman_*) joins that unit's voice; but
+#    norsemen-battleaxe's daemon_* clips match none of common-daemon's (every pair under
+#    0.9): not the daemon's recordings, kept as their own voice (the name taken as a reused
+#    file name; nobody listened to decide it).
+#  Units with no _ack/_select files (persian-magician, the tech faction, romans, ...) have
+#  no voice lines here. Kept: 21 speakers, 7-57 s each (6.4 min in all at 16 kHz).
+MEGAGLEST_VOICES = {
+    "common-archer": "common-archer", "common-archmage": "common-archmage",
+    "common-axe_thrower": "common-axe_thrower", "common-guard": "common-guard",
+    "common-horseman": "horseman", "indian-horseman": "horseman", "norsemen-flying_valkyrie": "horseman",
+    "common-swordman": "common-swordman", "common-technician": "common-technician",
+    "common-worker": "worker", "indian-worker": "worker",
+    "egypt-spearman": "egypt-spearman",
+    "indian-archer": "indian-archer", "indian-fire_archer": "indian-archer",
+    "indian-shaman": "indian-shaman",
+    "indian-stickfighter": "stickfighter", "indian-spearman": "stickfighter",
+    "persian-stickfighter": "stickfighter", "persian-fakir": "stickfighter",
+    "magic-battlemage": "magic-battlemage", "magic-initiate": "magic-initiate", "magic-summoner": "magic-summoner",
+    "norsemen-battleaxe": "norsemen-battleaxe", "norsemen-cudgel_lady": "norsemen-cudgel_lady",
+    "norsemen-swordman": "norsemen-swordman", "norsemen-spearman": "norsemen-swordman",
+    "norsemen-valkyrie": "norsemen-valkyrie",
+    "persian-princess": "persian-princess", "persian-swordman": "persian-swordman",
+}
+MEGAGLEST_LINE = re.compile(r"(.+?)_(?:ack|select)\d*\.(?:wav|ogg)")
+
+
+def _megaglest(root: Path) -> list[Clip]:
+    base = root / "usr/share/games/megaglest/techs/megapack"
+    clips = []
+    for path in sorted(base.glob("commondata/sounds/*")):
+        match = MEGAGLEST_LINE.fullmatch(path.name)
+        label = MEGAGLEST_VOICES.get(f"common-{match.group(1)}") if match else None
+        if label:
+            clips.append(Clip(path, f"megaglest-{label}", "en"))
+    for path in sorted(base.glob("factions/*/units/*/sounds/*")):
+        label = MEGAGLEST_VOICES.get(f"{path.parts[-5]}-{path.parts[-3]}")
+        if label and MEGAGLEST_LINE.fullmatch(path.name):
+            clips.append(Clip(path, f"megaglest-{label}", "en"))
+    return clips
+
+
+def _gcin(root: Path) -> list[Clip]:
+    # usr/share/gcin-voice/ogg/<zhuyin syllable>/{3,5}.ogg: the Mandarin syllables read by
+    # two people, told apart by the file name, as debian/copyright does: */3.ogg Copyright
+    # 2014 Edward Der-Hua Liu (GPL-3 or LGPL-3), */5.ogg "vocal source from Chu Lo"
+    # (ChionMeilin, CC-BY-3). Measured on 0~20170223-3 (1200 and 1158 clips): median F0
+    # 128 Hz for 3.ogg and 342 Hz for 5.ogg (autocorrelation, every 25th clip): two voices.
+    # The speaker names (liu, lo) follow the copyright lines; 3.ogg's reader is not named.
+    base = root / "usr/share/gcin-voice/ogg"
+    names = {"3.ogg": "gcin-liu", "5.ogg": "gcin-lo"}
+    return [Clip(p, names[p.name], "zh") for p in sorted(base.glob("*/*.ogg")) if p.name in names]
+
+
 SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("tuxpaint", "tuxpaint-stamps-default", "GPL-2", _tuxpaint),
-    Source("klettres", "klettres-data", "GPL-2+", _klettres),
-    Source("hedgewars", "hedgewars-data", "GFDL-1.3", _hedgewars),
-    Source("festvox-ru", "festvox-ru", "BSD-like (festvox-ru copyright)", _festvox_ru),
+    Source("tuxpaint", "tuxpaint-stamps-default", "GPL-2", _tuxpaint, split_group="v1"),
+    Source("klettres", "klettres-data", "GPL-2+", _klettres, split_group="v1"),
+    Source("hedgewars", "hedgewars-data", "GFDL-1.3", _hedgewars, split_group="v1"),
+    Source("festvox-ru", "festvox-ru", "BSD-like (festvox-ru copyright)", _festvox_ru, split_group="v1"),
+    Source("nexuiz", "nexuiz-data", "GPL-2+", _nexuiz),
+    Source("megaglest", "megaglest-data", "CC-BY-SA-3.0", _megaglest, min_seconds=5.0),
+    Source("gcin", "gcin-voice", "GPL-3 or LGPL-3 (*/3.ogg); CC-BY-3.0 (*/5.ogg)", _gcin),
 )}
 
 
@@ -295,14 +426,22 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
                 widths.setdefault(speaker, []).append(width)
                 total += len(samples)
             dropped[speaker] = len(order) - len(done)
-            if total < min_seconds * sample_rate:
+            floor = min(min_seconds, source_of[speaker].min_seconds or min_seconds)
+            if total < floor * sample_rate:
                 log.info("%s: %.0f s of usable speech, under %.0f s: left out", speaker, total / sample_rate,
-                         min_seconds)
+                         floor)
                 continue
             kept[speaker] = keep
     if len(kept) < 3:
         raise CocktailError(f"only {len(kept)} speaker(s) with enough usable speech; a corpus needs 3 or more")
-    assignment = _split_persons([(s, source_of[s].name) for s in kept], fractions, seed)
+    # Each split group on its own (Source.split_group), sources interleaved within a group:
+    # adding a source never moves the speakers of another group.
+    groups: dict[str, list[str]] = {}
+    for speaker in kept:
+        source = source_of[speaker]
+        groups.setdefault(source.split_group or source.name, []).append(speaker)
+    assignment = {speaker: split_name for group in sorted(groups) for speaker, split_name in
+                  _split_persons([(s, source_of[s].name) for s in groups[group]], fractions, seed).items()}
     for speaker in sorted(kept):
         split_name = assignment[speaker]
         source = source_of[speaker]
