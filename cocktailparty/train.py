@@ -107,7 +107,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from . import checkpoint
 from .config import apply_overrides, load_config
 from .errors import CocktailError, no_cuda
-from .losses import pit_si_snr_loss, pit_snr_loss
+from .losses import high_band_si_snr, pairwise_neg_si_snr, pairwise_neg_snr, pit_si_snr_loss, pit_snr_loss
+from .metrics import permute
 from .metrics import si_snri
 from .models import build_model
 from .progress import Bar, progress_enabled
@@ -142,6 +143,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "grad_clip_norm": 5.0,        # L2 norm of all gradients; null: no clipping
     "loss": "si_snr",             # si_snr | snr, negative, under u-PIT (when the model has no hook)
     "pit": True,                  # false: outputs are scored in reference order
+    "high_band_weight": 0.0,      # adds weight x -SI-SNR of the outputs' high band (the default loss
+    "high_band_from": 0.5,        # only), above high_band_from x Nyquist: SI-SNR alone lets a model
+                                  # drop the quiet top band of speech (a muffled voice)
     "batch_size": 4,              # global batch (split over processes under torchrun)
     "epochs": 500,                # at most
     "max_steps_per_epoch": None,  # cap on an epoch's batches (e.g. to set an epoch length)
@@ -269,6 +273,9 @@ def resolve_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any
             raise CocktailError(f"{source}: training.lr_schedule.warmup_steps must be an integer from 0 to "
                                 f"total_steps - 1, got {warmup!r}")
     t["lr_schedule"] = sched
+    if not 0.0 < float(t["high_band_from"]) < 1.0 or float(t["high_band_weight"]) < 0:
+        raise CocktailError(f"{source}: training.high_band_from must lie in (0, 1) (a fraction of the Nyquist "
+                            f"frequency) and training.high_band_weight be 0 or more")
     for key in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "valid_every", "log_every"):
         value = t[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -576,12 +583,15 @@ class Trainee(nn.Module):
     """The model with its optional training objective: one module, so DDP sees all parameters
     and the loss hook runs inside DDP's forward (gradient hooks stay in place)."""
 
-    def __init__(self, model: nn.Module, objective: Optional[nn.Module], loss: str = "si_snr", pit: bool = True):
+    def __init__(self, model: nn.Module, objective: Optional[nn.Module], loss: str = "si_snr", pit: bool = True,
+                 high_band_weight: float = 0.0, high_band_from: float = 0.5):
         super().__init__()
         self.model = model
         self.objective = objective
         self.loss = loss
         self.pit = pit
+        self.high_band_weight = high_band_weight
+        self.high_band_from = high_band_from
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.objective is not None:
@@ -589,24 +599,33 @@ class Trainee(nn.Module):
         elif hasattr(self.model, "training_step_loss"):
             terms = self.model.training_step_loss(batch)
         else:
-            terms = default_loss(self.model(batch["mixture"]), batch["sources"], self.loss, self.pit)
+            terms = default_loss(self.model(batch["mixture"]), batch["sources"], self.loss, self.pit,
+                                 self.high_band_weight, self.high_band_from)
         if not isinstance(terms, dict) or "loss" not in terms:
             raise TypeError("a training loss hook must return a dict of scalar tensors with a 'loss' entry")
         return terms
 
 
-def default_loss(estimates: torch.Tensor, sources: torch.Tensor, loss: str = "si_snr", pit: bool = True
-                 ) -> dict[str, torch.Tensor]:
-    """Negative SI-SNR (or SNR) in dB under u-PIT; ``estimates``/``sources`` ``(B, C, T)``."""
+def default_loss(estimates: torch.Tensor, sources: torch.Tensor, loss: str = "si_snr", pit: bool = True,
+                 high_band_weight: float = 0.0, high_band_from: float = 0.5) -> dict[str, torch.Tensor]:
+    """Negative SI-SNR (or SNR) in dB under u-PIT; ``estimates``/``sources`` ``(B, C, T)``.
+
+    With ``high_band_weight`` > 0 the loss adds that weight times the negative SI-SNR of the
+    outputs' high band (:func:`~cocktailparty.losses.high_band_si_snr`), outputs paired with
+    references as the main term paired them; the terms are then logged apart too.
+    """
     est, ref = estimates.float(), sources.float()
     if pit:
         fn = pit_si_snr_loss if loss == "si_snr" else pit_snr_loss
-        value, _ = fn(est, ref)
+        value, perm = fn(est, ref)
+        est = permute(est, perm)
     else:
-        from .losses import pairwise_neg_si_snr, pairwise_neg_snr
         pair = (pairwise_neg_si_snr if loss == "si_snr" else pairwise_neg_snr)(est, ref)
         value = torch.diagonal(pair, dim1=-2, dim2=-1).mean()
-    return {"loss": value}
+    if not high_band_weight:
+        return {"loss": value}
+    high = -high_band_si_snr(est, ref, high_band_from).mean()
+    return {"loss": value + high_band_weight * high, loss: value, "high_band": high}
 
 
 # --------------------------------------------------------------------------------------
@@ -983,7 +1002,8 @@ class Trainer:
             objective = self.model.training_objective(info)
             if objective is not None:
                 objective.to(self.device)
-        self.trainee = Trainee(self.model, objective, self.t["loss"], self.t["pit"]).to(self.device)
+        self.trainee = Trainee(self.model, objective, self.t["loss"], self.t["pit"],
+                               float(self.t["high_band_weight"]), float(self.t["high_band_from"])).to(self.device)
         self.params = [p for p in self.trainee.parameters() if p.requires_grad]
         if not self.params:
             raise CocktailError("nothing to train: every parameter is frozen (check training.stage)")

@@ -153,3 +153,48 @@ def test_shape_errors():
         losses.pit_si_snr_loss(torch.zeros(2, 100), torch.zeros(2, 100))
     with pytest.raises(ValueError, match="reduction"):
         losses.pit_si_snr_loss(torch.zeros(1, 2, 10), torch.zeros(1, 2, 10), reduction="max")
+
+
+def _tone(freq_hz: float, rate: int = 16000, seconds: float = 0.5) -> torch.Tensor:
+    t = torch.arange(int(rate * seconds), dtype=torch.float64) / rate
+    return torch.sin(2 * torch.pi * freq_hz * t).float()
+
+
+def test_high_band_keeps_the_top_and_removes_the_bottom():
+    # Cutoff 0.5 x Nyquist = 4 kHz at 16 kHz; scored away from the edges the FIR's padding touches.
+    low, high = _tone(1000.0), _tone(6500.0)
+    inner = slice(100, -100)
+    assert losses.high_band(low, 0.5)[inner].abs().max() < 2e-3           # > 50 dB down
+    kept = losses.high_band(high, 0.5)[inner]
+    assert torch.allclose(kept, high[inner], atol=5e-3)                    # passband ~0 dB, no delay
+    assert losses.high_band(torch.ones(1000), 0.5)[100:-100].abs().max() < 1e-6   # DC removed exactly
+
+
+def test_high_band_si_snr_sees_a_muffled_estimate_that_si_snr_forgives():
+    torch.manual_seed(0)
+    # A "voice": strong low band, a top band 20 dB quieter.
+    low = sum(_tone(f) * a for f, a in ((300.0, 1.0), (700.0, 0.8), (1500.0, 0.5)))
+    top = 0.1 * (_tone(5000.0) + _tone(6500.0))
+    reference = (low + top).view(1, 1, -1)
+    muffled = low.view(1, 1, -1)                                  # the top band dropped
+    full = metrics.si_snr(muffled, reference).item()
+    band = losses.high_band_si_snr(muffled, reference, 0.5).item()
+    assert full > 15.0        # SI-SNR barely notices
+    assert band < -20.0       # the high band's SI-SNR does
+    assert losses.high_band_si_snr(reference, reference, 0.5).item() > 60.0
+
+
+def test_default_loss_adds_the_weighted_high_band_term_after_pairing():
+    from cocktailparty.train import default_loss
+    torch.manual_seed(1)
+    refs = torch.randn(3, 2, 4000)
+    est = refs.flip(1) + 0.1 * torch.randn(3, 2, 4000)          # outputs in the other order
+    plain = default_loss(est, refs)
+    both = default_loss(est, refs, high_band_weight=0.25)
+    assert set(both) == {"loss", "si_snr", "high_band"}
+    assert torch.allclose(both["si_snr"], plain["loss"])
+    # Paired as PIT paired them: the flipped outputs score well in the high band too.
+    expected = -losses.high_band_si_snr(est.flip(1), refs, 0.5).mean()
+    assert torch.allclose(both["high_band"], expected)
+    assert both["high_band"] < -10.0
+    assert torch.allclose(both["loss"], plain["loss"] + 0.25 * expected)

@@ -223,6 +223,10 @@ def test_config_defaults_aliases_and_errors():
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"batch_size": None}})
     with pytest.raises(CocktailError, match="model: section"):
         resolve_config({"training": {}})
+    with pytest.raises(CocktailError, match="high_band_from must lie in"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"high_band_from": 1.5}})
+    with pytest.raises(CocktailError, match="high_band_weight be 0 or more"):
+        resolve_config({"model": {"architecture": "tdanet"}, "training": {"high_band_weight": -1}})
     with pytest.raises(CocktailError, match="cuda_graph does not go with fp16"):
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"cuda_graph": True, "precision": "fp16"}})
     with pytest.raises(CocktailError, match="cuda_graph replays fixed shapes; set data.segment_seconds"):
