@@ -112,8 +112,12 @@ def run(args) -> dict:
             soundfile.write(mixture_path, mixture, RATE, subtype="PCM_16")
             seconds, rate = mixture.shape[0] / RATE, RATE
             del mixture, _
-        cli_args = ["-q", "separate", str(mixture_path), "-o", str(tmp / "out"), "--model", args.model,
-                    "--device", "cpu", "--force"]
+        # benchmarks/cpu_speed.py passes model=None and device=None (the command with no
+        # flags) and cli_extra (--backend onnx ...).
+        device = getattr(args, "device", "cpu")
+        cli_args = ["-q", "separate", str(mixture_path), "-o", str(tmp / "out"), "--force",
+                    *(["--model", args.model] if args.model else []), *(["--device", device] if device else []),
+                    *getattr(args, "cli_extra", [])]
         env = dict(os.environ)
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
@@ -142,6 +146,9 @@ def run(args) -> dict:
         "model": args.model, "recording_s": seconds, "sample_rate": rate, "wall_s": wall,
         "rtf": wall / seconds, "peak_rss_mb": child["vmhwm_mb"], "ru_maxrss_mb": usage.ru_maxrss / 1024,
         "sampled_rss_mb": sampled_kib / 1024,
+        # CPU seconds (user + system) of the child: unlike wall time, barely moved by other
+        # processes on the machine, so it tells a slow run from a loaded machine.
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "torch_threads": child["torch_threads"], "chunk_seconds": child["chunk_seconds"],
         "overlap_seconds": child["overlap_seconds"], "cpu_count": os.cpu_count(),
         "load_before": load_before, "load_after": load_average(), "outputs": outputs,
@@ -189,6 +196,8 @@ def main() -> int:
               f"{'ok' if ok_rss else 'MISSED'}")
         print(f"  cross-checks  RSS sampled every 50 ms: max {r['sampled_rss_mb']:.0f} MiB; wait4 ru_maxrss "
               f"{r['ru_maxrss_mb']:.0f} MiB")
+        print(f"CPU time        {r['cpu_s']:.1f} s user + system ({r['cpu_s'] / r['recording_s']:.3f} s per second "
+              f"of audio, all threads)")
         print(f"load average    {r['load_before']} before, {r['load_after']} after")
         print(f"outputs         {', '.join(r['outputs'])}")
     return 0 if ok_rss and ok_rtf else 1
