@@ -349,3 +349,20 @@ def test_separate_help_explains_the_output_names(capsys):
         main(["separate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "a-mp3_s1.wav" in text and "relative" in text
+
+
+def test_cpu_separator_keeps_freed_memory(monkeypatch):
+    """A CPU Separator sets glibc's malloc thresholds (cocktailparty.cpu); repeated calls
+    are no-ops."""
+    import sys
+
+    from cocktailparty import cpu, separate
+
+    calls = []
+    monkeypatch.setattr(separate, "keep_freed_memory", lambda: calls.append(1) or True)
+    Separator(BandSplit(BandSplitConfig()), device="cpu")
+    assert calls == [1]
+    first = cpu.keep_freed_memory()
+    assert cpu.keep_freed_memory() == first
+    if sys.platform.startswith("linux"):
+        assert first and cpu._done == (1024, 256)

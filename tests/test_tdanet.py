@@ -102,6 +102,33 @@ def test_upsample_mul_is_nearest_interpolation_then_product():
                                             g.contiguous(memory_format=torch.channels_last), 4), expected)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_inference_in_place_ops_compute_the_autograd_function(channels_last):
+    """Under inference mode the LA layers and the gating write in place (fewer full-size
+    temporaries); the result must be bit-identical to the autograd path's."""
+    model = tiny().eval()
+    model.channels_last = channels_last
+    x = torch.randn(2, 3001, generator=torch.Generator().manual_seed(3))
+    y_grad = model(x)
+    assert y_grad.requires_grad
+    with torch.inference_mode():
+        y_inference = model(x)
+    with torch.no_grad():
+        y_no_grad = model(x)
+    assert torch.equal(y_grad.detach(), y_inference)
+    assert torch.equal(y_grad.detach(), y_no_grad)
+
+
+def test_upsample_mul_in_place_under_no_grad_leaves_the_gate_alone():
+    x, gate = torch.randn(1, 4, 1, 16), torch.randn(1, 4, 1, 4)
+    expected = upsample_mul(x, gate, 4)
+    gate_before = gate.clone()
+    with torch.no_grad():
+        got = upsample_mul(x, gate, 4)
+    assert got.data_ptr() == x.data_ptr()  # written in place
+    assert torch.equal(got, expected) and torch.equal(gate, gate_before)
+
+
 def test_positional_encoding_any_length():
     pe = positional_encoding(20_000, 16, torch.device("cpu"))  # beyond a fixed 10000-row table
     assert pe.shape == (20_000, 16)
