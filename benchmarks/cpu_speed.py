@@ -14,6 +14,16 @@ prints a table with the reference figures beside ours and exits 1 when a target 
    this pair runs on a shorter recording (default: 2 minutes, to keep the script under
    ~15 minutes on 2 cores); ``--onnx-minutes 10`` uses the full one.
 
+Why the onnx backend is still slower (measured Dec 2026, default model, 10-s forward, 2
+threads: onnxruntime 1.32 1.58 s median, torch 1.25-1.36 s). onnxruntime's own profile of
+that forward: PRelu 20% (its PRelu kernel is slow: rewriting it as Where or Relu + Min*a
+did not help), gLN as InstanceNormalization + a separate Mul and Add for the per-channel
+affine 16% + ~20% (torch's group_norm applies the affine in the same pass), the NCHWc
+layout reorders around every Conv 12%, Resize 5%. Tried without gain: graph optimisation
+levels basic/extended (slower than the default "all": 2.2-2.3 s), intra-op spinning off
+(within noise), one thread (onnxruntime 2.71 s, torch 2.20 s). Exporting at a fixed chunk
+length would change the last, shorter chunk's output (gLN statistics over padding).
+
 The machine's load average is printed before each measurement: other processes on a 2-core
 machine slow every figure here (the thread CPU time of item 1 is printed as a check).
 
