@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "--sources tuxpaint,klettres"))
     _package_arguments(p)
     p.add_argument("--sources", metavar="A,B", help="comma-separated sources (default: all: tuxpaint, klettres, "
-                   "hedgewars, festvox-ru)")
+                   "hedgewars, festvox-ru, nexuiz, megaglest, gcin)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="speech kept per speaker (default: %(default)s)")
     p.add_argument("--split", default="0.75,0.1,0.15", metavar="TR,CV,TT",
                    help="fractions of speakers per split (default: %(default)s)")

@@ -94,3 +94,12 @@ def test_one_wording_for_cuda_not_available(tmp_path, model_path, monkeypatch, c
     assert messages == {"cocktail: error: --device cuda:1: CUDA is not available (no GPU, or a torch build "
                         "without CUDA); use --device cpu"}
     assert not re.search(r"has no CUDA|not available on this machine", "".join(messages))
+
+
+def test_corpus_real_help_names_every_source(capsys):
+    from cocktailparty.data.real import SOURCES
+    with pytest.raises(SystemExit):
+        main(["corpus", "real", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split("default: all: ", 1)[1].split(")", 1)[0].split(", ")
+    assert listed == list(SOURCES)
