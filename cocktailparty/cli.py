@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "results-NAME.csv in the current folder, NAME being --model's name or file stem)")
     p.add_argument("--pesq", action="store_true", help="also compute PESQ")
     p.add_argument("--stoi", action="store_true", help="also compute STOI")
+    p.add_argument("--high-band", action="store_true",
+                   help="also score the band above half the Nyquist frequency on its own "
+                        "(high_band_si_snri: negative when the output keeps less of it than the mixture)")
     p.add_argument("--limit", type=int, help="evaluate the first N mixtures only")
 
     p = command("profile", "cocktailparty.profile:cli_profile",

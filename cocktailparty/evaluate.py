@@ -29,7 +29,7 @@ from .separate import resolve_device
 
 log = logging.getLogger("cocktailparty")
 
-SUMMARY_METRICS = ("si_snri", "sdri", "si_snr", "sdr", "pesq", "stoi")
+SUMMARY_METRICS = ("si_snri", "sdri", "si_snr", "sdr", "pesq", "stoi", "high_band_si_snri")
 
 
 def evaluate(
@@ -42,6 +42,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     split: str | None = "test",
+    high_band: bool = False,
 ) -> dict:
     """Score ``model_spec`` on the fixed mixture set at ``data``; returns the summary.
 
@@ -65,7 +66,8 @@ def evaluate(
             f"{data}: has {dataset.num_sources} sources per mixture but the model separates "
             f"{model.config.num_sources}"
         )
-    metrics = ["si_snr", "si_snri", "sdr", "sdri"] + (["pesq"] if pesq else []) + (["stoi"] if stoi else [])
+    metrics = (["si_snr", "si_snri", "sdr", "sdri"] + (["pesq"] if pesq else []) + (["stoi"] if stoi else [])
+               + (["high_band_si_snri"] if high_band else []))
     columns = ["id"] + metrics + [f"si_snri_s{i + 1}" for i in range(dataset.num_sources)]
     identity = {"model": str(model_spec or "default"), "data": str(Path(data).resolve()), "metrics": metrics}
     done = _resume(out_csv, identity, columns)
@@ -85,7 +87,7 @@ def evaluate(
                 estimates = model(item["mixture"].to(device).unsqueeze(0))[0].float().cpu()
             scores = utterance_scores(
                 estimates, item["sources"], item["mixture"], sample_rate=rate,
-                compute_pesq=pesq, compute_stoi=stoi,
+                compute_pesq=pesq, compute_stoi=stoi, compute_high_band=high_band,
             )
             row = [item["id"]] + [f"{np.mean(scores[m]):.6f}" for m in metrics]
             row += [f"{v:.6f}" for v in scores["si_snri"]]
@@ -159,9 +161,10 @@ def _mean_ci(values: list[float]) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'metric':<8} {'mean':>8} {'95% CI':>9} {'n':>6}"]
+    width = max(8, *(len(m) for m in summary))
+    lines = [f"{'metric':<{width}} {'mean':>8} {'95% CI':>9} {'n':>6}"]
     for metric, s in summary.items():
-        lines.append(f"{metric:<8} {s['mean']:8.2f} {'±' + format(s['ci95'], '.2f'):>9} {s['n']:6d}")
+        lines.append(f"{metric:<{width}} {s['mean']:8.2f} {'±' + format(s['ci95'], '.2f'):>9} {s['n']:6d}")
     return "\n".join(lines)
 
 
@@ -179,7 +182,7 @@ def cli_evaluate(args) -> int:
     ensure_writable_file(out_csv, "--out")
     summary = evaluate(
         args.model, args.data, out_csv, device=args.device, pesq=args.pesq, stoi=args.stoi,
-        limit=args.limit, progress=progress_enabled(args.quiet), split=args.split,
+        high_band=args.high_band, limit=args.limit, progress=progress_enabled(args.quiet), split=args.split,
     )
     print(format_summary(summary))
     print(f"per-utterance results: {out_csv}")

@@ -125,6 +125,10 @@ def test_cli_prints_summary(tmp_path, model_path, capsys):
     assert main(["-q", "evaluate", "--model", model_path, "--data", str(data), "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "si_snri" in printed and "sdri" in printed and str(out) in printed
+    assert main(["-q", "evaluate", "--model", model_path, "--data", str(data), "--out", str(tmp_path / "hb.csv"),
+                 "--device", "cpu", "--high-band"]) == 0
+    assert "high_band_si_snri" in capsys.readouterr().out
+    assert "high_band_si_snri" in next(csv.DictReader(open(tmp_path / "hb.csv")))
     assert main(["evaluate", "--model", model_path, "--data", str(tmp_path / "nowhere"), "--device", "cpu"]) == 1
 
 

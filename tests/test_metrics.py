@@ -377,3 +377,20 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_high_band_si_snri_rewards_kept_top_band_and_punishes_a_muffled_one():
+    rate = 16000
+    rng = np.random.default_rng(3)
+    t = np.arange(rate) / rate
+    refs = np.stack([np.sin(2 * np.pi * 300 * t) + 0.1 * np.sin(2 * np.pi * 5500 * t),
+                     np.sin(2 * np.pi * 800 * t) + 0.1 * np.sin(2 * np.pi * 6800 * t)])
+    mix = refs.sum(0)
+    exact = metrics.utterance_scores(refs + 1e-4 * rng.standard_normal(refs.shape), refs, mix,
+                                     compute_sdr=False, compute_high_band=True)
+    muffled = np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 800 * t)])  # top band dropped
+    dull = metrics.utterance_scores(muffled, refs, mix, compute_sdr=False, compute_high_band=True)
+    assert exact["high_band_si_snri"].shape == (2,)
+    assert np.all(exact["high_band_si_snri"] > 30)      # the mixture's top band scores ~0 dB
+    assert np.all(dull["high_band_si_snri"] < -20)      # worse than leaving the mixture alone
+    assert np.all(dull["si_snri"] > 10)                 # while plain SI-SNRi looks fine
