@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from cocktailparty import checkpoint
+from cocktailparty.evaluate import evaluate
 from tests.conftest import load_benchmark, write_manifest
 from tests.test_separate import BandSplit, BandSplitConfig
 
@@ -47,7 +48,7 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
     assert status == 1  # the 16 kHz targets are far out of reach of a band splitter, and more
     table = [line.split() for line in out.splitlines() if line.startswith(("real-16k", "real-8k"))]
     assert [(row[0], row[1]) for row in table] == [("real-16k", "wide"), ("real-8k", "narrow8k")]
-    assert table[0][6] == "10.00" and table[1][6] == "9.00"  # each rate's target, on its own model
+    assert table[0][7] == "10.00" and table[1][7] == "9.00"  # each rate's target, on its own model
     # The per-source means come from the per-mixture CSV and the set's metadata.
     with open(work / "real-16k" / "metadata.csv", encoding="utf-8") as handle:
         mixtures = list(csv.DictReader(handle))
@@ -55,17 +56,27 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
         scores = {r["id"]: float(r["si_snri"]) for r in csv.DictReader(handle)}
     with_alpha = [scores[m["mixture_id"]] for m in mixtures if "a-low" in (m["s1_speaker"], m["s2_speaker"])]
     assert f"alpha {np.mean(with_alpha):.1f}" in out
+    with open(work / "results" / "wide-real-16k.csv", encoding="utf-8") as handle:
+        high = [float(r["high_band_si_snri"]) for r in csv.DictReader(handle)]
+    assert table[0][6] == f"{np.mean(high):.2f}"  # the top band's own SI-SNRi
     missed = [line for line in out.splitlines() if line.startswith("MISSED")]
     assert any("real-reverb: not built (needs --rooms" in line for line in missed)
     assert any("tts-16k: not built (no --synth-corpus)" in line for line in missed)
     assert any("extraction" in line for line in missed)
     summary = json.loads((work / "summary.json").read_text())
     assert len(summary["rows"]) == 2 and summary["failures"] == [line[len("MISSED: "):] for line in missed]
-    # A second run reuses the sets (same mixtures) and the finished per-mixture rows.
+    # A second run reuses the sets (same mixtures) and the finished per-mixture rows; results of
+    # an earlier run without the top-band column are scored again, not refused.
     before = (work / "real-16k" / "metadata.csv").read_bytes()
+    old = work / "results" / "wide-real-16k.csv"
+    old.unlink()
+    old.with_suffix(".json").unlink()
+    evaluate(str(wide), work / "real-16k", old, device="cpu", progress=False)  # without the top band
     assert bench.main(["--real-corpus", str(corpus), "--models", str(wide), "--default", "wide",
                        "--mixtures", "3", "--trials", "0", "--work", str(work), "--device", "cpu"]) == 1
     assert (work / "real-16k" / "metadata.csv").read_bytes() == before
+    with open(old, encoding="utf-8") as handle:
+        assert "high_band_si_snri" in next(csv.DictReader(handle))
 
 
 def test_extraction_and_verification_rows(bench, tmp_path, one_thread):
