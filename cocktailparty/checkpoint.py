@@ -29,7 +29,7 @@ log = logging.getLogger("cocktailparty")
 
 FORMAT = "cocktailparty/1"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "tdanet-real16k"
+DEFAULT_MODEL = "tdanet-rooms16k"
 DEFAULT_ENROLLED_MODEL = "tunein-online-synth8k"  # extract / verify: needs a speaker space
 
 

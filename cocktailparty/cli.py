@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", "cocktailparty.evaluate:cli_evaluate",
                 "SI-SNRi and SDRi of a model on a test set, per utterance and on average",
                 epilog=_examples("cocktail evaluate --data data/test-real16k     # the default model: "
-                                 "results-tdanet-real16k.csv",
+                                 "results-tdanet-rooms16k.csv",
                                  "cocktail evaluate --model runs/tdanet/best.safetensors --data data/test-2mix "
                                  "--out results.csv --stoi"))
     _model_arguments(p)
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = command("export", "cocktailparty.export:cli_export", "export a model to ONNX, checked against PyTorch",
-                epilog=_examples("cocktail export --onnx tdanet-real16k.onnx     # the bundled default",
+                epilog=_examples("cocktail export --onnx tdanet-rooms16k.onnx    # the bundled default",
                                  "cocktail export --model runs/tdanet/best.safetensors --onnx tdanet.onnx --seconds 2"))
     _model_arguments(p)
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
@@ -333,7 +333,7 @@ def _package_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=0, help="decoding processes (default: all cores)")
 
 
-def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-real16k") -> None:
+def _model_arguments(p: argparse.ArgumentParser, default: str = "the bundled default, tdanet-rooms16k") -> None:
     p.add_argument("--model", "-m", default=None, metavar="M",
                    help=f"bundled model name, architecture name or checkpoint path (default: {default})")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")

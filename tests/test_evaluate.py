@@ -152,6 +152,6 @@ def test_default_out_is_named_as_help_says(tmp_path, model_path, monkeypatch, ca
     # Without --model: the bundled default's name.
     data = write_test_set(tmp_path / "set16k", count=1, rate=16000, seconds=0.5)
     assert main(["-q", "evaluate", "--data", str(data), "--device", "cpu"]) == 0
-    assert "per-utterance results: results-tdanet-real16k.csv" in capsys.readouterr().out
+    assert "per-utterance results: results-tdanet-rooms16k.csv" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.glob("results-*")) == [
-        "results-band.csv", "results-band.json", "results-tdanet-real16k.csv", "results-tdanet-real16k.json"]
+        "results-band.csv", "results-band.json", "results-tdanet-rooms16k.csv", "results-tdanet-rooms16k.json"]

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from cocktailparty.checkpoint import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ def test_wheel_installs_and_runs_with_its_configs_and_bundled_model(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {p.name for p in (ROOT / "cocktailparty" / "configs").glob("*.yaml")}
     assert configs and {f"cocktailparty/configs/{name}" for name in configs} <= names
-    assert "cocktailparty/pretrained/tdanet-real16k.safetensors" in names
+    assert f"cocktailparty/pretrained/{DEFAULT_MODEL}.safetensors" in names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=False)
