@@ -311,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=1.0, help="length of the example input traced (default: %(default)s)")
 
+    p = command("serve", "cocktailparty.serve.server:cli_serve",
+                "a local web page to separate, listen and extract",
+                description="Start a web server for a page that separates a recording (each talker "
+                            "to listen to, see and download) or extracts one enrolled talker. It "
+                            "listens on this machine only unless --host says otherwise; uploads and "
+                            "results stay in a private temporary folder and are removed after "
+                            "--keep-minutes and at exit.",
+                epilog=_examples("cocktail serve     # then open http://127.0.0.1:8000/",
+                                 "cocktail serve --port 8080 --model tdanet-synth16k --device cuda"))
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0: every network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
+    _model_arguments(p)
+    p.add_argument("--max-mb", type=float, default=50.0, help="largest upload in MB (default: %(default)g)")
+    p.add_argument("--max-minutes", type=float, default=10.0,
+                   help="longest recording in minutes (default: %(default)g)")
+    p.add_argument("--keep-minutes", type=float, default=30.0,
+                   help="results are removed this long after they are ready (default: %(default)g)")
+    p.add_argument("--queue", type=int, default=8,
+                   help="most jobs waiting or running at once; more are refused (default: %(default)s)")
+
     p = command("demo", "cocktailparty.demo:cli_demo",
                 "synthesize two talkers, mix them, separate them, and show the result",
                 epilog=_examples("cocktail demo     # writes demo-output/",
