@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the speech-corpus builder uses: the TTS engines, their voices
-# (MBROLA diphone voices live in contrib/non-free) and fortune sentence files.
+# (MBROLA diphone voices live in contrib/non-free) and fortune sentence files; and the browser
+# the tests of `cocktail serve` drive (Debian's chromium and its chromedriver: no browser is
+# downloaded at test time).
 # Idempotent; run as root (or through sudo) on Debian 12 or newer. Skips work already done.
 set -euo pipefail
 
@@ -30,7 +32,8 @@ PACKAGES="espeak-ng mbrola flite festival
   libttspico-utils rhvoice rhvoice-english rhvoice-russian rhvoice-polish rhvoice-esperanto
   rhvoice-brazilian-portuguese
   fortune-mod fortunes fortunes-min fortunes-de
-  fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-br fortunes-cs fortunes-eo"
+  fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-br fortunes-cs fortunes-eo
+  chromium chromium-driver"
 for v in $MBROLA_VOICES; do PACKAGES="$PACKAGES mbrola-$v"; done
 
 missing=""

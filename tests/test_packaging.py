@@ -48,6 +48,10 @@ def test_wheel_installs_and_runs_with_its_configs_and_bundled_model(tmp_path):
     configs = {p.name for p in (ROOT / "cocktailparty" / "configs").glob("*.yaml")}
     assert configs and {f"cocktailparty/configs/{name}" for name in configs} <= names
     assert f"cocktailparty/pretrained/{DEFAULT_MODEL}.safetensors" in names
+    # cocktail serve's page is package data too: nothing of it is fetched at run time
+    static = {p.name for p in (ROOT / "cocktailparty" / "serve" / "static").iterdir()}
+    assert {"index.html", "app.js", "style.css"} <= static
+    assert {f"cocktailparty/serve/static/{name}" for name in static} <= names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=False)
@@ -65,6 +69,9 @@ def test_wheel_installs_and_runs_with_its_configs_and_bundled_model(tmp_path):
     package_file, config_dir, listed = where.stdout.splitlines()
     assert Path(package_file).is_relative_to(env_dir) and Path(config_dir).is_relative_to(env_dir)
     assert eval(listed) == sorted(configs)
+
+    page = run([python, "-c", "from cocktailparty.serve.app import STATIC; print(STATIC / 'index.html')"], tmp_path, env)
+    assert Path(page.stdout.strip()).is_relative_to(env_dir) and Path(page.stdout.strip()).is_file()
 
     cocktail = env_dir / "bin" / "cocktail"
     help_text = run([cocktail, "train", "--config", "tdanet-lrs2", "--help"], tmp_path, env).stdout
