@@ -380,9 +380,19 @@ def test_a_browser_separates_an_upload_and_shows_two_players(band_model, tmp_pat
             WebDriverWait(driver, 20).until(lambda d: all(d.execute_script(
                 "return arguments[0].complete && arguments[0].naturalWidth > 0", img)
                 for img in d.find_elements(By.CSS_SELECTOR, "#results img")))
+            assert not driver.find_element(By.ID, "status").is_displayed()  # the progress bar goes away
             links = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#outputs a.download")]
             assert len(links) == 2
             screenshot = driver.get_screenshot_as_png()
+
+            # A file that is not sound: the page shows the command line's one-line message.
+            (tmp_path / "notes.txt").write_text("minutes of the meeting\n" * 50)
+            driver.find_element(By.ID, "separate-file").send_keys(str(tmp_path / "notes.txt"))
+            driver.find_element(By.ID, "separate-go").click()
+            WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+            assert driver.find_element(By.ID, "error").text == ("error: notes.txt: not a sound file that can be "
+                                                               "read (Format not recognised)")
+            assert not driver.find_element(By.ID, "results").is_displayed()
         finally:
             driver.quit()
         wavs = [urllib.request.urlopen(link).read() for link in links]
