@@ -36,6 +36,7 @@ from cocktailparty.serve.server import address, make_server, open_socket
 from tests.test_separate import BandSplit, BandSplitConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+BASE = "http://127.0.0.1:8000"  # the server answers to loopback names only
 FLOOR_DB = 10.0  # the oracle separates tones by far more; a swap or a silent track falls far below
 
 
@@ -74,7 +75,7 @@ def band_model(tmp_path_factory) -> str:
 @pytest.fixture()
 def client(band_model):
     app = create_app(band_model, limits=Limits(max_seconds=3.0, max_pending=4, keep_seconds=60))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=BASE) as test_client:
         yield test_client
 
 
@@ -150,10 +151,27 @@ def test_bad_uploads_get_the_command_lines_one_line_message(client, tmp_path, ca
 
 def test_uploads_over_the_size_limit_are_refused(band_model):
     app = create_app(band_model, limits=Limits(max_bytes=100_000))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=BASE) as test_client:
         answer = upload(test_client, wav_bytes(two_talkers(16000, seconds=2.0)[0], 16000))  # 128 kB
-    assert answer.status_code == 413
-    assert "this server takes at most 0.1 MB a request (cocktail serve --max-mb)" in answer.json()["error"]
+        assert answer.status_code == 413
+        assert answer.json()["error"] == ("the upload is 0.128 MB; this server takes at most 0.1 MB a request "
+                                          "(cocktail serve --max-mb)")
+        # A body without Content-Length is counted as it comes.
+        chunks = (b"x" * 10_000 for _ in range(20))
+        streamed = test_client.post("/api/separate", content=chunks,
+                                    headers={"content-type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413 and streamed.json()["error"].startswith("the upload is over 0.1 MB;")
+
+
+def test_other_hosts_and_other_sites_pages_are_refused(client):
+    data = wav_bytes(two_talkers(8000)[0], 8000)
+    assert client.get("/api/info", headers={"host": "attacker.example:8000"}).status_code == 421
+    assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200
+    elsewhere = client.post("/api/separate", files={"mixture": ("m.wav", data)},
+                            headers={"origin": "http://attacker.example"})
+    assert elsewhere.status_code == 403 and "another site's page" in elsewhere.json()["error"]
+    same = client.post("/api/separate", files={"mixture": ("m.wav", data)}, headers={"origin": BASE})
+    assert same.status_code == 202
 
 
 def test_files_are_found_by_job_id_and_fixed_name_only(client):
@@ -173,7 +191,7 @@ def test_files_are_found_by_job_id_and_fixed_name_only(client):
 def test_private_folder_modes_and_clean_up(band_model):
     app = create_app(band_model, limits=Limits(keep_seconds=60))
     store = app.state.store
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=BASE) as test_client:
         assert store.folder.stat().st_mode & 0o777 == 0o700
         job_id = upload(test_client, wav_bytes(two_talkers(8000)[0], 8000)).json()["id"]
         assert wait(lambda url: test_client.get(url).json(), job_id)["state"] == "done"

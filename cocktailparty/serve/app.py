@@ -51,21 +51,47 @@ class TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body over ``max_bytes`` with 413, whether its
-    Content-Length says so up front or its stream only shows it on the way."""
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+def _host_name(value: str) -> str:
+    """``host`` of a Host header or an Origin's netloc (``[::1]:8000`` -> ``::1``)."""
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Guard:
+    """ASGI middleware in front of every route.
+
+    - ``loopback_only``: answer only requests addressed to this machine by a loopback name, so
+      a web page elsewhere cannot reach the server through a name it controls (DNS rebinding).
+    - Uploads from another site's page (an ``Origin`` that is not this server) are refused, so
+      a page elsewhere cannot queue work here.
+    - A request body over ``max_bytes`` gets 413, whether its Content-Length says so up front
+      or its stream only shows it on the way.
+    """
+
+    def __init__(self, app, max_bytes: int, loopback_only: bool = True):
+        self.app, self.max_bytes, self.loopback_only = app, max_bytes, loopback_only
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(int(declared), scope, receive, send)
-        seen = 0
-        started = False
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers") or ()}
+        host = headers.get("host", "")
+        if self.loopback_only and _host_name(host) not in LOOPBACK_NAMES:
+            return await self._answer(421, f"this server answers to 127.0.0.1 or localhost only, not {host!r}",
+                                      scope, receive, send)
+        origin = headers.get("origin")
+        if scope["method"] not in ("GET", "HEAD") and origin not in (None, "null"):
+            if origin.split("://", 1)[-1] != host:
+                return await self._answer(403, f"uploads from another site's page ({origin}) are refused",
+                                          scope, receive, send)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(f"{int(declared) / 1e6:.3g} MB", scope, receive, send)
+        seen, started = 0, False
 
         async def counting_receive():
             nonlocal seen
@@ -86,13 +112,15 @@ class BodyLimit:
         except TooLarge:
             if started:
                 raise
-            await self._refuse(seen, scope, receive, send)
+            await self._too_large(f"over {self.max_bytes / 1e6:g} MB", scope, receive, send)
 
-    async def _refuse(self, size: int, scope, receive, send):
-        limit = self.max_bytes / 1e6
-        message = (f"the upload is {'over ' if size <= self.max_bytes else ''}{max(size, self.max_bytes + 1) / 1e6:.1f} MB; "
-                   f"this server takes at most {limit:g} MB a request (cocktail serve --max-mb)")
-        await JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+    async def _too_large(self, size: str, scope, receive, send):
+        await self._answer(413, f"the upload is {size}; this server takes at most {self.max_bytes / 1e6:g} MB "
+                                f"a request (cocktail serve --max-mb)", scope, receive, send)
+
+    @staticmethod
+    async def _answer(status: int, message: str, scope, receive, send):
+        await JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})(scope, receive, send)
 
 
 def _shown_name(upload: UploadFile, fallback: str) -> str:
@@ -108,9 +136,12 @@ def _stem(shown: str) -> str:
 
 
 def create_app(model: str | None = None, device: str | torch.device = "cpu", limits: Limits | None = None,
-               enrolled_model: str = DEFAULT_ENROLLED_MODEL, preload: bool = True) -> Starlette:
+               enrolled_model: str = DEFAULT_ENROLLED_MODEL, preload: bool = True,
+               loopback_only: bool = True) -> Starlette:
     """The application. ``model`` (a bundled name or checkpoint path, default the bundled
-    default) is preselected; the page may choose it or any bundled model, nothing else."""
+    default) is preselected; the page may choose it or any bundled model, nothing else.
+    ``loopback_only``: answer requests addressed to 127.0.0.1, localhost or ::1 only (for a
+    server listening on this machine only; see :class:`Guard`)."""
     limits = limits or Limits()
     default = model or DEFAULT_MODEL
     choices = list(dict.fromkeys([default] + bundled_models()))
@@ -234,6 +265,6 @@ def create_app(model: str | None = None, device: str | torch.device = "cpu", lim
         Route("/api/jobs/{job_id}/files/{name}", file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
+    app.add_middleware(Guard, max_bytes=limits.max_bytes, loopback_only=loopback_only)
     app.state.store, app.state.models, app.state.limits = store, models, limits
     return app

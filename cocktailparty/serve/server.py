@@ -65,8 +65,9 @@ def cli_serve(args) -> int:
                     max_pending=int(args.queue), keep_seconds=args.keep_minutes * 60)
     sock = open_socket(args.host, args.port)
     try:
-        app = create_app(args.model, device=resolve_device(args.device), limits=limits)
-        if not _is_loopback(args.host):
+        loopback = _is_loopback(args.host)
+        app = create_app(args.model, device=resolve_device(args.device), limits=limits, loopback_only=loopback)
+        if not loopback:
             log.warning("listening on %s: anyone who can reach this machine can use the page "
                         "(the default, 127.0.0.1, is this machine only)", args.host)
         print(f"cocktail serve: open {address(sock)} in a browser (Ctrl-C stops)", flush=True)
