@@ -30,6 +30,12 @@ if [ -n "$rooms" ] && [ ! -d "$rooms" ]; then
   # size, so a bank of another size would put the benchmark's test rooms into training.
   python3 -m cocktailparty.cli -q corpus rooms --out "$rooms" --rooms 1000 --sample-rate "$rate" || exit 1
 fi
+if [ -f "$RUN/config.yaml" ] && ! ls -d "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
+  # A run that died before its first checkpoint (e.g. a failed graph capture) has nothing to
+  # resume from: start it again rather than fail on --resume.
+  echo "device-train: $RUN has no checkpoint; starting it again" >&2
+  rm -rf "$RUN"
+fi
 if [ -f "$RUN/config.yaml" ]; then
   python3 -m cocktailparty.cli train --resume "$RUN" --stop-after "$STOP"
 else
