@@ -151,11 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "and join their clips, split speaker-disjointly into train/valid/test.",
                 epilog=_examples("cocktail corpus real --out data/corpus-real16k --sample-rate 16000",
                                  "cocktail corpus real --out data/corpus-real8k --sample-rate 8000 "
-                                 "--sources tuxpaint,klettres"))
+                                 "--splits-like data/corpus-real16k"))
     _package_arguments(p)
     p.add_argument("--sources", metavar="A,B", help="comma-separated sources (default: all: tuxpaint, klettres, "
                    "hedgewars, festvox-ru, nexuiz, megaglest, gcin)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="speech kept per speaker (default: %(default)s)")
+    p.add_argument("--splits-like", metavar="DIR", help="another real corpus whose speakers keep their split here "
+                   "(e.g. the 16 kHz corpus, for an 8 kHz build that continues a 16 kHz model)")
     p.add_argument("--split", default="0.75,0.1,0.15", metavar="TR,CV,TT",
                    help="fractions of speakers per split (default: %(default)s)")
 

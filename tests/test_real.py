@@ -402,3 +402,29 @@ def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_
     # Split on their own, the new speakers get the splits a corpus of the new source alone gets.
     alone = build(tmp_path / "new-only", ["new"])
     assert {r["speaker"]: r["split"] for r in alone.values()} == {s: next(iter(v)) for s, v in new.items()}
+
+
+def test_splits_like_keeps_another_corpus_splits(fake_source, tmp_path):
+    def build(out, seed, **kw):
+        real.build_real_corpus(out, sources=["fake"], sample_rate=RATE, seed=seed, utterance_seconds=3.0,
+                               max_minutes=0.1, min_seconds=2.0, packages=fake_source, jobs=1, progress=False, **kw)
+        with open(out / "manifest.csv", encoding="utf-8") as handle:
+            return {r["speaker"]: r["split"] for r in csv.DictReader(handle)}
+
+    reference = build(tmp_path / "a", seed=0)
+    assert build(tmp_path / "b", seed=5) != reference  # another seed moves speakers...
+    assert build(tmp_path / "c", seed=5, splits_like=tmp_path / "a") == reference  # ...unless told not to
+    # Speakers the reference lacks are split among themselves; the others keep their split.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    with open(tmp_path / "a" / "manifest.csv", encoding="utf-8") as handle:
+        lines = handle.readlines()
+    newcomers = {"fake-v0", "fake-v1", "fake-v2", "fake-v3"}
+    (partial / "manifest.csv").write_text("".join([lines[0]] + [ln for ln in lines[1:]
+                                                                if ln.split(",")[2] not in newcomers]))
+    mixed = build(tmp_path / "d", seed=5, splits_like=partial)
+    assert {s: mixed[s] for s in reference if s not in newcomers} == \
+        {s: reference[s] for s in reference if s not in newcomers}
+    assert newcomers <= set(mixed) and {"train", "valid", "test"} >= {mixed[s] for s in newcomers}
+    with pytest.raises(CocktailError, match="holds no manifest.csv"):
+        build(tmp_path / "e", seed=0, splits_like=tmp_path / "nowhere")

@@ -371,7 +371,8 @@ def join_clips(clips: list[np.ndarray], sample_rate: int, seconds: float, rng: r
 def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate: int = 16000,
                       seed: int = 0, split="0.75,0.1,0.15", utterance_seconds: float = 5.0,
                       max_minutes: float = 8.0, min_seconds: float = 30.0, min_bandwidth: float = 0.8,
-                      packages: Optional[Path] = None, jobs: int = 0, progress: bool = True) -> dict:
+                      packages: Optional[Path] = None, jobs: int = 0, progress: bool = True,
+                      splits_like: Optional[Path] = None) -> dict:
     """Build the real-speech corpus in ``out`` (see the module docstring); returns corpus.json.
 
     Args:
@@ -385,6 +386,12 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
         min_bandwidth: clips narrower than this fraction of the Nyquist frequency are dropped.
         packages: the folder of fetched, extracted packages (default: the user's cache).
         jobs: decoding processes (0: all cores).
+        splits_like: another real corpus (its folder): every speaker it holds keeps that
+            corpus's split here; the others are split among themselves, group by group.
+            Which speakers pass the bandwidth check depends on the rate (a radio-filtered
+            voice passes at 8 kHz, not at 16 kHz), and a group's split depends on its
+            members, so an 8 kHz build made to continue a 16 kHz model's training uses the
+            16 kHz corpus's splits: its test speakers stay unheard.
     """
     from tqdm import tqdm
 
@@ -392,6 +399,7 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
     if unknown:
         raise CocktailError(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
     fractions = _parse_split(split)
+    fixed = _speaker_splits(Path(splits_like)) if splits_like else {}
     out = _new_folder(out)
     start = time.monotonic()
     chosen = [SOURCES[s] for s in sources]
@@ -439,9 +447,11 @@ def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate:
     groups: dict[str, list[str]] = {}
     for speaker in kept:
         source = source_of[speaker]
-        groups.setdefault(source.split_group or source.name, []).append(speaker)
+        if speaker not in fixed:
+            groups.setdefault(source.split_group or source.name, []).append(speaker)
     assignment = {speaker: split_name for group in sorted(groups) for speaker, split_name in
                   _split_persons([(s, source_of[s].name) for s in groups[group]], fractions, seed).items()}
+    assignment.update({speaker: fixed[speaker] for speaker in kept if speaker in fixed})
     for speaker in sorted(kept):
         split_name = assignment[speaker]
         source = source_of[speaker]
@@ -490,13 +500,22 @@ def cli_bandwidth(args) -> int:
     return 0
 
 
+def _speaker_splits(corpus: Path) -> dict[str, str]:
+    """Speaker -> split of a corpus folder's manifest.csv."""
+    manifest = corpus / "manifest.csv"
+    if not manifest.is_file():
+        raise CocktailError(f"--splits-like {corpus}: holds no manifest.csv (give a cocktail corpus real folder)")
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        return {row["speaker"]: row["split"] for row in csv.DictReader(handle)}
+
+
 def cli_real(args) -> int:
     """``cocktail corpus real``: see :func:`build_real_corpus`."""
     meta = build_real_corpus(
         args.out, sources=args.sources.split(",") if args.sources else tuple(SOURCES),
         sample_rate=args.sample_rate, seed=args.seed, split=args.split, max_minutes=args.max_minutes,
         packages=Path(args.packages) if args.packages else None, jobs=args.jobs,
-        progress=progress_enabled(getattr(args, "quiet", False)),
+        progress=progress_enabled(getattr(args, "quiet", False)), splits_like=args.splits_like,
     )
     summary = ", ".join(f"{name} {c['speakers']} speakers / {c['hours']:.2f} h" for name, c in meta["counts"].items())
     log.info("%s: real-speech corpus ready in %.0f s: %s", args.out, meta["build_seconds"], summary)
