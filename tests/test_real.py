@@ -428,3 +428,147 @@ def test_splits_like_keeps_another_corpus_splits(fake_source, tmp_path):
     assert newcomers <= set(mixed) and {"train", "valid", "test"} >= {mixed[s] for s in newcomers}
     with pytest.raises(CocktailError, match="holds no manifest.csv"):
         build(tmp_path / "e", seed=0, splits_like=tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------------------
+# Flight of the Amazon Queen: queen.1c, labels by voice, 11 kHz sources
+# --------------------------------------------------------------------------------------
+
+def _queen_archive(path: Path, entries: dict[str, bytes]) -> None:
+    """A queen.1c laid out like the real one: QTBL, version tag, count, 21-byte entries."""
+    import struct
+
+    table, data = b"", b""
+    start = 15 + 21 * len(entries)
+    for name, blob in entries.items():
+        table += name.encode().ljust(12, b"\0") + struct.pack(">BII", 1, start + len(data), len(blob))
+        data += blob
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"QTBL" + b"CEM10" + b"\0\0\0\1" + struct.pack(">H", len(entries)) + table + data)
+
+
+def _mp3(seconds: float, seed: int) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    sf.write(buffer, noise(seconds, 11025, seed), 11025, format="MP3")
+    return buffer.getvalue()
+
+
+def test_queen_entries_reads_the_table(tmp_path):
+    archive = tmp_path / "queen.1c"
+    _queen_archive(archive, {"JOE00011.SB": b"abc", "AND1.DOG": b"defgh"})
+    assert real.queen_entries(archive) == [("JOE00011.SB", 15 + 42, 3), ("AND1.DOG", 15 + 42 + 3, 5)]
+    archive.write_bytes(b"XXXX" + archive.read_bytes()[4:])
+    with pytest.raises(CocktailError, match="QTBL"):
+        real.queen_entries(archive)
+
+
+def test_queen_name_voice_reads_who_speaks_from_the_name():
+    assert real.queen_name_voice("JOE00511.SB") == "joe"
+    assert real.queen_name_voice("020006J1.SB") == "joe"
+    assert real.queen_name_voice("0303AAP3.SB") == "P:0303"
+    assert real.queen_name_voice("1012SSSS.SB") is None and real.queen_name_voice("35XXXXJ1.SB") == "joe"
+    assert real.queen_name_voice("57XXXXP1.SB") is None
+    assert real.queen_name_voice("C100A032.SB") is None and real.queen_name_voice("18SSSSSS.SB") is None
+
+
+def _voices(seed: int, count: int, dim: int = 64) -> np.ndarray:
+    """``count`` unit 'voices', nearly orthogonal, and a helper to draw clips around them."""
+    v = np.random.default_rng(seed).standard_normal((count, dim))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _around(voice: np.ndarray, n: int, seed: int, spread: float = 0.15) -> np.ndarray:
+    x = voice + spread * np.random.default_rng(seed).standard_normal((n, len(voice))) / np.sqrt(len(voice))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_queen_voice_labels_merges_dialogues_and_drops_what_is_unsure():
+    joe, anna, bob, small = _voices(0, 4)
+    rows: list[tuple[str, np.ndarray]] = []
+    rows += [(f"JOE{i:04d}1.SB", e) for i, e in enumerate(_around(joe, 30, 1))]
+    rows += [(f"0100{i:02X}P1.SB", e) for i, e in enumerate(_around(anna, 15, 2))]   # anna, dialogue 0100
+    rows += [(f"0701{i:02X}P1.SB", e) for i, e in enumerate(_around(anna, 15, 3))]   # anna again, 0701
+    rows += [(f"0200{i:02X}P1.SB", e) for i, e in enumerate(_around(bob, 25, 4))]    # bob
+    rows += [(f"0300{i:02X}P1.SB", e) for i, e in enumerate(_around(joe, 25, 5))]    # a P that sounds like Joe
+    rows += [(f"0400{i:02X}P1.SB", e) for i, e in enumerate(_around(small, 5, 6))]   # too few for a voice
+    rows += [("0100FFP1.SB", _around(bob, 1, 7)[0])]                                 # a third party in 0100
+    rows += [(f"C10{i}A011.SB", e) for i, e in enumerate(_around(bob, 3, 8))]        # unnamed, bob's voice
+    mixed = (anna + bob) / np.linalg.norm(anna + bob)
+    rows += [("C200A011.SB", mixed)]                                                 # between two voices
+    names = [n for n, _ in rows]
+    labels = real.queen_voice_labels(names, np.stack([e for _, e in rows]), threshold=0.3, min_member=0.6,
+                                     min_similarity=0.7, min_margin=0.05, min_group=3, min_size=20)
+    by_label: dict[str, set] = {}
+    for name, label in labels.items():
+        by_label.setdefault(label, set()).add(name)
+    assert set(by_label) == {"joe", "v01", "v02"}
+    assert by_label["joe"] == {n for n in names if n.startswith("JOE")}
+    assert by_label["v01"] == {n for n in names if n[:4] in ("0100", "0701")} - {"0100FFP1.SB"}  # anna: 30 clips
+    assert by_label["v02"] == {n for n in names if n[:4] == "0200"} | {f"C10{i}A011.SB" for i in range(3)}
+    assert not any(n[:4] in ("0300", "0400") for n in labels)  # Joe-like P lines, a 5-clip voice
+    assert "0100FFP1.SB" not in labels and "C200A011.SB" not in labels
+
+
+def test_queen_reads_speech_from_queen_1c_and_labels_it(tmp_path, monkeypatch):
+    root = tmp_path / "flight-of-the-amazon-queen"
+    joe, anna = _voices(1, 2)
+    voice_of = {**{f"JOE{i:04d}1.SB": joe for i in range(4)}, **{f"0100{i:02X}P1.SB": anna for i in range(4)}}
+    entries = {name: _mp3(1.2, i) for i, name in enumerate(voice_of)}
+    entries["0100AAP1.SB"] = _mp3(0.5, 99)   # under a second: never labelled
+    entries["AND1.DOG"] = b"not speech"
+    _queen_archive(root / real.QUEEN_ARCHIVE, entries)
+    calls = []
+
+    def fake_embed(paths):
+        calls.append(len(paths))
+        return np.stack([voice_of[p.stem + ".SB"] for p in paths])
+
+    monkeypatch.setattr(real, "_embed_clip_files", fake_embed)
+    monkeypatch.setattr(real, "queen_voice_labels",
+                        lambda names, e: {n: ("joe" if n.startswith("JOE") else "v01") for n in names})
+    clips = real._queen(root)
+    assert sorted((c.path.name, c.speaker) for c in clips) == sorted(
+        (n.replace(".SB", ".mp3"), "queen-joe" if n.startswith("JOE") else "queen-v01") for n in voice_of)
+    assert calls == [8] and {c.language for c in clips} == {"en"}
+    data, rate = sf.read(str(clips[0].path))
+    assert rate == 11025 and len(data) > 11025
+    assert len(real._queen(root)) == 8 and calls == [8]  # the labels are cached beside the clips
+
+
+def test_a_source_recorded_at_11khz_feeds_8khz_corpora_only(tmp_path, monkeypatch, caplog):
+    import logging
+
+    cache = tmp_path / "packages"
+    _fake_package(cache, "game-speech-data", {f"g{i}": None for i in range(4)}, clips=4)
+    _fake_package(cache, "wide-speech-data", {f"w{i}": None for i in range(4)}, clips=4)
+
+    def finder(prefix):
+        return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
+
+    monkeypatch.setattr(real, "SOURCES", {
+        "wide": real.Source("wide", "wide-speech-data", "CC0", finder("wide")),
+        "game": real.Source("game", "game-speech-data", "CC0", finder("game"), native_rate=11025)})
+    kw = dict(utterance_seconds=2.0, min_seconds=2.0, packages=cache, jobs=1, progress=False)
+    meta = real.build_real_corpus(tmp_path / "c8", sources=["wide", "game"], sample_rate=8000, **kw)
+    assert {v["source"] for v in meta["speakers"].values()} == {"wide", "game"}
+    with caplog.at_level(logging.INFO, logger="cocktailparty"):
+        meta = real.build_real_corpus(tmp_path / "c16", sources=["wide", "game"], sample_rate=16000, **kw)
+    assert {v["source"] for v in meta["speakers"].values()} == {"wide"}
+    assert "game-speech-data" not in meta["packages"] and meta["parameters"]["sources"] == ["wide"]
+    assert "game: recorded at 11025 Hz, cannot feed a 16000 Hz corpus: skipped" in caplog.text
+    with pytest.raises(CocktailError, match="can feed a 16000 Hz"):
+        real.build_real_corpus(tmp_path / "c16b", sources=["game"], sample_rate=16000, **kw)
+
+
+def test_voice_front_end_and_agglomerate():
+    from cocktailparty.data import voices
+
+    tone = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000).astype(np.float32)
+    frames = voices.mel_frames(tone)
+    assert frames.shape == (101, voices.N_MELS)  # 10 ms steps, centred windows
+    assert abs(int(np.argmax(frames.mean(axis=0))) - int(np.argmax(voices._mel_filters()[:, 25]))) <= 1
+    a, b = _voices(3, 2)
+    rows = np.concatenate([_around(a, 4, 1), _around(b, 3, 2)])
+    assert voices.agglomerate(rows, 0.3).tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert voices.agglomerate(rows, 1.5).tolist() == [0] * 7
