@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "--splits-like data/corpus-real16k"))
     _package_arguments(p)
     p.add_argument("--sources", metavar="A,B", help="comma-separated sources (default: all: tuxpaint, klettres, "
-                   "hedgewars, festvox-ru, nexuiz, megaglest, gcin)")
+                   "hedgewars, festvox-ru, nexuiz, megaglest, gcin). Also: queen (11 kHz game speech "
+                   "for corpora at 8 kHz; needs pip install --no-deps resemblyzer)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="speech kept per speaker (default: %(default)s)")
     p.add_argument("--splits-like", metavar="DIR", help="another real corpus whose speakers keep their split here "
                    "(e.g. the 16 kHz corpus, for an 8 kHz build that continues a 16 kHz model)")

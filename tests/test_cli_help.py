@@ -97,9 +97,11 @@ def test_one_wording_for_cuda_not_available(tmp_path, model_path, monkeypatch, c
 
 
 def test_corpus_real_help_names_every_source(capsys):
-    from cocktailparty.data.real import SOURCES
+    from cocktailparty.data.real import DEFAULT_SOURCES, SOURCES
     with pytest.raises(SystemExit):
         main(["corpus", "real", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     listed = text.split("default: all: ", 1)[1].split(")", 1)[0].split(", ")
-    assert listed == list(SOURCES)
+    assert listed == list(DEFAULT_SOURCES)
+    opt_in = [name for name in SOURCES if name not in DEFAULT_SOURCES]
+    assert opt_in and all(f"Also: {name} (" in text for name in opt_in)

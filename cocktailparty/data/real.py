@@ -123,6 +123,9 @@ class Source:
     # source feeds only corpora at or under it (build_real_corpus skips it above), since a
     # resampled 11 kHz clip holds nothing over 5.5 kHz. None: full band (44.1/48 kHz).
     native_rate: Optional[int] = None
+    # Built only when asked for by name (--sources): queen needs Resemblyzer's weights
+    # (pip install --no-deps resemblyzer), which the project's install does not bring.
+    opt_in: bool = False
 
 
 def _tuxpaint(root: Path) -> list[Clip]:
@@ -469,7 +472,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("megaglest", "megaglest-data", "CC-BY-SA-3.0", _megaglest, min_seconds=5.0),
     Source("gcin", "gcin-voice", "GPL-3 or LGPL-3 (*/3.ogg); CC-BY-3.0 (*/5.ogg)", _gcin),
     Source("queen", "flight-of-the-amazon-queen", "Flight-of-the-Amazon-Queen-License (freeware, redistributable)",
-           _queen, native_rate=11025),
+           _queen, native_rate=11025, opt_in=True),
 )}
 
 
@@ -568,7 +571,10 @@ def join_clips(clips: list[np.ndarray], sample_rate: int, seconds: float, rng: r
     return utterances
 
 
-def build_real_corpus(out, sources: Sequence[str] = tuple(SOURCES), sample_rate: int = 16000,
+DEFAULT_SOURCES = tuple(name for name, source in SOURCES.items() if not source.opt_in)
+
+
+def build_real_corpus(out, sources: Sequence[str] = DEFAULT_SOURCES, sample_rate: int = 16000,
                       seed: int = 0, split="0.75,0.1,0.15", utterance_seconds: float = 5.0,
                       max_minutes: float = 8.0, min_seconds: float = 30.0, min_bandwidth: float = 0.8,
                       packages: Optional[Path] = None, jobs: int = 0, progress: bool = True,
@@ -722,7 +728,7 @@ def _speaker_splits(corpus: Path) -> dict[str, str]:
 def cli_real(args) -> int:
     """``cocktail corpus real``: see :func:`build_real_corpus`."""
     meta = build_real_corpus(
-        args.out, sources=args.sources.split(",") if args.sources else tuple(SOURCES),
+        args.out, sources=args.sources.split(",") if args.sources else DEFAULT_SOURCES,
         sample_rate=args.sample_rate, seed=args.seed, split=args.split, max_minutes=args.max_minutes,
         packages=Path(args.packages) if args.packages else None, jobs=args.jobs,
         progress=progress_enabled(getattr(args, "quiet", False)), splits_like=args.splits_like,
