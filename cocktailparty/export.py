@@ -115,6 +115,30 @@ def _plain_layout(model: nn.Module):
             model.channels_last = previous
 
 
+@contextlib.contextmanager
+def _constant_slopes(model: nn.Module):
+    """Trace every one-slope PReLU as LeakyReLU with that slope as a constant.
+
+    A PReLU with one shared slope is ``x if x >= 0 else a * x``, which is what ONNX
+    LeakyRelu computes (the same single product per negative element, so the same values).
+    onnxruntime's PRelu kernel broadcasts its slope tensor elementwise, though, and its
+    LeakyRelu is a plain vectorised activation that it can also fuse into a preceding Conv:
+    on a (1, 512, 1, 10000) gLN + PReLU, 76 ms with PRelu against 22 ms with LeakyRelu (2
+    threads). PReLUs with a slope per channel are left as they are.
+    """
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.PReLU) and child.weight.numel() == 1:
+                setattr(parent, name, nn.LeakyReLU(float(child.weight.detach())))
+                swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -215,7 +239,8 @@ def export_onnx(
         # which compute the same function as their no-grad paths in eval mode but without
         # in-place writes into views and out= buffers (Tune-In's GALR blocks use those to
         # save memory), which the tracer cannot express in ONNX.
-        with torch.enable_grad(), _exporter_fixes(opset), warnings.catch_warnings(), _plain_layout(model):
+        with torch.enable_grad(), _exporter_fixes(opset), warnings.catch_warnings(), \
+                _plain_layout(model), _constant_slopes(model):
             # The tracer warns about every Python int it sees made from a size; the models'
             # size arithmetic is written to stay symbolic, and the check below proves it.
             warnings.simplefilter("ignore")
