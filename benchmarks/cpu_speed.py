@@ -14,15 +14,22 @@ prints a table with the reference figures beside ours and exits 1 when a target 
    this pair runs on a shorter recording (default: 2 minutes, to keep the script under
    ~15 minutes on 2 cores); ``--onnx-minutes 10`` uses the full one.
 
-Why the onnx backend is still slower (measured Dec 2026, default model, 10-s forward, 2
-threads: onnxruntime 1.32 1.58 s median, torch 1.25-1.36 s). onnxruntime's own profile of
-that forward: PRelu 20% (its PRelu kernel is slow: rewriting it as Where or Relu + Min*a
-did not help), gLN as InstanceNormalization + a separate Mul and Add for the per-channel
-affine 16% + ~20% (torch's group_norm applies the affine in the same pass), the NCHWc
-layout reorders around every Conv 12%, Resize 5%. Tried without gain: graph optimisation
-levels basic/extended (slower than the default "all": 2.2-2.3 s), intra-op spinning off
-(within noise), one thread (onnxruntime 2.71 s, torch 2.20 s). Exporting at a fixed chunk
-length would change the last, shorter chunk's output (gLN statistics over padding).
+Where the onnx backend stood (measured Dec 2026, default model, 10-s forward, 2 threads:
+onnxruntime 1.58 s median, torch 1.25-1.36 s; this pair 1.24x). onnxruntime's own profile
+of that forward: PRelu 20%, gLN as InstanceNormalization + a separate Mul and Add for the
+per-channel affine 16% + ~20% (torch's group_norm applies the affine in the same pass), the
+NCHWc layout reorders around every Conv 12%, Resize 5%. What changed since: the export
+traces one-slope PReLUs as LeakyRelu (onnxruntime's PRelu broadcasts its slope tensor; gLN
++ PReLU at 512 x 10000, 76 ms -> 22 ms), and OnnxRunner turns intra-op spinning off (under
+another process's load the 10-s forward went from 3.99 to 2.51 s; idle, within noise). This
+pair then measured 0.94x (30.1 s onnx, 32.1 s torch, 2 min, load average ~3.8 from other
+jobs: not an idle figure). Tried without gain: graph optimisation levels basic/extended
+(slower than the default "all"), one thread (onnxruntime 2.71 s, torch 2.20 s, before the
+changes), PRelu as Where or Relu + Min*a, gLN as per-channel ReduceMean + ReduceL2
+statistics and one Mul + Add (10-20% slower than InstanceNormalization in the whole graph,
+though 15x closer to torch: max |diff| 1.9e-4 against 2.8e-3 on a 10-s input). Exporting at
+a fixed chunk length would change the last, shorter chunk's output (gLN statistics over
+padding).
 
 The machine's load average is printed before each measurement: other processes on a 2-core
 machine slow every figure here (the thread CPU time of item 1 is printed as a check).
