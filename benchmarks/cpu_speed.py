@@ -21,7 +21,8 @@ per-channel affine 16% + ~20% (torch's group_norm applies the affine in the same
 NCHWc layout reorders around every Conv 12%, Resize 5%. What changed since: the export
 traces one-slope PReLUs as LeakyRelu (onnxruntime's PRelu broadcasts its slope tensor; gLN
 + PReLU at 512 x 10000, 76 ms -> 22 ms), and OnnxRunner turns intra-op spinning off (under
-another process's load the 10-s forward went from 3.99 to 2.51 s; idle, within noise). This
+another process's load the 10-s forward went from 3.99 to 2.51 s; at load ~1.4 it cost
+~4%, 1.28 -> 1.33 s). LeakyRelu alone, same session options, load ~1.4: 1.73 -> 1.38 s. This
 pair then measured 0.94x (30.1 s onnx, 32.1 s torch, 2 min, load average ~3.8 from other
 jobs: not an idle figure). Tried without gain: graph optimisation levels basic/extended
 (slower than the default "all"), one thread (onnxruntime 2.71 s, torch 2.20 s, before the
