@@ -2,7 +2,7 @@
 prints a table with the reference figures beside ours and exits 1 when a target is missed.
 
 1. one thread, 1 s at 16 kHz, batch 1: the median forward of the bundled default
-   (``tdanet-real16k``) must beat the authors' TDANet, 361 ms median on the 2-core
+   (``tdanet-rooms16k``) must beat the authors' TDANet, 361 ms median on the 2-core
    development machine (REFERENCE-NOTES). Measured as ``cocktail separate`` runs it:
    inference mode, :func:`cocktailparty.cpu.keep_freed_memory` in force (the Separator
    sets it); the same forward without it is printed too.
