@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .metrics import EPS, best_permutation, high_band, high_band_si_snr, pairwise_si_snr, pairwise_snr
+from .metrics import EPS, best_permutation, pairwise_si_snr, pairwise_snr
 
 PairwiseLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -32,8 +32,6 @@ __all__ = [
     "pit_snr_loss",
     "pairwise_neg_si_snr",
     "pairwise_neg_snr",
-    "high_band",
-    "high_band_si_snr",
 ]
 
 

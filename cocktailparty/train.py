@@ -107,8 +107,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from . import checkpoint
 from .config import apply_overrides, load_config
 from .errors import CocktailError, no_cuda
-from .losses import high_band_si_snr, pairwise_neg_si_snr, pairwise_neg_snr, pit_si_snr_loss, pit_snr_loss
-from .metrics import permute
+from .losses import pairwise_neg_si_snr, pairwise_neg_snr, pit_si_snr_loss, pit_snr_loss
+from .metrics import high_band_si_snr, permute
 from .metrics import si_snri
 from .models import build_model
 from .progress import Bar, progress_enabled
@@ -611,7 +611,7 @@ def default_loss(estimates: torch.Tensor, sources: torch.Tensor, loss: str = "si
     """Negative SI-SNR (or SNR) in dB under u-PIT; ``estimates``/``sources`` ``(B, C, T)``.
 
     With ``high_band_weight`` > 0 the loss adds that weight times the negative SI-SNR of the
-    outputs' high band (:func:`~cocktailparty.losses.high_band_si_snr`), outputs paired with
+    outputs' high band (:func:`~cocktailparty.metrics.high_band_si_snr`), outputs paired with
     references as the main term paired them; the terms are then logged apart too.
     """
     est, ref = estimates.float(), sources.float()
