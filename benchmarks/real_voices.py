@@ -143,16 +143,13 @@ def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str
 def scored(model: str, test_set: Path, out: Path, device: str | None) -> dict:
     """``cocktail evaluate``'s summary, with the top band scored too (``high_band_si_snri``: the
     SI-SNRi of the band above half the Nyquist frequency, negative when a model's outputs keep
-    less of it than the mixture). Per-mixture results of an earlier run with other metrics are
-    scored again rather than mixed in."""
-    try:
-        return evaluate(model, test_set, out, device=device, progress=False, high_band=True)
-    except CocktailError as err:
-        if "another run" not in str(err) and "columns do not match" not in str(err):
-            raise
-        out.unlink()
-        out.with_suffix(".json").unlink(missing_ok=True)
-        return evaluate(model, test_set, out, device=device, progress=False, high_band=True)
+    less of it than the mixture). Per-mixture results of an earlier run without that metric
+    are scored again rather than mixed in."""
+    meta = out.with_suffix(".json")
+    if meta.is_file() and "high_band_si_snri" not in json.loads(meta.read_text()).get("metrics", []):
+        out.unlink(missing_ok=True)
+        meta.unlink()
+    return evaluate(model, test_set, out, device=device, progress=False, high_band=True)
 
 
 def sources_of_mixtures(test_set: Path, corpus: Path) -> dict[str, set[str]]:

@@ -82,6 +82,7 @@ from ..errors import CocktailError
 from ..progress import progress_enabled
 from .corpus import (CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest, bandwidth_hz,
                      measure_bandwidths, normalise, trim_silence)
+from .datasets import SpeakerCorpus
 
 log = logging.getLogger("cocktailparty")
 
@@ -718,11 +719,9 @@ def cli_bandwidth(args) -> int:
 
 def _speaker_splits(corpus: Path) -> dict[str, str]:
     """Speaker -> split of a corpus folder's manifest.csv."""
-    manifest = corpus / "manifest.csv"
-    if not manifest.is_file():
+    if not (corpus / "manifest.csv").is_file():
         raise CocktailError(f"--splits-like {corpus}: holds no manifest.csv (give a cocktail corpus real folder)")
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        return {row["speaker"]: row["split"] for row in csv.DictReader(handle)}
+    return {u.speaker: u.split for u in SpeakerCorpus.from_manifest(corpus, check_files=False).utterances}
 
 
 def cli_real(args) -> int:
