@@ -142,10 +142,10 @@ class Separator:
     def separate_at_model_rate(self, mixture: np.ndarray, progress: bool = False) -> np.ndarray:
         """``(time,)`` at the model's rate -> ``(C, time)``, chunked when long."""
         length = mixture.shape[0]
-        if self.chunk is None or length <= self.chunk:
+        starts = self.chunk_starts(length)
+        if len(starts) == 1:
             return self._run(mixture)
         hop = self.chunk - self.overlap
-        starts = list(range(0, max(length - self.overlap, 1), hop))
         output = np.zeros((self.num_sources, length), np.float32)
         fade_in = np.linspace(0.0, 1.0, self.overlap + 2, dtype=np.float32)[1:-1]
         previous_tail: np.ndarray | None = None
@@ -165,6 +165,12 @@ class Separator:
             # above touches only the first `overlap` samples, and hop >= overlap).
             previous_tail = estimate[:, hop:]
         return output
+
+    def chunk_starts(self, length: int) -> list[int]:
+        """Where each chunk of a ``length``-sample mixture starts: ``[0]`` when it runs whole."""
+        if self.chunk is None or length <= self.chunk:
+            return [0]
+        return list(range(0, max(length - self.overlap, 1), self.chunk - self.overlap))
 
     def _run(self, mixture: np.ndarray) -> np.ndarray:
         """The only model call: ``(time,)`` -> ``(C, time)`` at the mixture's scale."""

@@ -67,12 +67,7 @@ class _Reporting(Separator):
     _done = _total = 0
 
     def separate_at_model_rate(self, mixture: np.ndarray, progress: bool = False) -> np.ndarray:
-        length = mixture.shape[0]
-        if self.chunk is None or length <= self.chunk:
-            self._total = 1
-        else:
-            self._total = len(range(0, max(length - self.overlap, 1), self.chunk - self.overlap))
-        self._done = 0
+        self._total, self._done = len(self.chunk_starts(mixture.shape[0])), 0
         return super().separate_at_model_rate(mixture, progress)
 
     def _run(self, mixture: np.ndarray) -> np.ndarray:
