@@ -78,17 +78,18 @@ def _fake_package(cache: Path, name: str, speakers: dict[str, float | None], cli
     (root / ".version").write_text("1.0-1\n")
 
 
+def _finder(prefix: str):
+    """A Source.find for a _fake_package tree: a speaker per folder, named PREFIX-FOLDER."""
+    return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
+
+
 @pytest.fixture()
 def fake_source(tmp_path, monkeypatch):
     cache = tmp_path / "packages"
     speakers = {f"v{i}": None for i in range(8)}
     speakers["narrow"] = 3000.0  # every clip band-limited: the speaker must vanish
     _fake_package(cache, "fake-speech-data", speakers, clips=12)
-
-    def find(root: Path) -> list[real.Clip]:
-        return [real.Clip(p, f"fake-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
-
-    monkeypatch.setattr(real, "SOURCES", {"fake": real.Source("fake", "fake-speech-data", "CC0", find)})
+    monkeypatch.setattr(real, "SOURCES", {"fake": real.Source("fake", "fake-speech-data", "CC0", _finder("fake"))})
     return cache
 
 
@@ -368,12 +369,9 @@ def two_fake_sources(tmp_path, monkeypatch):
     _fake_package(cache, "old-speech-data", {f"o{i}": None for i in range(9)}, clips=6)
     _fake_package(cache, "new-speech-data", {f"n{i}": None for i in range(10)}, clips=2)
 
-    def finder(prefix):
-        return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
-
     monkeypatch.setattr(real, "SOURCES", {
-        "old": real.Source("old", "old-speech-data", "CC0", finder("old"), split_group="v1"),
-        "new": real.Source("new", "new-speech-data", "CC0", finder("new"), min_seconds=1.5)})
+        "old": real.Source("old", "old-speech-data", "CC0", _finder("old"), split_group="v1"),
+        "new": real.Source("new", "new-speech-data", "CC0", _finder("new"), min_seconds=1.5)})
     return cache
 
 
@@ -543,12 +541,9 @@ def test_a_source_recorded_at_11khz_feeds_8khz_corpora_only(tmp_path, monkeypatc
     _fake_package(cache, "game-speech-data", {f"g{i}": None for i in range(4)}, clips=4)
     _fake_package(cache, "wide-speech-data", {f"w{i}": None for i in range(4)}, clips=4)
 
-    def finder(prefix):
-        return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
-
     monkeypatch.setattr(real, "SOURCES", {
-        "wide": real.Source("wide", "wide-speech-data", "CC0", finder("wide")),
-        "game": real.Source("game", "game-speech-data", "CC0", finder("game"), native_rate=11025)})
+        "wide": real.Source("wide", "wide-speech-data", "CC0", _finder("wide")),
+        "game": real.Source("game", "game-speech-data", "CC0", _finder("game"), native_rate=11025)})
     kw = dict(utterance_seconds=2.0, min_seconds=2.0, packages=cache, jobs=1, progress=False)
     meta = real.build_real_corpus(tmp_path / "c8", sources=["wide", "game"], sample_rate=8000, **kw)
     assert {v["source"] for v in meta["speakers"].values()} == {"wide", "game"}
