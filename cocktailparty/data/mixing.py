@@ -452,8 +452,7 @@ class DynamicMixer(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        plan, signals = self._plan(index, self.epoch)
-        rendered = render_plan(plan, signals)
+        plan, rendered = self._rendered(index, self.epoch)
         item = {
             "mixture": torch.from_numpy(rendered["mixture"]),
             "sources": torch.from_numpy(rendered["sources"]),
@@ -470,7 +469,14 @@ class DynamicMixer(Dataset):
         """The recipe of item ``index`` in ``epoch`` (default: the current epoch)."""
         return self._plan(index, self.epoch if epoch is None else epoch)[0]
 
-    def _plan(self, index: int, epoch: int) -> tuple[MixturePlan, dict]:
+    def _rendered(self, index: int, epoch: int) -> tuple[MixturePlan, dict]:
+        """Item ``index``'s plan and its :func:`render_plan` signals, rendered once."""
+        plan, signals, rendered = self._plan(index, epoch)
+        return plan, rendered if rendered is not None else render_plan(plan, signals)
+
+    def _plan(self, index: int, epoch: int) -> tuple[MixturePlan, dict, Optional[dict]]:
+        """The plan, its loaded signals, and its rendering when planning already made it
+        (an item in a room is rendered to measure its peaks)."""
         rng = np.random.default_rng([self.seed, epoch, index])
         corpus, rate = self.corpus, self.sample_rate
         utterances = self._choose_utterances(index, rng)
@@ -533,10 +539,10 @@ class DynamicMixer(Dataset):
             plan.room = self.rooms.path(room)
             signals["rirs"] = self.rooms[room][0][:len(sources)]
 
-        self._limit_peak(plan, signals)
+        rendered = self._limit_peak(plan, signals)
         first, rest = sources[0], sources[1:]
         plan.id = f"e{epoch}_{index}_" + "_".join(s.utterance_id for s in [first] + rest)
-        return plan, signals
+        return plan, signals, rendered
 
     def _choose_utterances(self, index: int, rng: np.random.Generator) -> list[int]:
         corpus = self.corpus
@@ -575,7 +581,11 @@ class DynamicMixer(Dataset):
             chosen.append(pool[int(rng.integers(0, len(pool)))])
         return chosen
 
-    def _limit_peak(self, plan: MixturePlan, signals: dict) -> None:
+    def _limit_peak(self, plan: MixturePlan, signals: dict) -> Optional[dict]:
+        """Lower all gains of ``plan`` together so no output peaks over ``max_peak``; returns
+        the rendering of an item in a room when it needed no change (it had to be rendered to
+        know its peaks; rendering again would convolve every talker twice)."""
+        rendered = None
         parts = [(raw, s) for raw, s in zip(signals["sources"], plan.sources)]
         parts += [(signals[k], getattr(plan, k)) for k in ("noise", "music") if k in signals]
         if plan.room is None:
@@ -590,6 +600,8 @@ class DynamicMixer(Dataset):
             change = 20.0 * np.log10(self.max_peak / peak)
             for _, part in parts:
                 part.gain_db = float(part.gain_db + change)
+            return None
+        return rendered
 
 
 # --------------------------------------------------------------------------------------
@@ -678,9 +690,9 @@ def write_mixture_set(
                    mixer.music.root if mixer.music else None)
     rows = []
     for index in _progress(range(num_mixtures), progress, "mixing"):
-        plan, signals = mixer._plan(index, 0)
+        plan, rendered = mixer._rendered(index, 0)
         plan.id = _mixture_id(index, plan)
-        _write_mixture(out, plan, render_plan(plan, signals), subtype)
+        _write_mixture(out, plan, rendered, subtype)
         rows.append(_plan_to_row(plan, roots))
     _write_text(out / METADATA_FILE, _rows_to_csv(rows, mixer.num_speakers))
     _write_text(out / PARAMETERS_FILE, json.dumps(parameters, indent=2) + "\n")
