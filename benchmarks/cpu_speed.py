@@ -4,7 +4,7 @@ prints a table with the reference figures beside ours and exits 1 when a target 
 1. one thread, 1 s at 16 kHz, batch 1: the median forward of the bundled default
    (``tdanet-rooms16k``) must beat the authors' TDANet, 361 ms median on the 2-core
    development machine (REFERENCE-NOTES). Measured as ``cocktail separate`` runs it:
-   inference mode, :func:`cocktailparty.cpu.keep_freed_memory` in force (the Separator
+   inference mode, :func:`cocktailparty.core.cpu.keep_freed_memory` in force (the Separator
    sets it); the same forward without it is printed too.
 2. ``cocktail separate`` with no flags on a 10-minute 16 kHz two-talker recording, in a
    fresh process (``benchmarks/long_recording.py`` does the work): real-time factor <= 0.25
@@ -72,8 +72,8 @@ def one_thread_latency(model_name: str | None, runs: int, keep_memory: bool) -> 
     """Median wall and thread-CPU ms of a 1-s forward, one thread, in inference mode."""
     import torch
 
-    from cocktailparty.checkpoint import load_model
-    from cocktailparty.cpu import keep_freed_memory
+    from cocktailparty.core.checkpoint import load_model
+    from cocktailparty.core.cpu import keep_freed_memory
 
     torch.set_num_threads(1)
     if keep_memory:
@@ -181,8 +181,8 @@ def main() -> int:
 
         # 3. onnx vs torch, same file
         if not args.skip_onnx:
-            from cocktailparty.checkpoint import load_model
-            from cocktailparty.export import export_onnx
+            from cocktailparty.core.checkpoint import load_model
+            from cocktailparty.inference.export import export_onnx
 
             onnx_path = tmp / "default.onnx"
             export_onnx(load_model(args.model, "cpu"), onnx_path)

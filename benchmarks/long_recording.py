@@ -50,7 +50,7 @@ import json, sys, time
 t0 = time.perf_counter()
 from cocktailparty.cli import main
 import torch
-from cocktailparty.separate import Separator
+from cocktailparty.inference.separate import Separator
 import inspect
 rc = main(sys.argv[2:])
 wall = time.perf_counter() - t0
@@ -158,7 +158,7 @@ def run(args) -> dict:
 def memory_curve(model: str, lengths: list[float], threads: int | None) -> int:
     import torch
 
-    from cocktailparty.profile import peak_memory_mb
+    from cocktailparty.eval.profile import peak_memory_mb
 
     threads = threads or torch.get_num_threads()
     print(f"{model}, {threads} thread(s): peak memory of one forward per chunk length")

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cocktailparty.checkpoint import load_model
-from cocktailparty.errors import CocktailError
-from cocktailparty.export import DEFAULT_TOLERANCE, export_onnx
-from cocktailparty.onnxrun import OnnxRunner
+from cocktailparty.core.checkpoint import load_model
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.inference.export import DEFAULT_TOLERANCE, export_onnx
+from cocktailparty.inference.onnxrun import OnnxRunner
 
 CONFIGS = ("tdanet-lrs2", "tdanet-large-lrs2", "dprnn-wsj0", "convtasnet-wsj0")
 

@@ -16,8 +16,8 @@ import dataclasses
 import logging
 import sys
 
-from cocktailparty import profile
-from cocktailparty.errors import CocktailError
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.eval import profile
 from cocktailparty.models import ARCHITECTURES, config_class
 
 # The rate each architecture's paper reports its cost at (1 s of audio).

@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cocktailparty.train import EXIT_SLOT_ENDED  # noqa: E402  (cocktail train --stop-after's status)
+from cocktailparty.train.engine import EXIT_SLOT_ENDED  # noqa: E402  (cocktail train --stop-after's status)
 
 # name: (config, extra overrides)
 MODELS = {
@@ -96,7 +96,7 @@ def train(name: str, args, out: Path) -> Path:
 def untrained(run_dir: Path):
     """The run's architecture from its config.yaml, for counting params and MACs (no weights
     needed: they may stay on the machine that trained them)."""
-    from cocktailparty.config import load_config
+    from cocktailparty.core.config import load_config
     from cocktailparty.models import build_model
 
     model_cfg = dict(load_config(run_dir / "config.yaml")["model"])
@@ -108,7 +108,7 @@ def scores(run_dir: Path, args) -> dict:
     earlier scoring of the same test set (RUN/test.json) is reused, also one made elsewhere
     whose test set was built by the same command into the same path."""
     from cocktailparty.data.datasets import open_mixture_dataset
-    from cocktailparty.evaluate import evaluate
+    from cocktailparty.eval.evaluate import evaluate
 
     cached = run_dir / "test.json"
     if cached.is_file() and args.limit is None:
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cocktailparty.config import load_config
-    from cocktailparty.profile import count_macs, count_parameters
+    from cocktailparty.core.config import load_config
+    from cocktailparty.eval.profile import count_macs, count_parameters
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]

@@ -41,10 +41,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cocktailparty.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
+from cocktailparty.core.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
+from cocktailparty.core.errors import CocktailError  # noqa: E402
 from cocktailparty.data.mixing import write_mixture_set  # noqa: E402
-from cocktailparty.errors import CocktailError  # noqa: E402
-from cocktailparty.evaluate import evaluate  # noqa: E402
+from cocktailparty.eval.evaluate import evaluate  # noqa: E402
 
 # (set, model rate) -> SI-SNRi target in dB for the default model of that rate (issue "Real voices").
 TARGETS = {("real-16k", 16000): 10.0, ("real-reverb", 16000): 8.0, ("tts-16k", 16000): 12.65,
@@ -85,7 +85,7 @@ def build_set(name: str, corpus: Path, work: Path, mixtures: int, rooms: Path | 
 def write_reverberant_set(corpus: Path, rooms: Path, out: Path, mixtures: int, rate: int) -> Path:
     """Reverberant two-talker mixtures in the wsj0-2mix layout: mix/ holds the sum of the
     reverberant images, s1/ s2/ the early-reflection targets."""
-    from cocktailparty import audio
+    from cocktailparty.core import audio
     from cocktailparty.data.mixing import DynamicMixer
 
     mixer = DynamicMixer(corpus, split="test", rooms=rooms, reverb_probability=1.0, segment=4.0,
@@ -115,10 +115,10 @@ def extraction_and_verification(corpus: Path, model_name: str, num_trials: int, 
 
 
 def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str | None) -> dict:
-    from cocktailparty.checkpoint import load_model
-    from cocktailparty.metrics import eer, si_snr
-    from cocktailparty.separate import EnrolledTalker, Separator
-    from cocktailparty.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
+    from cocktailparty.core.checkpoint import load_model
+    from cocktailparty.eval.metrics import eer, si_snr
+    from cocktailparty.eval.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
+    from cocktailparty.inference.separate import EnrolledTalker, Separator
 
     model = load_model(model_name, device)
     rate = int(model.config.sample_rate)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("data/bench-real"), help="test sets and per-mixture CSVs")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
-    from cocktailparty.checkpoint import DEFAULT_MODEL
+    from cocktailparty.core.checkpoint import DEFAULT_MODEL
 
     default = args.default or DEFAULT_MODEL
     models = args.models or bundled_separators()
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{breakdown}")
     enrolled = None
     if args.trials:
-        from cocktailparty.checkpoint import DEFAULT_ENROLLED_MODEL
+        from cocktailparty.core.checkpoint import DEFAULT_ENROLLED_MODEL
 
         enrolled = extraction_and_verification(args.real_corpus, args.enrolled_model or DEFAULT_ENROLLED_MODEL,
                                                args.trials, args.device)

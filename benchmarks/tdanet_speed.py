@@ -151,11 +151,11 @@ class Table:
 
 
 def bench_cpu(args: argparse.Namespace, table: Table) -> None:
-    from cocktailparty.cpu import keep_freed_memory
+    from cocktailparty.core.cpu import keep_freed_memory
 
     torch.set_num_threads(1)
     # As the Separator runs on CPU (cocktail separate): without it a third of the forward
-    # is page faults on re-mapped activations (see cocktailparty/cpu.py).
+    # is page faults on re-mapped activations (see cocktailparty/core/cpu.py).
     keep_freed_memory()
     model = build_model(args.model, **(TINY if args.smoke else {})).eval()
     x = torch.randn(1, RATE // 10 if args.smoke else RATE)

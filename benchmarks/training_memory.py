@@ -35,7 +35,7 @@ MIB = 2**20
 
 def training_step(request: dict) -> dict:
     """Peak MiB and seconds of one step; ``{"oom": True}`` when the device runs out."""
-    from cocktailparty import profile
+    from cocktailparty.eval import profile
     from cocktailparty.models import build_model
 
     device = torch.device(request["device"])
@@ -80,7 +80,7 @@ def measure(request: dict) -> dict:
         result = training_step(request)
         torch.cuda.empty_cache()
         return result
-    from cocktailparty.profile import memory_worker_env
+    from cocktailparty.eval.profile import memory_worker_env
 
     # A fresh process per measurement: nothing allocated before hides the step's peak.
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)], env=memory_worker_env(),

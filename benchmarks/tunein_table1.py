@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from cocktailparty import profile
-from cocktailparty.checkpoint import load_model
+from cocktailparty.core.checkpoint import load_model
+from cocktailparty.eval import profile
 
 RATE = 8000
 ENROLLMENT_SECONDS = 16.0

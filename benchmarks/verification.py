@@ -1,6 +1,6 @@
 """Speaker verification on two-talker mixtures (Tune-In, Fig. 2): AUC / EER / minDCF and a ROC.
 
-Trials (cocktailparty.verification.make_trials) pair a clean enrollment utterance with a
+Trials (cocktailparty.eval.verification.make_trials) pair a clean enrollment utterance with a
 0-5 dB two-talker test mixture, half with the enrolled speaker in it, from a held-out corpus
 split whose speakers (and recorded persons) are checked against the training split. Systems:
 
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cocktailparty.checkpoint import load_model
+from cocktailparty.core.checkpoint import load_model
+from cocktailparty.core.errors import CocktailError
 from cocktailparty.data.datasets import SpeakerCorpus
-from cocktailparty.errors import CocktailError
-from cocktailparty.metrics import auc, eer, min_dcf, plot_roc
-from cocktailparty.verification import (EncoderScorer, ResemblyzerEncoder, SteeringScorer, calibrate, labels,
+from cocktailparty.eval.metrics import auc, eer, min_dcf, plot_roc
+from cocktailparty.eval.verification import (EncoderScorer, ResemblyzerEncoder, SteeringScorer, calibrate, labels,
                                         make_trials, plot_cross_attention, render_trial, score_trials,
                                         write_calibrated_checkpoint)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cocktailparty.checkpoint import PRETRAINED_DIR, copy_with_metadata  # noqa: E402
+from cocktailparty.core.checkpoint import PRETRAINED_DIR, copy_with_metadata  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

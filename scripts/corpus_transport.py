@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cocktailparty import audio  # noqa: E402
+from cocktailparty.core import audio  # noqa: E402
 
 PACKED, UNPACKED = ".opus", ".flac"
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from cocktailparty import audio
-from cocktailparty.errors import AudioError
+from cocktailparty.core import audio
+from cocktailparty.core.errors import AudioError
 
 
 def tone(freq: float, rate: int, seconds: float, channels: int = 1) -> np.ndarray:

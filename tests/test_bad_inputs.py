@@ -15,12 +15,12 @@ import soundfile
 import torch
 from torch import nn
 
-from cocktailparty import checkpoint
-from cocktailparty.audio import resample
 from cocktailparty.cli import main
-from cocktailparty.errors import AudioError
+from cocktailparty.core import checkpoint
+from cocktailparty.core.audio import resample
+from cocktailparty.core.errors import AudioError
+from cocktailparty.inference.separate import Separator
 from cocktailparty.models import register
-from cocktailparty.separate import Separator
 
 RATE = 8000
 

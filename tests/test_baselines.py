@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from cocktailparty.config import CONFIG_DIR, load_config
+from cocktailparty.core.config import CONFIG_DIR, load_config
 from cocktailparty.models import build_model
 
 TINY = {

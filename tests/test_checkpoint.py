@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import main
-from cocktailparty.config import apply_overrides, load_config
-from cocktailparty.errors import CocktailError
+from cocktailparty.core import checkpoint
+from cocktailparty.core.config import apply_overrides, load_config
+from cocktailparty.core.errors import CocktailError
 from cocktailparty.models import build_model, register
 
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 import torch
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import build_parser, main
+from cocktailparty.core import checkpoint
 from tests.test_separate import BandSplit, BandSplitConfig
 
 

@@ -20,27 +20,27 @@ import cocktailparty.data.mixing  # noqa: F401
 import cocktailparty.data.noise  # noqa: F401
 import cocktailparty.data.real  # noqa: F401
 import cocktailparty.data.rooms  # noqa: F401
-import cocktailparty.demo  # noqa: F401
-import cocktailparty.evaluate  # noqa: F401
-import cocktailparty.export  # noqa: F401
-import cocktailparty.separate  # noqa: F401
-import cocktailparty.train  # noqa: F401
+import cocktailparty.cli.demo  # noqa: F401
+import cocktailparty.eval.evaluate  # noqa: F401
+import cocktailparty.inference.export  # noqa: F401
+import cocktailparty.inference.separate  # noqa: F401
+import cocktailparty.train.engine  # noqa: F401
 from cocktailparty.cli import main
 
 # command line ({out}: the output location, {wav}: a real input, {dir}: a folder), whether the
 # output is a folder (else a file), and the module attribute that does the command's work.
 COMMANDS = {
-    "separate": ("separate {wav} -o {out}", True, "cocktailparty.separate:Separator.__call__"),
-    "extract": ("extract --enroll {wav} {wav} -o {out}", True, "cocktailparty.separate:Separator.__call__"),
-    "demo": ("demo --out {out}", True, "cocktailparty.demo:build_corpus"),
+    "separate": ("separate {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
+    "extract": ("extract --enroll {wav} {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
+    "demo": ("demo --out {out}", True, "cocktailparty.cli.demo:build_corpus"),
     "corpus build": ("corpus build --out {out}", True, "cocktailparty.data.corpus:build_corpus"),
     "corpus noise": ("corpus noise --out {out}", True, "cocktailparty.data.noise:build_noise_folder"),
     "corpus real": ("corpus real --out {out}", True, "cocktailparty.data.real:build_real_corpus"),
     "corpus rooms": ("corpus rooms --out {out}", True, "cocktailparty.data.rooms:RoomBank.build"),
     "mix": ("mix --corpus {dir} --out {out}", True, "cocktailparty.data.mixing:write_mixture_set"),
-    "train": ("train --config tdanet-lrs2 --out {out}", True, "cocktailparty.train:Trainer.__init__"),
-    "evaluate": ("evaluate --data {dir} --out {out}", False, "cocktailparty.evaluate:evaluate"),
-    "export": ("export --onnx {out}", False, "cocktailparty.export:export_onnx"),
+    "train": ("train --config tdanet-lrs2 --out {out}", True, "cocktailparty.train.engine:Trainer.__init__"),
+    "evaluate": ("evaluate --data {dir} --out {out}", False, "cocktailparty.eval.evaluate:evaluate"),
+    "export": ("export --onnx {out}", False, "cocktailparty.inference.export:export_onnx"),
 }
 LOCATIONS = ("under-proc", "below-a-file", "on-a-file-or-folder")
 

@@ -14,8 +14,8 @@ import pytest
 import soundfile
 
 from cocktailparty.cli import main
+from cocktailparty.core.errors import CocktailError
 from cocktailparty.data import corpus, tts
-from cocktailparty.errors import CocktailError
 
 # Three recorded persons (two American, one German MBROLA voice) and one espeak-ng formant
 # variant: 6 speakers means round two gives two persons a derived identity.

@@ -21,7 +21,7 @@ from cocktailparty.data.datasets import (
     canonical_split,
     open_mixture_dataset,
 )
-from cocktailparty.errors import DatasetLayoutError
+from cocktailparty.core.errors import DatasetLayoutError
 from tests.conftest import write_manifest
 
 RATE = 8000

@@ -1,8 +1,8 @@
 import numpy as np
 import soundfile
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import main
+from cocktailparty.core import checkpoint
 from tests.test_separate import BandSplit, BandSplitConfig
 
 
@@ -39,7 +39,8 @@ def test_demo_with_the_bundled_default_separates_speech(tmp_path, capsys):
 def test_demo_estimates_follow_the_reference_order(tmp_path, monkeypatch):
     """Estimate i, its file and its row of the figure, is the one that best matches reference i
     (best SI-SNR), whatever order the model gives its outputs in."""
-    from cocktailparty import demo, separate
+    from cocktailparty.cli import demo
+    from cocktailparty.inference import separate
 
     out = tmp_path / "demo"
 

@@ -6,10 +6,10 @@ import pytest
 import soundfile
 import torch
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import main
-from cocktailparty.errors import CocktailError
-from cocktailparty.evaluate import _mean_ci, evaluate
+from cocktailparty.core import checkpoint
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.eval.evaluate import _mean_ci, evaluate
 from tests.test_separate import BandSplit, BandSplitConfig
 
 

@@ -11,12 +11,12 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from cocktailparty import checkpoint  # noqa: E402
 from cocktailparty.cli import main  # noqa: E402
-from cocktailparty.export import export_onnx  # noqa: E402
+from cocktailparty.core import checkpoint  # noqa: E402
+from cocktailparty.inference.export import export_onnx  # noqa: E402
+from cocktailparty.inference.onnxrun import OnnxRunner  # noqa: E402
+from cocktailparty.inference.separate import Separator  # noqa: E402
 from cocktailparty.models import build_model  # noqa: E402
-from cocktailparty.onnxrun import OnnxRunner  # noqa: E402
-from cocktailparty.separate import Separator  # noqa: E402
 
 TINY = {
     "dprnn": dict(num_filters=16, kernel_size=4, stride=2, bottleneck=8, hidden=8, chunk_size=10, num_blocks=2),

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cocktailparty import metrics
-from cocktailparty.audio import resample
-from cocktailparty.errors import CocktailError
+from cocktailparty.core.audio import resample
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.eval import metrics
 
 RATE = 8000
 
@@ -365,7 +365,7 @@ est = ref[::-1] * 0.5 + 0.3 * rng.standard_normal((2, 16000))
 torch.set_num_threads(1)
 torch.linalg.solve(torch.randn(2, 64, 64, dtype=torch.float64), torch.randn(2, 64, 1, dtype=torch.float64))
 torch.set_num_threads(2)
-from cocktailparty import metrics
+from cocktailparty.eval import metrics
 import mir_eval.separation
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

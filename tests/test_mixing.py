@@ -23,7 +23,7 @@ from cocktailparty.data.mixing import (
     regenerate_from_metadata,
     write_mixture_set,
 )
-from cocktailparty.errors import CocktailError
+from cocktailparty.core.errors import CocktailError
 from tests.conftest import write_manifest
 
 RATE = 8000

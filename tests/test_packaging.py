@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from cocktailparty.checkpoint import DEFAULT_MODEL
+from cocktailparty.core.checkpoint import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_wheel_installs_and_runs_with_its_configs_and_bundled_model(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(OMP_NUM_THREADS="1", PATH=f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    where = run([python, "-c", "import cocktailparty, cocktailparty.config as c; print(cocktailparty.__file__); "
+    where = run([python, "-c", "import cocktailparty, cocktailparty.core.config as c; print(cocktailparty.__file__); "
                  "print(c.CONFIG_DIR); print(sorted(p.name for p in c.CONFIG_DIR.glob('*.yaml')))"], tmp_path, env)
     package_file, config_dir, listed = where.stdout.splitlines()
     assert Path(package_file).is_relative_to(env_dir) and Path(config_dir).is_relative_to(env_dir)
@@ -77,7 +77,7 @@ def test_wheel_installs_and_runs_with_its_configs_and_bundled_model(tmp_path):
     help_text = run([cocktail, "train", "--config", "tdanet-lrs2", "--help"], tmp_path, env).stdout
     assert "--config FILE" in help_text and "examples:" in help_text
     # A config's name resolves inside the installed package (train would fail without one).
-    built = run([python, "-c", "from cocktailparty.checkpoint import load_model; "
+    built = run([python, "-c", "from cocktailparty.core.checkpoint import load_model; "
                  "print(load_model('tdanet-lrs2').architecture)"], tmp_path, env)
     assert built.stdout.strip() == "tdanet"
 

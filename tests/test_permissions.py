@@ -10,8 +10,8 @@ import stat
 import numpy as np
 import pytest
 
-from cocktailparty import audio, checkpoint
-from cocktailparty.export import export_onnx
+from cocktailparty.core import audio, checkpoint
+from cocktailparty.inference.export import export_onnx
 from cocktailparty.models import build_model
 
 TINY_CONVTASNET = dict(num_filters=16, kernel_size=8, stride=4, bottleneck=8, hidden=16, skip=8,

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cocktailparty import profile
 from cocktailparty.cli import main
+from cocktailparty.eval import profile
 from cocktailparty.models import register
 
 

@@ -8,7 +8,7 @@ import os
 import select
 import time
 
-from cocktailparty.progress import Bar, LogHandler, Stages, progress_enabled
+from cocktailparty.core.progress import Bar, LogHandler, Stages, progress_enabled
 
 
 class Terminal(io.StringIO):

@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, sosfilt
 
+from cocktailparty.core.errors import CocktailError, DatasetLayoutError
 from cocktailparty.data import real
 from cocktailparty.data.datasets import SpeakerCorpus
 from cocktailparty.data.mixing import DynamicMixer
-from cocktailparty.errors import CocktailError, DatasetLayoutError
 from tests.conftest import write_manifest
 
 RATE = 16000
@@ -41,7 +41,7 @@ def test_bandwidth_of_full_band_noise_is_near_nyquist():
 
 
 def test_bandwidth_of_a_resampled_narrow_recording_is_its_old_nyquist():
-    from cocktailparty.audio import resample
+    from cocktailparty.core.audio import resample
     old = resample(noise(2.0, 8000, 2), 8000, RATE)  # an 8 kHz recording brought to 16 kHz
     assert 3500 < real.bandwidth_hz(old, RATE) < 4500
 

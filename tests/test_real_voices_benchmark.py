@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from cocktailparty import checkpoint
-from cocktailparty.evaluate import evaluate
+from cocktailparty.core import checkpoint
+from cocktailparty.eval.evaluate import evaluate
 from tests.conftest import load_benchmark, write_manifest
 from tests.test_separate import BandSplit, BandSplitConfig
 

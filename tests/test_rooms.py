@@ -26,8 +26,8 @@ from cocktailparty.data.rooms import (
     impulse_responses,
     reverberate,
 )
-from cocktailparty.errors import CocktailError
-from cocktailparty.train import DATA_DEFAULTS, _collate, build_datasets
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.train.engine import DATA_DEFAULTS, _collate, build_datasets
 from tests.conftest import write_manifest
 
 RATE = 8000
@@ -314,7 +314,7 @@ def test_training_data_gets_the_matching_bank_split(corpus_dir, bank_dir):
 def test_training_batches_never_carry_reverberant_images():
     # A batch of room and dry items (0 < reverb_probability < 1) must collate, and every batch
     # must hold the same keys for the captured CUDA-graph step.
-    from cocktailparty.train import _collate
+    from cocktailparty.train.engine import _collate
     dry = {"mixture": torch.zeros(8), "sources": torch.zeros(2, 8)}
     wet = dict(dry, reverberant=torch.ones(2, 8))
     for items in ([dry, wet], [wet, wet], [dry, dry]):

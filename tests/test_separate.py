@@ -7,10 +7,10 @@ import soundfile
 import torch
 from torch import nn
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import main
+from cocktailparty.core import checkpoint
+from cocktailparty.inference.separate import Separator, best_order, match_mixture_scale
 from cocktailparty.models import register
-from cocktailparty.separate import Separator, best_order, match_mixture_scale
 
 
 @dataclasses.dataclass
@@ -103,7 +103,7 @@ def test_chunked_output_keeps_each_talker_on_one_track(count, samples, switch):
 def test_output_is_at_the_mixture_scale_and_input_rate():
     sources = alternating_talkers(rate=8000, seconds=3.0, switch=10.0)
     mixture = sources.sum(0)
-    from cocktailparty.audio import resample
+    from cocktailparty.core.audio import resample
 
     mixture_16k = resample(mixture, 8000, 16000)
     out = Separator(BandSplit(BandSplitConfig()), device="cpu")(mixture_16k, 16000)
@@ -232,7 +232,7 @@ def test_every_reader_layout_gives_the_same_sources():
 
 @pytest.mark.parametrize("shape", [(4, 6), (8, 8), (16, 4000), (4000, 9)])
 def test_an_ambiguous_layout_is_refused_in_one_line_until_channels_first_says(shape):
-    from cocktailparty.errors import CocktailError
+    from cocktailparty.core.errors import CocktailError
 
     waveform = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 0.1
     separator = Separator(BandSplit(BandSplitConfig()), device="cpu")
@@ -248,7 +248,7 @@ def test_an_ambiguous_layout_is_refused_in_one_line_until_channels_first_says(sh
 
 
 def test_three_dimensional_audio_is_refused_in_one_line():
-    from cocktailparty.errors import CocktailError
+    from cocktailparty.core.errors import CocktailError
 
     separator = Separator(BandSplit(BandSplitConfig()), device="cpu")
     with pytest.raises(CocktailError, match=r"shape \(1, 2, 800\).*\(time,\)"):
@@ -270,7 +270,7 @@ def write_tones(path, freqs, seconds=2.0, rate=8000):
 def assert_separates(target_stem, source):
     """``<target_stem>_s1.wav`` and ``_s2.wav`` exist and add up to ``source`` (so they are its
     own outputs, not another input's)."""
-    from cocktailparty import audio
+    from cocktailparty.core import audio
 
     mixture, _ = audio.read(source)
     tracks = [soundfile.read(f"{target_stem}_s{i}.wav")[0] for i in (1, 2)]
@@ -352,11 +352,12 @@ def test_separate_help_explains_the_output_names(capsys):
 
 
 def test_cpu_separator_keeps_freed_memory(monkeypatch):
-    """A CPU Separator sets glibc's malloc thresholds (cocktailparty.cpu); repeated calls
+    """A CPU Separator sets glibc's malloc thresholds (cocktailparty.core.cpu); repeated calls
     are no-ops."""
     import sys
 
-    from cocktailparty import cpu, separate
+    from cocktailparty.core import cpu
+    from cocktailparty.inference import separate
 
     calls = []
     monkeypatch.setattr(separate, "keep_freed_memory", lambda: calls.append(1) or True)

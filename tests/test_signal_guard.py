@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from cocktailparty.signal_guard import HandlerGuard, c_handler, describe_handler
+from cocktailparty.core.signal_guard import HandlerGuard, c_handler, describe_handler
 
 LIBC = ctypes.CDLL(None)
 LIBC.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]

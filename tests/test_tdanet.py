@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cocktailparty.config import CONFIG_DIR, load_config
+from cocktailparty.core.config import CONFIG_DIR, load_config
 from cocktailparty.models import build_model
 from cocktailparty.models.tdanet import TDANet, TDANetConfig, TDANetLarge, positional_encoding, upsample_mul
 
@@ -187,8 +187,8 @@ def test_logit_gain_is_the_largest_logit_of_unit_inputs():
 
 
 def test_qk_norm_bounds_logits_by_the_temperature_however_weights_grow(tmp_path):
-    from cocktailparty.export import export_onnx
-    from cocktailparty.onnxrun import OnnxRunner
+    from cocktailparty.inference.export import export_onnx
+    from cocktailparty.inference.onnxrun import OnnxRunner
 
     torch.manual_seed(0)
     model = tiny(attention_qk_norm=True).eval()

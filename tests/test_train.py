@@ -24,10 +24,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from cocktailparty import checkpoint, cli
-from cocktailparty.config import CONFIG_DIR, apply_overrides, load_config
-from cocktailparty.errors import CocktailError
-from cocktailparty.train import (
+from cocktailparty import cli
+from cocktailparty.core import checkpoint
+from cocktailparty.core.config import CONFIG_DIR, apply_overrides, load_config
+from cocktailparty.core.errors import CocktailError
+from cocktailparty.train.engine import (
     Distributed,
     Recipe,
     checkpoint_dirs,
@@ -640,7 +641,8 @@ def test_a_bad_device_name_is_one_line(tmp_path, capsys):
 # guard, the SIGTERM that follows kills it and saves nothing.
 _TAKEOVER = """
 import ctypes, os, signal, sys
-from cocktailparty import cli, train
+from cocktailparty import cli
+from cocktailparty.train import engine as train
 step = train.Trainer._train_step
 def quit_now(signum, frame):
     os._exit(3)

@@ -67,9 +67,9 @@ import dataclasses  # noqa: E402
 import math  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from cocktailparty.config import CONFIG_DIR, load_config  # noqa: E402
-from cocktailparty.errors import CocktailError  # noqa: E402
-from cocktailparty.losses import (  # noqa: E402
+from cocktailparty.core.config import CONFIG_DIR, load_config  # noqa: E402
+from cocktailparty.core.errors import CocktailError  # noqa: E402
+from cocktailparty.train.losses import (  # noqa: E402
     TuneIDLoss,
     TuneInCELoss,
     TuneInObjective,

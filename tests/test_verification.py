@@ -14,14 +14,14 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from cocktailparty import checkpoint
 from cocktailparty.cli import main
+from cocktailparty.core import checkpoint
+from cocktailparty.core.errors import CocktailError
 from cocktailparty.data.datasets import SpeakerCorpus
 from cocktailparty.data.mixing import active_level_db
-from cocktailparty.errors import CocktailError
-from cocktailparty.metrics import auc, eer
+from cocktailparty.eval.metrics import auc, eer
 from cocktailparty.models import build_model, register
-from cocktailparty.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,
+from cocktailparty.eval.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,
                                         plot_cross_attention, render_trial, score_trials,
                                         write_calibrated_checkpoint)
 
@@ -326,7 +326,7 @@ def test_extract_writes_one_file_per_input_at_its_rate(tmp_path, recordings, mod
 def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
     """Output 1 of the Offline model with enrollment 1 = the enrolled talker's steering;
     the extractor returns exactly that row, whatever the enrollment's length."""
-    from cocktailparty.separate import EnrolledTalker
+    from cocktailparty.inference.separate import EnrolledTalker
 
     model = tiny("offline")
     enrollment = voice(220.0, 1.7, 0)
@@ -355,7 +355,7 @@ def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
 def test_enrollment_and_scoring_take_every_reader_layout():
     """soundfile's (frames, channels), torchaudio's (channels, frames) tensors and (time,)
     give one answer, as for the Separator; an ambiguous shape is refused in one line."""
-    from cocktailparty.separate import EnrolledTalker
+    from cocktailparty.inference.separate import EnrolledTalker
 
     model = tiny("online")
     scorer = SteeringScorer(model)

@@ -63,9 +63,9 @@ import soundfile
 from scipy.signal import welch
 
 from .. import __version__
-from ..audio import resample, write
-from ..errors import CocktailError
-from ..progress import Bar, Stages, progress_enabled
+from ..core.audio import resample, write
+from ..core.errors import CocktailError
+from ..core.progress import Bar, Stages, progress_enabled
 from . import tts
 from .datasets import MANIFEST_COLUMNS  # the reader owns the manifest's contract
 

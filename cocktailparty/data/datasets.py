@@ -23,7 +23,7 @@ Two kinds of data feed separation training and evaluation:
   ============  ====================================================================
 
 A folder that does not have the expected layout raises
-:class:`~cocktailparty.errors.DatasetLayoutError` saying what was expected and what was found.
+:class:`~cocktailparty.core.errors.DatasetLayoutError` saying what was expected and what was found.
 Random crops are a function of ``(seed, epoch, index)`` only, so a resumed run sees the
 same data; call ``set_epoch`` at the start of each epoch.
 """
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import audio
-from ..errors import DatasetLayoutError
+from ..core import audio
+from ..core.errors import DatasetLayoutError
 
 log = logging.getLogger("cocktailparty")
 

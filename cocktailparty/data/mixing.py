@@ -69,9 +69,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import atomic, audio
-from ..errors import CocktailError, DatasetLayoutError
-from ..progress import Bar, progress_enabled
+from ..core import atomic, audio
+from ..core.errors import CocktailError, DatasetLayoutError
+from ..core.progress import Bar, progress_enabled
 from .datasets import NoiseFolder, SpeakerCorpus
 from .rooms import RoomBank, reverberate
 

@@ -28,9 +28,9 @@ from typing import Optional
 
 import numpy as np
 
-from .. import audio
-from ..errors import CocktailError
-from ..progress import progress_enabled
+from ..core import audio
+from ..core.errors import CocktailError
+from ..core.progress import progress_enabled
 
 log = logging.getLogger("cocktailparty")
 

@@ -77,9 +77,9 @@ import numpy as np
 import soundfile
 
 from .. import __version__
-from ..audio import resample, write
-from ..errors import CocktailError
-from ..progress import progress_enabled
+from ..core.audio import resample, write
+from ..core.errors import CocktailError
+from ..core.progress import progress_enabled
 from .corpus import (CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest, bandwidth_hz,
                      measure_bandwidths, normalise, trim_silence)
 from .datasets import SpeakerCorpus

@@ -62,8 +62,8 @@ from typing import Optional, Union
 import numpy as np
 from scipy.signal import fftconvolve
 
-from ..errors import CocktailError
-from ..progress import progress_enabled
+from ..core.errors import CocktailError
+from ..core.progress import progress_enabled
 
 log = logging.getLogger("cocktailparty")
 

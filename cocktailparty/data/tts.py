@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from ..errors import CocktailError
+from ..core.errors import CocktailError
 
 ENGINES = ("espeak-ng", "flite", "festival", "pico", "rhvoice")
 

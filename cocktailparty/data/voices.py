@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..audio import resample
-from ..errors import CocktailError
+from ..core.audio import resample
+from ..core.errors import CocktailError
 from .corpus import trim_silence
 
 ENCODER_RATE = 16000

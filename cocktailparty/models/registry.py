@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import CocktailError
+from ..core.errors import CocktailError
 
 # name -> (config dataclass, model class)
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {}

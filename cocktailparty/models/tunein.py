@@ -30,7 +30,7 @@ Modes (``config.mode``, or the ``mode`` argument of :meth:`TuneIn.forward`):
 Output ``j`` is steered by ``Z_j``: the last speech block keeps one stream per steering
 vector and the decoder's copy ``j`` reads stream ``j`` (see :meth:`TuneIn._speech_space`), so in
 Offline mode the source enrolled as ``j`` comes out as output ``j``, and in training the
-permutation can be read off the speaker embeddings (:mod:`cocktailparty.tunein_losses`).
+permutation can be read off the speaker embeddings (:mod:`cocktailparty.train.losses`).
 
 Sizes: see ``cocktailparty/configs/tunein-*-wsj0.yaml`` for how ``B, B1, B2, K, Q`` were
 derived from the paper's Table 1 (2.3M / 2.4M / 3.2M parameters; 28.4 / 28.9 / 37.3 GFLOPs
@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import CocktailError
+from ..core.errors import CocktailError
 from .convtasnet import WaveformDecoder, WaveformEncoder, make_norm, mask_activation
 from .galr import GALRBlock, overlap_add, segment
 from .registry import register
@@ -457,9 +457,9 @@ class TuneIn(nn.Module):
                 p.requires_grad_(name in trainable[stage])
 
     def training_objective(self, info) -> nn.Module | None:
-        """The training engine's hook (:mod:`cocktailparty.train`): freezes parameters for
+        """The training engine's hook (:mod:`cocktailparty.train.engine`): freezes parameters for
         ``info.stage`` (see :meth:`set_training_stage`) and returns the
-        :class:`~cocktailparty.losses.TuneInObjective`, built from ``info.options``
+        :class:`~cocktailparty.train.losses.TuneInObjective`, built from ``info.options``
         (``training.objective`` in the config: weight, step, gamma, alpha, supervision,
         permutation, mode). Autopilot models train on SI-SNR alone: no objective."""
         stage = info.stage or "joint"
@@ -468,7 +468,7 @@ class TuneIn(nn.Module):
             if stage != "joint":
                 raise CocktailError(f"training stage {stage!r} needs a Tune-In model with a speaker space")
             return None
-        from ..losses import TuneInObjective
+        from ..train.losses import TuneInObjective
 
         speakers = len(info.speakers) if info.speakers else 0
         return TuneInObjective(speakers, self.config.feature_dim, stage=stage, **dict(info.options or {}))

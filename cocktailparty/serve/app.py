@@ -30,9 +30,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import audio
-from ..checkpoint import DEFAULT_ENROLLED_MODEL, DEFAULT_MODEL, bundled_models
-from ..errors import AudioError, CocktailError
+from ..core import audio
+from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, DEFAULT_MODEL, bundled_models
+from ..core.errors import AudioError, CocktailError
 from .jobs import Busy, Job, JobStore
 from .work import Models, extract_job, separate_job
 

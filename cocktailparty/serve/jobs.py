@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CocktailError
+from ..core.errors import CocktailError
 
 log = logging.getLogger("cocktailparty")
 

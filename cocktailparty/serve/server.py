@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import socket
 
-from ..errors import CocktailError
+from ..core.errors import CocktailError
 
 log = logging.getLogger("cocktailparty")
 
@@ -52,8 +52,8 @@ def make_server(app, sock: socket.socket):
 
 
 def cli_serve(args) -> int:
+    from ..inference.separate import resolve_device
     from .app import Limits, create_app
-    from ..separate import resolve_device
 
     for flag, value in (("--max-mb", args.max_mb), ("--max-minutes", args.max_minutes),
                         ("--keep-minutes", args.keep_minutes), ("--queue", args.queue)):

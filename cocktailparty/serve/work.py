@@ -1,8 +1,8 @@
 """What a ``cocktail serve`` job does: separate or extract one upload, draw its spectrograms.
 
-The library does the work (:class:`~cocktailparty.separate.Separator`, the Tune-In
-:class:`~cocktailparty.separate.EnrolledTalker` and
-:class:`~cocktailparty.verification.SteeringScorer`, :mod:`cocktailparty.audio`); this module
+The library does the work (:class:`~cocktailparty.inference.separate.Separator`, the Tune-In
+:class:`~cocktailparty.inference.separate.EnrolledTalker` and
+:class:`~cocktailparty.eval.verification.SteeringScorer`, :mod:`cocktailparty.core.audio`); this module
 only keeps the models loaded (one per kind), reports progress, and names the files a job
 makes. Everything here runs in the job queue's single worker thread.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import audio
-from ..checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, load_model, read_metadata
-from ..errors import CocktailError
-from ..separate import EnrolledTalker, Separator, _read_enrollment
+from ..core import audio
+from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, load_model, read_metadata
+from ..core.errors import CocktailError
+from ..inference.separate import EnrolledTalker, Separator, _read_enrollment
 from .jobs import Job
 
 # Spectrogram pictures: at most this many columns, whatever the recording's length.
@@ -44,7 +44,7 @@ class Models:
             return self._separation[1]
 
     def enrolled(self) -> torch.nn.Module:
-        from ..verification import require_tunein
+        from ..eval.verification import require_tunein
 
         with self._lock:
             if self._enrolled is None:
@@ -116,7 +116,7 @@ def separate_job(job: Job, models: Models, model_name: str, mixture: Path, shown
 def extract_job(job: Job, models: Models, mixture: Path, enrollment: Path, shown: tuple[str, str],
                 stems: tuple[str, str]) -> dict:
     """Keep the enrolled talker of ``mixture``; score whether that talker speaks in it at all."""
-    from ..verification import SteeringScorer
+    from ..eval.verification import SteeringScorer
 
     job.report("reading the recordings", 0.02)
     samples, rate = _read(mixture, shown[0])

@@ -20,15 +20,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models import ARCHITECTURES, build_model, config_class
 from . import atomic
 from .config import CONFIG_DIR, load_config
 from .errors import CocktailError
-from .models import ARCHITECTURES, build_model, config_class
 
 log = logging.getLogger("cocktailparty")
 
 FORMAT = "cocktailparty/1"
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 DEFAULT_MODEL = "tdanet-rooms16k"
 DEFAULT_ENROLLED_MODEL = "tunein-online-synth8k"  # extract / verify: needs a speaker space
 

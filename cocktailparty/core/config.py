@@ -17,7 +17,7 @@ import yaml
 
 from .errors import CocktailError
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Loader(yaml.SafeLoader):

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import ensure_writable_file
-from .checkpoint import DEFAULT_MODEL, load_model
-from .data.datasets import open_mixture_dataset
-from .errors import CocktailError
+from ..core.atomic import ensure_writable_file
+from ..core.checkpoint import DEFAULT_MODEL, load_model
+from ..core.errors import CocktailError
+from ..core.progress import Bar, progress_enabled
+from ..data.datasets import open_mixture_dataset
+from ..inference.separate import resolve_device
 from .metrics import utterance_scores
-from .progress import Bar, progress_enabled
-from .separate import resolve_device
 
 log = logging.getLogger("cocktailparty")
 

@@ -4,7 +4,7 @@ Everything that comes out of here is float32 numpy, shaped ``(time,)`` for one c
 ``(channels, time)`` for several, in the range libsndfile gives (about -1..1). Anything
 libsndfile reads is accepted (WAV, FLAC, OGG/Vorbis, Opus, MP3 with libsndfile >= 1.1, AIFF,
 ...), at any rate, bit depth and channel count. Problems with a file become one-line
-:class:`~cocktailparty.errors.AudioError` messages that name the file.
+:class:`~cocktailparty.core.errors.AudioError` messages that name the file.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def as_mono(waveform, channels_first: bool | None = None, what: str = "waveform"
     ``MAX_CHANNELS`` entries when the other axis is longer; ``channels_first`` (True:
     ``(channels, time)``, False: ``(time, channels)``) overrides that and is needed when both
     axes are that short or both longer. Anything else is refused with a one-line
-    :class:`~cocktailparty.errors.AudioError` naming ``what``.
+    :class:`~cocktailparty.core.errors.AudioError` naming ``what``.
     """
     if hasattr(waveform, "detach"):  # a torch tensor (this module does not import torch)
         waveform = waveform.detach().cpu().float().numpy()

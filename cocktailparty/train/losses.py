@@ -9,7 +9,7 @@ without gradient, by trying all ``C!`` permutations for ``C <= 3`` and with the 
 algorithm beyond, and the loss gathers the chosen entries (so gradients flow through the
 pairwise matrix only).
 
-Permutation convention (as in :mod:`cocktailparty.metrics` and mir_eval): ``perm[b, j]`` is
+Permutation convention (as in :mod:`cocktailparty.eval.metrics` and mir_eval): ``perm[b, j]`` is
 the index of the *estimate* that pairs with *reference* ``j``;
 ``metrics.permute(estimates, perm)`` puts the estimates in reference order.
 """
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .metrics import EPS, best_permutation, pairwise_si_snr, pairwise_snr
+from ..eval.metrics import EPS, best_permutation, pairwise_si_snr, pairwise_snr
 
 PairwiseLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -93,7 +93,7 @@ def pit_si_snr_loss(
     Args:
         estimates: ``(batch, C, time)``, the network's outputs.
         references: ``(batch, C, time)``, the clean sources.
-        eps: see :data:`cocktailparty.metrics.EPS`.
+        eps: see :data:`cocktailparty.eval.metrics.EPS`.
         reduction: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` for ``(batch,)``
             (e.g. to drop utterances that are already good enough, as TDANet's code does).
 
@@ -149,7 +149,7 @@ import math  # noqa: E402  (kept with the Tune-In section it serves)
 
 from torch.nn import functional as F  # noqa: E402
 
-from .metrics import permute, si_snr  # noqa: E402
+from ..eval.metrics import permute, si_snr  # noqa: E402
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
@@ -297,7 +297,7 @@ PERMUTATIONS = ("pit", "embedding")
 class TuneInObjective(nn.Module):
     """Tune-In's training loss, ``L_SI-SNR + lambda (L_InCE + L_reg)``, with its state.
 
-    Called as ``objective(model, batch)`` (the engine's hook, see :mod:`cocktailparty.train`)
+    Called as ``objective(model, batch)`` (the engine's hook, see :mod:`cocktailparty.train.engine`)
     with ``batch["mixture"]`` ``(B, T)``, ``batch["sources"]`` ``(B, C, T)``,
     ``batch["speaker_ids"]`` ``(B, C)`` and, for Offline training, ``batch["enrollment"]``
     (anything :meth:`TuneIn.embed_enrollment` takes). Returns ``{"loss", "si_snr", ...}``.

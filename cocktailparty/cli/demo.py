@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio
-from .data.corpus import build_corpus
-from .data.mixing import write_mixture_set
-from .progress import progress_enabled
+from ..core import audio
+from ..core.progress import progress_enabled
+from ..data.corpus import build_corpus
+from ..data.mixing import write_mixture_set
 
 SAMPLE_RATE = 16000
 # English voices of distinct recorded persons: MBROLA's US voices (us1 female, us2 and us3
@@ -37,8 +37,8 @@ def run_demo(out: str | Path, model: str | None = None, device: str | None = Non
     references = np.stack([audio.read(mix_dir / f"s{i}" / mixture_path.name)[0] for i in (1, 2)])
     result = {"corpus": corpus_dir, "mixture": mixture_path, "estimates": [], "si_snri": None}
 
-    from .metrics import si_snri
-    from .separate import Separator
+    from ..eval.metrics import si_snri
+    from ..inference.separate import Separator
 
     separator = Separator.from_pretrained(model, device=device)
     estimates = separator(mixture, rate)

@@ -3,7 +3,7 @@
 Each subcommand names the library function that does its work as ``"module:function"``; the
 module is imported only when that subcommand runs, so ``cocktail --help`` stays fast and a
 subcommand never pays for another's imports. Handlers take the parsed arguments and return
-an exit status. A :class:`~cocktailparty.errors.CocktailError` becomes a one-line message.
+an exit status. A :class:`~cocktailparty.core.errors.CocktailError` becomes a one-line message.
 The output locations a subcommand names (``_writes``) are checked before its handler starts,
 so a folder it cannot write into is reported at once, not after minutes of work.
 """
@@ -16,9 +16,9 @@ import logging
 import sys
 import time
 
-from . import __version__
-from .atomic import ensure_writable_dir, ensure_writable_file
-from .errors import CocktailError
+from .. import __version__
+from ..core.atomic import ensure_writable_dir, ensure_writable_file
+from ..core.errors import CocktailError
 
 PROG = "cocktail"
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     # --- separation --------------------------------------------------------------------
-    p = command("separate", "cocktailparty.separate:cli_separate",
+    p = command("separate", "cocktailparty.inference.separate:cli_separate",
                 "separate every talker in audio files or folders into one file each",
                 epilog="Output names: each input's talkers go to DIR/NAME_s1.wav, NAME_s2.wav, ...; NAME is "
                        "a file's stem, or, for a file found in a folder IN, its path relative to IN without "
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the model with PyTorch, or an exported .onnx (--model X.onnx) with onnxruntime")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the onnx backend (default: all)")
 
-    p = command("extract", "cocktailparty.separate:cli_extract",
+    p = command("extract", "cocktailparty.inference.separate:cli_extract",
                 "keep only the enrolled talker's voice (a Tune-In model)",
                 epilog="Output names: DIR/NAME_E.wav, with NAME as in 'cocktail separate --help' (subfolders "
                        "kept, same-named inputs told apart) and E the enrollment's stem.\n\n"
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(p, "the bundled tunein-online-synth8k")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
-    p = command("verify", "cocktailparty.separate:cli_verify",
+    p = command("verify", "cocktailparty.inference.separate:cli_verify",
                 "score whether the enrolled talker speaks in each recording",
                 epilog=_examples("cocktail verify --enroll alice.wav calls/ --json",
                                  "cocktail verify --enroll alice.wav call1.wav call2.wav --threshold 0.6"))
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
 
     # --- training, evaluation, profiling ------------------------------------------------
-    p = command("train", "cocktailparty.train:cli_train", "train a model from a YAML config",
+    p = command("train", "cocktailparty.train.engine:cli_train", "train a model from a YAML config",
                 epilog=_examples("cocktail train --config tdanet-lrs2 --out runs/tdanet --set data.corpus=data/corpus "
                                  "--set training.batch_size=4",
                                  "cocktail train --config my-recipe.yaml --out runs/mine --device cuda:1",
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "would and exit with status 75; --resume continues. It is checked between steps, so "
                    "leave the time of one step, one checkpoint and one epoch's validation")
 
-    p = command("evaluate", "cocktailparty.evaluate:cli_evaluate",
+    p = command("evaluate", "cocktailparty.eval.evaluate:cli_evaluate",
                 "SI-SNRi and SDRi of a model on a test set, per utterance and on average",
                 epilog=_examples("cocktail evaluate --data data/test-real16k     # the default model: "
                                  "results-tdanet-rooms16k.csv",
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(high_band_si_snri: negative when the output keeps less of it than the mixture)")
     p.add_argument("--limit", type=int, help="evaluate the first N mixtures only")
 
-    p = command("profile", "cocktailparty.profile:cli_profile",
+    p = command("profile", "cocktailparty.eval.profile:cli_profile",
                 "parameters, MACs, peak memory and real-time factor of a model",
                 epilog=_examples("cocktail profile --model tdanet --seconds 1",
                                  "cocktail profile --model dprnn-wsj0 --device cuda --json"))
@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for timing (default: 1, like the papers' reference figures)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = command("export", "cocktailparty.export:cli_export", "export a model to ONNX, checked against PyTorch",
+    p = command("export", "cocktailparty.inference.export:cli_export",
+                "export a model to ONNX, checked against PyTorch",
                 epilog=_examples("cocktail export --onnx tdanet-rooms16k.onnx    # the bundled default",
                                  "cocktail export --model runs/tdanet/best.safetensors --onnx tdanet.onnx --seconds 2"))
     _model_arguments(p)
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", type=int, default=8,
                    help="most jobs waiting or running at once; more are refused (default: %(default)s)")
 
-    p = command("demo", "cocktailparty.demo:cli_demo",
+    p = command("demo", "cocktailparty.cli.demo:cli_demo",
                 "synthesize two talkers, mix them, separate them, and show the result",
                 epilog=_examples("cocktail demo     # writes demo-output/",
                                  "cocktail demo --out demo-synth --model tdanet-synth16k --seed 1"))
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.started = started
-    from .progress import LogHandler  # here, not at the top: it imports tqdm, --help does not need it
+    from ..core.progress import LogHandler  # here, not at the top: it imports tqdm, --help does not need it
 
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -398,6 +399,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

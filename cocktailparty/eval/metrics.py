@@ -14,7 +14,7 @@ fast_bss_eval take references first, so this module swaps them when it calls fas
 
 Verification: :func:`eer`, :func:`auc`, :func:`min_dcf`, :func:`plot_roc`.
 
-Permutation convention, shared with :mod:`cocktailparty.losses`: ``perm[..., j]`` is the index
+Permutation convention, shared with :mod:`cocktailparty.train.losses`: ``perm[..., j]`` is the index
 of the *estimate* that pairs with *reference* ``j`` (mir_eval's ``popt``), so
 ``permute(estimates, perm)[..., j, :]`` is the estimate of reference ``j``, and every
 per-source score is returned in reference order.
@@ -36,7 +36,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import CocktailError
+from ..core.errors import CocktailError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -481,7 +481,7 @@ def pesq_score(estimate: ArrayLike, reference: ArrayLike, sample_rate: int, mode
     """PESQ (ITU-T P.862) MOS-LQO with the ``pesq`` package.
 
     P.862 accepts only 8 and 16 kHz; other rates are resampled (soxr, via
-    :func:`cocktailparty.audio.resample`) to the nearest of the two. ``mode="nb"``
+    :func:`cocktailparty.core.audio.resample`) to the nearest of the two. ``mode="nb"``
     (narrow-band) runs at 8 or 16 kHz, ``mode="wb"`` (wide-band, P.862.2) needs 16 kHz, so it
     refuses audio sampled below 16 kHz rather than scoring an upsampled narrow band. The
     default is ``"wb"`` when the audio ends up at 16 kHz and ``"nb"`` at 8 kHz.
@@ -510,7 +510,7 @@ def pesq_score(estimate: ArrayLike, reference: ArrayLike, sample_rate: int, mode
         raise ValueError(f"estimate {est.shape} and reference {ref.shape} must have the same shape")
     rate = 16000 if mode == "wb" else _nearest_pesq_rate(sample_rate)
     if rate != sample_rate:
-        from .audio import resample
+        from ..core.audio import resample
 
         est = resample(est.astype(np.float32), sample_rate, rate).astype(np.float64)
         ref = resample(ref.astype(np.float32), sample_rate, rate).astype(np.float64)

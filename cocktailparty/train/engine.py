@@ -104,15 +104,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from . import checkpoint
-from .config import apply_overrides, load_config
-from .errors import CocktailError, no_cuda
+from ..core import checkpoint
+from ..core.config import apply_overrides, load_config
+from ..core.errors import CocktailError, no_cuda
+from ..core.progress import Bar, progress_enabled
+from ..core.signal_guard import HandlerGuard
+from ..eval.metrics import high_band_si_snr, permute
+from ..eval.metrics import si_snri
+from ..models import build_model
 from .losses import pairwise_neg_si_snr, pairwise_neg_snr, pit_si_snr_loss, pit_snr_loss
-from .metrics import high_band_si_snr, permute
-from .metrics import si_snri
-from .models import build_model
-from .progress import Bar, progress_enabled
-from .signal_guard import HandlerGuard
 
 log = logging.getLogger("cocktailparty")
 
@@ -343,7 +343,7 @@ class Distributed:
 
 
 def _resolve_device(spec: Optional[str], dist: Distributed) -> torch.device:
-    from .separate import resolve_device  # the one check of a device name (a bad one is one line)
+    from ..inference.separate import resolve_device  # the one check of a device name (a bad one is one line)
 
     if spec:
         device = resolve_device(spec)
@@ -369,8 +369,8 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
                    ) -> tuple[Dataset, Dataset, Optional[list[str]]]:
     """``(train, valid, speakers)`` as the ``data:`` section describes; ``speakers`` is the
     training speakers' list (``speaker_ids`` index it) for corpus data, else None."""
-    from .data.datasets import open_mixture_dataset
-    from .data.mixing import DynamicMixer
+    from ..data.datasets import open_mixture_dataset
+    from ..data.mixing import DynamicMixer
 
     d, t = cfg["data"], cfg["training"]
     if d["sample_rate"] is not None and int(d["sample_rate"]) != int(sample_rate):
@@ -454,7 +454,7 @@ class WithEnrollment(Dataset):
         return len(self.mixer)
 
     def __getitem__(self, index: int) -> dict:
-        from .data.mixing import DEFAULT_MAX_PEAK, active_level_db
+        from ..data.mixing import DEFAULT_MAX_PEAK, active_level_db
 
         item = self.mixer[index]
         mixer, corpus = self.mixer, self.mixer.corpus
@@ -483,7 +483,7 @@ class WithEnrollment(Dataset):
         return item
 
     def _speech(self, rng: np.random.Generator, pool: list[int], mixture_id: str, total: int) -> np.ndarray:
-        from .data.mixing import load_speech
+        from ..data.mixing import load_speech
 
         corpus = self.mixer.corpus
         fresh = [u for u in pool if corpus[u].id not in mixture_id] or list(pool)
@@ -611,7 +611,7 @@ def default_loss(estimates: torch.Tensor, sources: torch.Tensor, loss: str = "si
     """Negative SI-SNR (or SNR) in dB under u-PIT; ``estimates``/``sources`` ``(B, C, T)``.
 
     With ``high_band_weight`` > 0 the loss adds that weight times the negative SI-SNR of the
-    outputs' high band (:func:`~cocktailparty.metrics.high_band_si_snr`), outputs paired with
+    outputs' high band (:func:`~cocktailparty.eval.metrics.high_band_si_snr`), outputs paired with
     references as the main term paired them; the terms are then logged apart too.
     """
     est, ref = estimates.float(), sources.float()
@@ -942,7 +942,7 @@ class Trainer:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when present.
         progress: show progress bars on stderr: steps of each epoch (loss, lr, samples/s every
             ``log_every`` steps) and validation. ``cocktail train`` asks
-            :func:`~cocktailparty.progress.progress_enabled` (a terminal, no ``-q``).
+            :func:`~cocktailparty.core.progress.progress_enabled` (a terminal, no ``-q``).
         stop_at: a ``time.monotonic()`` time after which the next step ends this process's
             training as a signal would (saved mid-epoch, resumable): the end of a fixed-length
             slot. Unlike ``training.time_budget_s`` it is not part of the run.
@@ -1634,7 +1634,7 @@ def cli_train(args) -> int:
         source = str(args.config)
         config_path = Path(args.config)
         if not config_path.is_file() and not config_path.suffix:
-            from .config import CONFIG_DIR
+            from ..core.config import CONFIG_DIR
             if (CONFIG_DIR / f"{args.config}.yaml").is_file():
                 config_path = CONFIG_DIR / f"{args.config}.yaml"
         cfg = resolve_config(apply_overrides(load_config(config_path), overrides), source)

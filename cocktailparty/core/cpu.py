@@ -33,7 +33,7 @@ def keep_freed_memory(trim_mb: int = 1024, mmap_mb: int = 256) -> bool:
     below ``mmap_mb`` from the heap (so they are reused, not re-mapped and re-faulted).
 
     Process-wide and idempotent; returns True when the settings are in force. Called by
-    :class:`~cocktailparty.separate.Separator` for CPU inference (``cocktail separate``).
+    :class:`~cocktailparty.inference.separate.Separator` for CPU inference (``cocktail separate``).
     """
     global _done
     if _done == (trim_mb, mmap_mb):

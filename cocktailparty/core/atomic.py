@@ -71,7 +71,7 @@ def current_umask() -> int:
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str) -> None:
-    """Raise a one-line :class:`~cocktailparty.errors.CocktailError` unless ``path`` is a
+    """Raise a one-line :class:`~cocktailparty.core.errors.CocktailError` unless ``path`` is a
     folder, or can be made one, that this process can create files in.
 
     ``what`` names the location for the message (a flag such as ``"--out"``). Nothing is

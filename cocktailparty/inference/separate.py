@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import audio
-from .checkpoint import load_model
-from .cpu import keep_freed_memory
-from .errors import AudioError, CocktailError, no_cuda
-from .progress import Bar, Stages, progress_enabled
+from ..core import audio
+from ..core.checkpoint import load_model
+from ..core.cpu import keep_freed_memory
+from ..core.errors import AudioError, CocktailError, no_cuda
+from ..core.progress import Bar, Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -57,7 +57,7 @@ class Separator:
         model: a separation model, ``(batch, time) -> (batch, C, time)`` at
             ``model.config.sample_rate``; or a runner with ``sample_rate``,
             ``num_sources`` and a call ``(time,) -> (C, time)`` numpy, such as
-            :class:`~cocktailparty.onnxrun.OnnxRunner` (see :meth:`from_onnx`).
+            :class:`~cocktailparty.inference.onnxrun.OnnxRunner` (see :meth:`from_onnx`).
         device: where to run a torch model (default: CUDA when present).
         chunk_seconds: recordings longer than this are processed in chunks of this length,
             which bounds memory; ``None`` processes them whole.
@@ -314,8 +314,8 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
 
 
 def _load_tunein(args, what: str) -> nn.Module:
-    from .checkpoint import DEFAULT_ENROLLED_MODEL
-    from .verification import require_tunein
+    from ..core.checkpoint import DEFAULT_ENROLLED_MODEL
+    from ..eval.verification import require_tunein
 
     args.model = args.model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
     model = load_model(args.model, resolve_device(args.device))
@@ -325,7 +325,7 @@ def _load_tunein(args, what: str) -> nn.Module:
 
 def _read_enrollment(path, sample_rate: int) -> np.ndarray:
     """The enrollment at the model's rate, refused (in words) when too short to describe a voice."""
-    from .verification import MIN_ENROLLMENT_SECONDS
+    from ..eval.verification import MIN_ENROLLMENT_SECONDS
 
     samples, _ = audio.read(path, sample_rate=sample_rate)
     seconds = samples.shape[-1] / sample_rate
@@ -351,7 +351,7 @@ class EnrolledTalker(nn.Module):
       with another person at 0-5 dB), and the cross attention is what picks the relevant
       parts; the target is steered by the clean enrollment either way.
     - **Online** models: the model separates as trained, and the output whose steering vector
-      is closest (cosine) to the enrollment's (:class:`~cocktailparty.verification.SteeringScorer`)
+      is closest (cosine) to the enrollment's (:class:`~cocktailparty.eval.verification.SteeringScorer`)
       is kept, chunk by chunk.
 
     Args:
@@ -369,7 +369,7 @@ class EnrolledTalker(nn.Module):
         super().__init__()
         from types import SimpleNamespace
 
-        from .verification import SteeringScorer, chunk_bounds
+        from ..eval.verification import SteeringScorer, chunk_bounds
 
         enrollment = audio.as_mono(enrollment, channels_first, "enrollment")
 
@@ -393,7 +393,7 @@ class EnrolledTalker(nn.Module):
             self.register_buffer("target", torch.from_numpy(target).float().to(device), persistent=False)
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        from .models.tunein import SpeakerMemory
+        from ..models.tunein import SpeakerMemory
 
         batch = mixture.shape[0]
         if not self.offline:
@@ -428,8 +428,8 @@ def cli_extract(args) -> int:
 def cli_verify(args) -> int:
     import json
 
-    from .checkpoint import checkpoint_file, read_metadata
-    from .verification import SteeringScorer
+    from ..core.checkpoint import checkpoint_file, read_metadata
+    from ..eval.verification import SteeringScorer
 
     files = audio.find_audio_files(args.inputs)
     if not files:

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import audio
-from .errors import CocktailError
+from ..core import audio
+from ..core.errors import CocktailError
 
 log = logging.getLogger("cocktailparty")
 
@@ -106,8 +106,8 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
     Returns:
         ``num_trials`` :class:`Trial` objects.
     """
-    from .data.datasets import SpeakerCorpus
-    from .data.mixing import active_level_db, load_speech
+    from ..data.datasets import SpeakerCorpus
+    from ..data.mixing import active_level_db, load_speech
 
     if not isinstance(corpus, SpeakerCorpus):
         corpus = SpeakerCorpus.open(corpus, split=split)
@@ -181,7 +181,7 @@ class RenderedTrial(NamedTuple):
 
 def render_trial(trial: Trial) -> RenderedTrial:
     """The trial's audio, float32 at ``trial.sample_rate``."""
-    from .data.mixing import load_speech
+    from ..data.mixing import load_speech
 
     parts = []
     for path, _, start, gain in trial.test:
@@ -268,7 +268,7 @@ class SteeringScorer:
     def vectors(self, wav, sample_rate: int, channels_first: bool | None = None) -> np.ndarray:
         """Unit steering vectors of a recording, ``(chunks * C, D)``: audio at ``sample_rate``
         is resampled to the model's rate and cut into chunks. ``wav`` and ``channels_first``
-        are as for the :class:`~cocktailparty.separate.Separator`: ``(time,)``,
+        are as for the :class:`~cocktailparty.inference.separate.Separator`: ``(time,)``,
         ``(frames, channels)`` or ``(channels, frames)``, numpy or torch, channels averaged."""
         x = audio.resample(audio.as_mono(wav, channels_first), sample_rate, self.sample_rate)
         out = []
@@ -366,7 +366,7 @@ def eer_threshold(scores, labels) -> tuple[float, float]:
 
     Trials are accepted when ``score >= threshold``. The miss and false-alarm rates are read
     off the ROC (every threshold kept) and the crossing is interpolated linearly between the
-    two neighbouring thresholds, like :func:`cocktailparty.metrics.eer`, so the EER returned
+    two neighbouring thresholds, like :func:`cocktailparty.eval.metrics.eer`, so the EER returned
     equals that function's.
 
     Returns:
@@ -410,7 +410,7 @@ def calibrate(scores, trial_labels) -> Calibration:
 def write_calibrated_checkpoint(source: PathLike, out: PathLike, calibration: Calibration, **extra) -> Path:
     """Copy the checkpoint ``source`` to ``out`` with the calibration in its metadata (the
     weights and every other metadata entry unchanged)."""
-    from .checkpoint import copy_with_metadata
+    from ..core.checkpoint import copy_with_metadata
 
     return copy_with_metadata(source, out, calibration.as_metadata(**extra))
 
@@ -431,7 +431,7 @@ def cross_attention_maps(model: nn.Module, mixture, sample_rate: int | None = No
 
     Args:
         mixture: audio at ``sample_rate`` (default the model's), as the
-            :class:`~cocktailparty.separate.Separator` takes it: ``(time,)``,
+            :class:`~cocktailparty.inference.separate.Separator` takes it: ``(time,)``,
             ``(frames, channels)`` or ``(channels, frames)``, numpy or torch.
         enrollment: Offline mode's enrollment (anything :meth:`TuneIn.embed_enrollment`
             takes, at the model's rate); without one the map is Online mode's, where the

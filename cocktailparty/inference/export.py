@@ -3,7 +3,7 @@
 Every registered architecture exports to one ONNX graph with a dynamic batch and a dynamic
 length, ``mixture (batch, time) -> sources (batch, C, time)`` at the model's rate. The file
 carries the architecture, its config, the sample rate and the number of sources as
-metadata, so :class:`~cocktailparty.onnxrun.OnnxRunner` (and ``cocktail separate --backend
+metadata, so :class:`~cocktailparty.inference.onnxrun.OnnxRunner` (and ``cocktail separate --backend
 onnx``) needs no torch. After writing, the export is run with onnxruntime at the export
 length and at one it has not seen, and compared with PyTorch; a mismatch fails the export
 and leaves no file behind.
@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import atomic
-from .errors import CocktailError
+from ..core import atomic
+from ..core.errors import CocktailError
+from ..core.progress import Stages, progress_enabled
 from .onnxrun import FORMAT, OnnxRunner
-from .progress import Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -363,7 +363,7 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, lengths: tuple[int, ..
 
 
 def cli_export(args) -> int:
-    from .checkpoint import load_model
+    from ..core.checkpoint import load_model
 
     if args.device not in (None, "cpu"):
         log.info("exporting on the CPU (an ONNX graph does not depend on the device it was traced on)")

@@ -60,8 +60,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import CocktailError, no_cuda
-from .progress import Stages, progress_enabled
+from ..core.errors import CocktailError, no_cuda
+from ..core.progress import Stages, progress_enabled
 
 log = logging.getLogger("cocktailparty")
 aten = torch.ops.aten
@@ -331,11 +331,11 @@ def _memory_worker() -> None:
         # Our own temporary file, written by the parent a moment ago.
         model = torch.load(request["pickle"], weights_only=False)
     elif "architecture" in request:
-        from .models import build_model
+        from ..models import build_model
 
         model = build_model(request["architecture"], **request["config"])
     else:
-        from .checkpoint import load_model
+        from ..core.checkpoint import load_model
 
         logging.disable(logging.WARNING)  # the parent already warned about untrained weights
         model = load_model(request["spec"], "cpu")
@@ -409,7 +409,7 @@ def peak_memory_mb(model: nn.Module | str | None, seconds: float = 1.0, sample_r
             request["imports"] = [type(module).__module__]  # registers its architecture there too
             request["spec"] = model
             del module
-        code = "from cocktailparty.profile import _memory_worker; _memory_worker()"
+        code = "from cocktailparty.eval.profile import _memory_worker; _memory_worker()"
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=memory_worker_env(),
                               capture_output=True, text=True)
     if proc.returncode != 0:
@@ -524,7 +524,7 @@ def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_ra
     if isinstance(model, nn.Module):
         name = type(model).__name__
     else:
-        from .checkpoint import DEFAULT_MODEL
+        from ..core.checkpoint import DEFAULT_MODEL
 
         name = model or DEFAULT_MODEL
     backward = timing and (backward if backward is not None else device.type == "cuda")
@@ -604,7 +604,7 @@ def _at_rate(model: nn.Module, sample_rate: int | None) -> nn.Module:
     if (sample_rate is None or not dataclasses.is_dataclass(config) or not hasattr(model, "architecture")
             or getattr(config, "sample_rate", sample_rate) == sample_rate):
         return model
-    from .models import build_model
+    from ..models import build_model
 
     fields = dataclasses.asdict(config)
     fields["sample_rate"] = sample_rate
@@ -614,7 +614,7 @@ def _at_rate(model: nn.Module, sample_rate: int | None) -> nn.Module:
 
 def resolve_model(model: nn.Module | str | None, sample_rate: int | None, device: torch.device | str) -> nn.Module:
     if not isinstance(model, nn.Module):
-        from .checkpoint import load_model
+        from ..core.checkpoint import load_model
 
         model = load_model(model, device)
     else:

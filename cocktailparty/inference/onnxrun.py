@@ -1,10 +1,10 @@
 """Run an exported ``.onnx`` model with onnxruntime: numpy in, numpy out, no torch.
 
-:class:`OnnxRunner` has the interface :class:`~cocktailparty.separate.Separator` needs from
+:class:`OnnxRunner` has the interface :class:`~cocktailparty.inference.separate.Separator` needs from
 a model (``sample_rate``, ``num_sources`` and a call from a ``(time,)`` mixture to
 ``(num_sources, time)`` estimates), so chunking, stitching and scaling are shared with the
 PyTorch backend. The rate and source count come from the metadata that
-:func:`cocktailparty.export.export_onnx` writes into the file.
+:func:`cocktailparty.inference.export.export_onnx` writes into the file.
 
     >>> runner = OnnxRunner("tdanet.onnx", threads=2)
     >>> sources = runner(mixture)                       # (C, time) from (time,), float32
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CocktailError
+from ..core.errors import CocktailError
 
 # Keys of the ONNX file's metadata_props written by export_onnx.
 FORMAT = "cocktailparty/onnx/1"

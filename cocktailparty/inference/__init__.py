@@ -1,0 +1,1 @@
+"""Inference: the chunking Separator, ONNX export and the ONNX runner."""
