@@ -341,6 +341,34 @@ def test_objective_offline_and_music_labels():
     assert torch.isfinite(objective(tiny("online").train(), batch)["ince"])
 
 
+def test_objective_enrolled_permutation_scores_output_j_against_reference_j():
+    # Offline extraction relies on output j being enrollment j's talker: the "enrolled"
+    # permutation scores it so, where PIT would accept the swapped outputs as well.
+    model = tiny("offline").train()
+    torch.manual_seed(0)
+    sources = torch.randn(2, 2, 300)
+    batch = {"mixture": sources.sum(1), "sources": sources, "speaker_ids": torch.tensor([[0, 1], [2, 3]]),
+             "enrollment": torch.randn(2, 2, 500)}
+
+    class Swapped(torch.nn.Module):  # a model whose outputs are the references, swapped
+        has_speaker_space = True
+
+        def forward(self, mixture, enrollment=None, mode=None, return_details=False):
+            out = model(mixture, enrollment, mode=mode, return_details=True)
+            out.sources = sources.flip(1) + 0 * out.sources
+            return out
+
+    pit = TuneInObjective(num_speakers=4, dim=8)(Swapped(), batch)
+    enrolled = TuneInObjective(num_speakers=4, dim=8, permutation="enrolled")(Swapped(), batch)
+    assert pit["si_snr"].item() < -50  # PIT finds the swap: a perfect separation
+    assert enrolled["si_snr"].item() > 0  # the enrolled order does not
+    assert torch.isfinite(enrolled["ince"])
+    enrolled["loss"].backward()
+    with pytest.raises(CocktailError, match="needs enrollments"):
+        TuneInObjective(num_speakers=4, dim=8, permutation="enrolled")(
+            tiny("online").train(), {k: v for k, v in batch.items() if k != "enrollment"})
+
+
 # --- paper settings -------------------------------------------------------------------------
 
 TABLE1 = {"autopilot": 2.3e6, "offline": 2.4e6, "online": 3.2e6}

@@ -150,6 +150,7 @@ import math  # noqa: E402  (kept with the Tune-In section it serves)
 from torch.nn import functional as F  # noqa: E402
 
 from ..eval.metrics import permute, si_snr  # noqa: E402
+from ..core.errors import CocktailError  # noqa: E402
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
@@ -291,7 +292,7 @@ def output_speakers(perm: torch.Tensor, speaker_ids: torch.Tensor) -> torch.Tens
 
 
 SUPERVISIONS = ("tune-in", "tune-id")
-PERMUTATIONS = ("pit", "embedding")
+PERMUTATIONS = ("pit", "embedding", "enrolled")
 
 
 class TuneInObjective(nn.Module):
@@ -307,7 +308,11 @@ class TuneInObjective(nn.Module):
         dim: the steering vectors' ``D``.
         weight: ``lambda``. step, gamma, alpha: of :class:`TuneInCELoss`.
         supervision: ``"tune-in"`` (EMA bank, Tune-InCE + L_reg) or ``"tune-id"``.
-        permutation: ``"pit"`` (u-PIT on SI-SNR) or ``"embedding"`` (:func:`embedding_permutation`).
+        permutation: ``"pit"`` (u-PIT on SI-SNR), ``"embedding"`` (:func:`embedding_permutation`) or
+            ``"enrolled"``: output ``j`` is scored against reference ``j`` alone, for Offline
+            training where enrollment ``j`` is of the talker of ``sources[:, j]`` (what
+            ``cocktail extract`` relies on: the enrolled talker comes out as output ``j``). Under
+            PIT an Offline model may ignore its enrollments and still reach the same loss.
         stage: ``"joint"``; ``"speaker"`` (speaker augmentation: the speaker loss alone, the
             speech space not run); ``"speech"`` (fine-tuning the speech space: SI-SNR alone).
         mode: the model's mode for training calls (None: the model's own, or Offline when the
@@ -352,7 +357,13 @@ class TuneInObjective(nn.Module):
         out = model(mixture, enrollment, mode=self.mode, return_details=True)
         estimates = out.sources.float()
         labelled = ids is not None and ids.shape[-1] == estimates.shape[1]
-        if self.permutation == "embedding" and use_speakers and labelled and out.steering is not None:
+        if self.permutation == "enrolled":
+            if enrollment is None:
+                raise CocktailError("training.objective.permutation 'enrolled' pairs output j with enrollment j's "
+                                    "talker: it needs enrollments (data.enrollment_seconds, Offline mode)")
+            perm = torch.arange(estimates.shape[1], device=estimates.device).expand(estimates.shape[0], -1)
+            si = -si_snr(estimates, references, eps=EPS).mean()
+        elif self.permutation == "embedding" and use_speakers and labelled and out.steering is not None:
             perm = embedding_permutation(out.steering, self.speaker_loss.bank, ids)
             si = -si_snr(permute(estimates, perm), references, eps=EPS).mean()
         else:
