@@ -395,3 +395,21 @@ def test_trace_at_one_length_runs_at_others(mode):
         for length in (1234, 5):  # longer, and shorter than one segment
             x = torch.randn(2, length)
             torch.testing.assert_close(traced(x), model(x))
+
+
+def test_offline_real16k_config_warm_starts_from_the_bundled_online_model():
+    # training.init_from loads strictly: Online and Offline Tune-In have the same parameters
+    # (the speaker space, cross attention and r/h exist in both), at any sample rate.
+    from safetensors.torch import load_file
+
+    from cocktailparty.checkpoint import PRETRAINED_DIR
+
+    cfg = load_config(CONFIG_DIR / "tunein-offline-real16k.yaml")
+    fields = dict(cfg["model"])
+    fields.pop("architecture")
+    model = build_model("tunein", **fields)
+    assert model.config.mode == "offline" and model.config.sample_rate == 16000
+    source = PRETRAINED_DIR / "tunein-online-synth8k.safetensors"
+    assert cfg["training"]["init_from"].endswith(source.name)
+    model.load_state_dict(load_file(str(source)))  # strict: no missing or unexpected keys
+    assert cfg["training"]["objective"]["permutation"] == "enrolled"
