@@ -1,7 +1,7 @@
 """On a CUDA machine: the graphed training step follows the lr it is given, without a new capture.
 
 ``training.cuda_graph`` captures Adam's update reading each param group's lr from a device
-tensor that is filled before every replay (see ``GraphedStep`` in cocktailparty/train/engine.py),
+tensor that is filled before every replay (see ``GraphedStep`` in cocktailparty/train/cuda_graph.py),
 so a per-step schedule such as ``cosine`` needs no recapture. CI has no GPU, so this check
 runs on the GPU machine: a tiny TDANet takes one graphed step, then one at lr 0 (its weights
 must not move at all), then one at lr 1e-3 (every weight must move), all from one capture.
@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cocktailparty.core.errors import CocktailError  # noqa: E402
-from cocktailparty.train.engine import Trainer, resolve_config  # noqa: E402
+from cocktailparty.train.config import resolve_config  # noqa: E402
+from cocktailparty.train.engine import Trainer  # noqa: E402
 
 TINY = {"architecture": "tdanet", "sample_rate": 16000, "num_sources": 2, "basis": 9, "bottleneck": 8,
         "channels": 16, "depth": 2, "unfolds": 2, "heads": 2, "ffn_channels": 16, "dropout": 0.0, "drop_path": 0.0}

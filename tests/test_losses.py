@@ -186,7 +186,7 @@ def test_high_band_si_snr_sees_a_muffled_estimate_that_si_snr_forgives():
 
 
 def test_default_loss_adds_the_weighted_high_band_term_after_pairing():
-    from cocktailparty.train.engine import default_loss
+    from cocktailparty.train.trainee import default_loss
     torch.manual_seed(1)
     refs = torch.randn(3, 2, 4000)
     est = refs.flip(1) + 0.1 * torch.randn(3, 2, 4000)          # outputs in the other order

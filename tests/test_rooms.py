@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from cocktailparty.data.rooms import (
     reverberate,
 )
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.train.engine import DATA_DEFAULTS, _collate, build_datasets
+from cocktailparty.train.config import DataConfig
+from cocktailparty.train.data import build_datasets, collate
 from tests.conftest import write_manifest
 
 RATE = 8000
@@ -288,7 +290,7 @@ def test_dry_items_are_unchanged_and_items_repeat(corpus_dir, bank_dir, noise_di
     # Real room and dry items batch together (the training collate drops the images).
     wet = [item for item in items if "reverberant" in item]
     dry = [item for item in items if "reverberant" not in item]
-    mixed = _collate([wet[0], dry[0], wet[-1]])
+    mixed = collate([wet[0], dry[0], wet[-1]])
     assert mixed["mixture"].shape == (3, 4000) and "reverberant" not in mixed
 
 
@@ -302,21 +304,20 @@ def test_mixer_checks_the_bank(corpus_dir, bank_dir):
 
 
 def test_training_data_gets_the_matching_bank_split(corpus_dir, bank_dir):
-    data = {**DATA_DEFAULTS, "corpus": str(corpus_dir), "segment_seconds": 0.5, "valid_segment_seconds": 0.5,
-            "rooms": str(bank_dir), "reverb_probability": 1.0}
-    train, valid, _ = build_datasets({"data": data, "training": {"seed": 0}}, RATE, 2)
+    data = DataConfig(corpus=str(corpus_dir), segment_seconds=0.5, valid_segment_seconds=0.5,
+                      rooms=str(bank_dir), reverb_probability=1.0)
+    train, valid, _ = build_datasets(data, RATE, 2, training_seed=0)
     assert train.rooms.split == "train" and valid.rooms.split == "valid"
     assert "reverberant" in train[0] and valid.plan(0).room.parent.name == "valid"
     with pytest.raises(CocktailError, match="data.rooms: .* does not exist"):
-        build_datasets({"data": {**data, "rooms": str(bank_dir / "missing")}, "training": {"seed": 0}}, RATE, 2)
+        build_datasets(dataclasses.replace(data, rooms=str(bank_dir / "missing")), RATE, 2, training_seed=0)
 
 
 def test_training_batches_never_carry_reverberant_images():
     # A batch of room and dry items (0 < reverb_probability < 1) must collate, and every batch
     # must hold the same keys for the captured CUDA-graph step.
-    from cocktailparty.train.engine import _collate
     dry = {"mixture": torch.zeros(8), "sources": torch.zeros(2, 8)}
     wet = dict(dry, reverberant=torch.ones(2, 8))
     for items in ([dry, wet], [wet, wet], [dry, dry]):
-        batch = _collate(items)
+        batch = collate(items)
         assert set(batch) == {"mixture", "sources"} and batch["sources"].shape == (2, 2, 8)

@@ -28,17 +28,11 @@ from cocktailparty import cli
 from cocktailparty.core import checkpoint
 from cocktailparty.core.config import CONFIG_DIR, apply_overrides, load_config
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.train.engine import (
-    Distributed,
-    Recipe,
-    checkpoint_dirs,
-    epoch_order,
-    EpochBatches,
-    latest_checkpoint,
-    _resolve_device,
-    build_datasets,
-    resolve_config,
-)
+from cocktailparty.train.config import DataConfig, resolve_config
+from cocktailparty.train.data import EpochBatches, build_datasets, epoch_order
+from cocktailparty.train.distributed import Distributed, training_device
+from cocktailparty.train.schedules import Recipe
+from cocktailparty.train.state import checkpoint_dirs, latest_checkpoint
 
 RATE = 8000
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,7 +440,7 @@ def test_validation_mixtures_follow_valid_seed_not_the_training_seed(corpus_dir)
         cfg = resolve_config({"model": TINY_MODEL, "data": {"corpus": str(corpus_dir), "segment_seconds": 0.25,
                                                             "valid_segment_seconds": 0.25, **data},
                               "training": {"seed": training_seed}})
-        return build_datasets(cfg, RATE, 2)
+        return build_datasets(DataConfig(**cfg["data"]), RATE, 2, cfg["training"]["seed"])
 
     def first_mixtures(dataset):
         return torch.stack([torch.as_tensor(dataset[i]["mixture"]) for i in range(3)])
@@ -624,7 +618,7 @@ def test_cuda_device_always_gets_an_index(monkeypatch, spec, dist, index):
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(device))
-    device = _resolve_device(spec, dist)
+    device = training_device(spec, dist)
     assert device == torch.device("cuda", index) and chosen == [device]
 
 
