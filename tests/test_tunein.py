@@ -402,7 +402,7 @@ def test_offline_real16k_config_warm_starts_from_the_bundled_online_model():
     # (the speaker space, cross attention and r/h exist in both), at any sample rate.
     from safetensors.torch import load_file
 
-    from cocktailparty.checkpoint import PRETRAINED_DIR
+    from cocktailparty.core.checkpoint import PRETRAINED_DIR
 
     cfg = load_config(CONFIG_DIR / "tunein-offline-real16k.yaml")
     fields = dict(cfg["model"])
