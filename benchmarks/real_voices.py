@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocktailparty.core.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
 from cocktailparty.core.errors import CocktailError  # noqa: E402
-from cocktailparty.data.mixing import write_mixture_set  # noqa: E402
+from cocktailparty.data.mixture_sets import write_mixture_set  # noqa: E402
 from cocktailparty.eval.evaluate import evaluate  # noqa: E402
 
 # (set, model rate) -> SI-SNRi target in dB for the default model of that rate (issue "Real voices").

@@ -90,7 +90,8 @@ def fake_source(tmp_path, monkeypatch):
     speakers = {f"v{i}": None for i in range(8)}
     speakers["narrow"] = 3000.0  # every clip band-limited: the speaker must vanish
     _fake_package(cache, "fake-speech-data", speakers, clips=12)
-    monkeypatch.setattr(real_build, "SOURCES", {"fake": packages.Source("fake", "fake-speech-data", "CC0", _finder("fake"))})
+    monkeypatch.setattr(real_build, "SOURCES",
+                        {"fake": packages.Source("fake", "fake-speech-data", "CC0", _finder("fake"))})
     return cache
 
 

@@ -18,7 +18,7 @@ from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.errors import CocktailError
 from cocktailparty.data.datasets import SpeakerCorpus
-from cocktailparty.data.mixing import active_level_db
+from cocktailparty.data.levels import active_level_db
 from cocktailparty.eval.metrics import auc, eer
 from cocktailparty.models import build_model, register
 from cocktailparty.eval.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,

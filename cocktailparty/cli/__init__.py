@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-j", "--jobs", type=int, default=0, help="simulation processes (default: all cores)")
 
-    p = command("mix", "cocktailparty.data.mixing:cli_mix",
+    p = command("mix", "cocktailparty.data.mixture_sets:cli_mix",
                 "write a fixed, seeded set of mixtures (wsj0-2mix layout + metadata CSV)",
                 epilog=_examples("cocktail mix --corpus data/corpus --split test --out data/test-2mix "
                                  "--num-mixtures 500 --seed 0",

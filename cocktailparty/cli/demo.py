@@ -14,7 +14,7 @@ import numpy as np
 from ..core import audio
 from ..core.progress import progress_enabled
 from ..data.corpus import build_corpus
-from ..data.mixing import write_mixture_set
+from ..data.mixture_sets import write_mixture_set
 
 SAMPLE_RATE = 16000
 # English voices of distinct recorded persons: MBROLA's US voices (us1 female, us2 and us3

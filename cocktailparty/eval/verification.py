@@ -107,7 +107,8 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
         ``num_trials`` :class:`Trial` objects.
     """
     from ..data.datasets import SpeakerCorpus
-    from ..data.mixing import active_level_db, load_speech
+    from ..data.levels import talker_gains_db
+    from ..data.mixture_plan import load_speech
 
     if not isinstance(corpus, SpeakerCorpus):
         corpus = SpeakerCorpus.open(corpus, split=split)
@@ -156,13 +157,11 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
         second = pick(corpus.by_speaker[second_speaker])
         total = min(length_of(first), length_of(second), int(round(max_seconds * rate)))
         r = float(rng.uniform(*sir)) * (1.0 if rng.random() < 0.5 else -1.0)
-        test = []
-        for u, offset in ((first, r / 2), (second, -r / 2)):
-            start = int(rng.integers(0, length_of(u) - total + 1))
-            piece = load_speech(corpus[u].path, rate)[start:start + total]
-            level = active_level_db(piece, rate)
-            gain = REFERENCE_LEVEL_DB + offset - level if np.isfinite(level) else 0.0
-            test.append((corpus[u].path, corpus[u].speaker, start, float(gain)))
+        starts = [int(rng.integers(0, length_of(u) - total + 1)) for u in (first, second)]
+        pieces = [load_speech(corpus[u].path, rate)[start:start + total] for u, start in zip((first, second), starts)]
+        gains = talker_gains_db(pieces, rate, [r], REFERENCE_LEVEL_DB)
+        test = [(corpus[u].path, corpus[u].speaker, start, 0.0 if gain is None else gain)
+                for u, start, gain in zip((first, second), starts, gains)]
         trials.append(Trial(f"t{i:05d}_{corpus[enroll].id}_{corpus[first].id}_{corpus[second].id}", label,
                             speaker, corpus[enroll].path, test, total, rate, r))
     return trials
@@ -181,7 +180,7 @@ class RenderedTrial(NamedTuple):
 
 def render_trial(trial: Trial) -> RenderedTrial:
     """The trial's audio, float32 at ``trial.sample_rate``."""
-    from ..data.mixing import load_speech
+    from ..data.mixture_plan import load_speech
 
     parts = []
     for path, _, start, gain in trial.test:
