@@ -107,7 +107,7 @@ def scores(run_dir: Path, args) -> dict:
     """``cocktail evaluate``'s summary for the best checkpoint on ``--test-set``. A complete
     earlier scoring of the same test set (RUN/test.json) is reused, also one made elsewhere
     whose test set was built by the same command into the same path."""
-    from cocktailparty.data.datasets import open_mixture_dataset
+    from cocktailparty.data.mixture_datasets import open_mixture_dataset
     from cocktailparty.eval.evaluate import evaluate
 
     cached = run_dir / "test.json"

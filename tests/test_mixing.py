@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from cocktailparty import cli
-from cocktailparty.data.datasets import SpeakerCorpus, Wsj0Mix
+from cocktailparty.data.mixture_datasets import Wsj0Mix
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.levels import active_level_db, power_db
 from cocktailparty.data.mixing import DynamicMixer, parse_range
 from cocktailparty.data.mixture_plan import load_speech

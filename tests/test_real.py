@@ -15,7 +15,7 @@ from scipy.signal import butter, sosfilt
 from cocktailparty.core.errors import CocktailError, DatasetLayoutError
 from cocktailparty.data.corpus import bandwidth_hz
 from cocktailparty.data.real import archives, build as real_build, noise as real_noise, packages, plain_files
-from cocktailparty.data.datasets import SpeakerCorpus
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.mixing import DynamicMixer
 from tests.conftest import write_manifest
 
@@ -250,7 +250,7 @@ def test_real_noise_selection_leaves_out_speech(fake_noise_packages):
 
 
 def test_build_real_noise_layout_segments_and_splits(fake_noise_packages, tmp_path):
-    from cocktailparty.data.datasets import NoiseFolder
+    from cocktailparty.data.noise import NoiseFolder
 
     build = lambda out, seed: real_noise.build_real_noise(out, sample_rate=8000, seed=seed, split="0.4,0.3,0.3",
                                                     packages=fake_noise_packages, jobs=1, progress=False)

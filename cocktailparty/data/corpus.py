@@ -67,7 +67,7 @@ from ..core.audio import resample, write
 from ..core.errors import CocktailError
 from ..core.progress import Bar, Stages, progress_enabled
 from . import tts
-from .datasets import MANIFEST_COLUMNS  # the reader owns the manifest's contract
+from .speaker_corpus import MANIFEST_COLUMNS  # the reader owns the manifest's contract
 
 log = logging.getLogger("cocktailparty")
 

@@ -1,5 +1,5 @@
 """Mixing talkers on the fly: :class:`DynamicMixer`, a torch Dataset that draws a new mixture
-for every ``(epoch, index)`` from a :class:`~cocktailparty.data.datasets.SpeakerCorpus`.
+for every ``(epoch, index)`` from a :class:`~cocktailparty.data.speaker_corpus.SpeakerCorpus`.
 
 Each mixture is planned as a :class:`~cocktailparty.data.mixture_plan.MixturePlan` (the recipe
 that rebuilds it from the files) and rendered by
@@ -67,7 +67,8 @@ from torch.utils.data import Dataset
 
 from ..core import audio
 from ..core.errors import CocktailError
-from .datasets import NoiseFolder, SpeakerCorpus
+from .noise import NoiseFolder
+from .speaker_corpus import SpeakerCorpus
 from .levels import DEFAULT_MAX_PEAK, draw_levels, power_db, talker_gains_db
 from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, load_interference, load_speech, looped, \
     placed_source, render_plan

@@ -18,7 +18,7 @@ from typing import Optional, Union
 from ..core import atomic, audio
 from ..core.errors import CocktailError, DatasetLayoutError
 from ..core.progress import Bar, progress_enabled
-from .datasets import SpeakerCorpus
+from .speaker_corpus import SpeakerCorpus
 from .levels import DEFAULT_MAX_PEAK
 from .mixing import DynamicMixer, Range, parse_range
 from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, render_plan

@@ -92,7 +92,7 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
     """A seeded, balanced list of trials from a held-out corpus split.
 
     Args:
-        corpus: a :class:`~cocktailparty.data.datasets.SpeakerCorpus` or a corpus folder
+        corpus: a :class:`~cocktailparty.data.speaker_corpus.SpeakerCorpus` or a corpus folder
             (then ``split`` is read from it).
         num_trials: half target (rounded down), half non-target, alternating.
         seed: the same seed and corpus give the same trials.
@@ -106,7 +106,7 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
     Returns:
         ``num_trials`` :class:`Trial` objects.
     """
-    from ..data.datasets import SpeakerCorpus
+    from ..data.speaker_corpus import SpeakerCorpus
     from ..data.levels import talker_gains_db
     from ..data.mixture_plan import load_speech
 

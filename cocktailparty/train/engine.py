@@ -25,7 +25,7 @@ the same on one GPU or many.
 Data: ``data.corpus`` (a speaker-labelled corpus: mixtures are drawn on the fly by
 :class:`~cocktailparty.data.mixing.DynamicMixer`, a new set every epoch) or
 ``data.train_set``/``data.valid_set`` (fixed mixture sets in any layout that
-:func:`~cocktailparty.data.datasets.open_mixture_dataset` reads). The sample rate is the
+:func:`~cocktailparty.data.mixture_datasets.open_mixture_dataset` reads). The sample rate is the
 model's.
 
 Model hooks (all optional, looked up by attribute; the engine never asks for a model's name):
@@ -369,7 +369,7 @@ def build_datasets(cfg: dict[str, Any], sample_rate: int, num_sources: int, sour
                    ) -> tuple[Dataset, Dataset, Optional[list[str]]]:
     """``(train, valid, speakers)`` as the ``data:`` section describes; ``speakers`` is the
     training speakers' list (``speaker_ids`` index it) for corpus data, else None."""
-    from ..data.datasets import open_mixture_dataset
+    from ..data.mixture_datasets import open_mixture_dataset
     from ..data.mixing import DynamicMixer
 
     d, t = cfg["data"], cfg["training"]

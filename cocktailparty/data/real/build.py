@@ -20,7 +20,7 @@ from ...core.errors import CocktailError
 from ...core.progress import progress_enabled
 from ..corpus import (CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest, measure_bandwidths,
                       normalise)
-from ..datasets import SpeakerCorpus
+from ..speaker_corpus import SpeakerCorpus
 from .archives import find_nexuiz, find_queen
 from .packages import (DEFAULT_PACKAGE_CACHE, Clip, Source, fetch_packages, new_folder, package_version,
                        prepare_clip)
