@@ -13,7 +13,7 @@ import soundfile as sf
 from scipy.signal import butter, sosfilt
 
 from cocktailparty.core.errors import CocktailError, DatasetLayoutError
-from cocktailparty.data.corpus import bandwidth_hz
+from cocktailparty.data.speech_audio import bandwidth_hz
 from cocktailparty.data.real import archives, build as real_build, noise as real_noise, packages, plain_files
 from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.mixing import DynamicMixer

@@ -40,7 +40,7 @@ against what the clips' names tell, and leaves out what it cannot label confiden
 
 Processing, per clip: decode, mix to mono, resample (soxr) to the corpus rate, trim the
 edges below -40 dB re the loudest 10 ms frame, and drop the clip if it is shorter than
-0.25 s or **band-limited**: its bandwidth (:func:`cocktailparty.data.corpus.bandwidth_hz`) under
+0.25 s or **band-limited**: its bandwidth (:func:`cocktailparty.data.speech_audio.bandwidth_hz`) under
 ``min_bandwidth`` times the Nyquist frequency, so that an old 8 kHz recording resampled to
 16 kHz never teaches a 16 kHz model that the top band is empty. The packages' clips are
 short (a word, a letter, a one-line description: 0.5-3 s), so each speaker's clips, in a

@@ -18,8 +18,8 @@ from ... import __version__
 from ...core.audio import write
 from ...core.errors import CocktailError
 from ...core.progress import progress_enabled
-from ..corpus import (CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest, measure_bandwidths,
-                      normalise)
+from ..corpus import CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest
+from ..speech_audio import measure_bandwidths, normalise
 from ..speaker_corpus import SpeakerCorpus
 from .archives import find_nexuiz, find_queen
 from .packages import (DEFAULT_PACKAGE_CACHE, Clip, Source, fetch_packages, new_folder, package_version,

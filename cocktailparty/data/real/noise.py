@@ -16,7 +16,8 @@ import numpy as np
 from ...core.audio import write
 from ...core.errors import CocktailError
 from ...core.progress import progress_enabled
-from ..corpus import _parse_split, _split_persons, _write_json, normalise
+from ..corpus import _parse_split, _split_persons, _write_json
+from ..speech_audio import normalise
 from .packages import (DEFAULT_PACKAGE_CACHE, MIN_CLIP_SECONDS, fetch_packages, new_folder, package_version,
                        prepare_clip)
 

@@ -15,7 +15,7 @@ import soundfile
 
 from ...core.audio import resample
 from ...core.errors import CocktailError
-from ..corpus import bandwidth_hz, normalise, trim_silence
+from ..speech_audio import bandwidth_hz, normalise, trim_silence
 
 log = logging.getLogger("cocktailparty")
 
