@@ -116,7 +116,8 @@ def extraction_and_verification(corpus: Path, model_name: str, num_trials: int, 
 
 def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str | None) -> dict:
     from cocktailparty.core.checkpoint import load_model
-    from cocktailparty.eval.metrics import eer, si_snr
+    from cocktailparty.eval.metrics.detection import eer
+    from cocktailparty.eval.metrics.signal_ratios import si_snr
     from cocktailparty.eval.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
     from cocktailparty.inference.separate import EnrolledTalker, Separator
 

@@ -25,7 +25,7 @@ from ..core.errors import CocktailError
 from ..core.progress import Bar, progress_enabled
 from ..data.mixture_datasets import open_mixture_dataset
 from ..inference.separate import resolve_device
-from .metrics import utterance_scores
+from .metrics.utterance import utterance_scores
 
 log = logging.getLogger("cocktailparty")
 

@@ -365,13 +365,13 @@ def eer_threshold(scores, labels) -> tuple[float, float]:
 
     Trials are accepted when ``score >= threshold``. The miss and false-alarm rates are read
     off the ROC (every threshold kept) and the crossing is interpolated linearly between the
-    two neighbouring thresholds, like :func:`cocktailparty.eval.metrics.eer`, so the EER returned
+    two neighbouring thresholds, like :func:`cocktailparty.eval.metrics.detection.eer`, so the EER returned
     equals that function's.
 
     Returns:
         ``(threshold, eer)``.
     """
-    from .metrics import _roc, eer
+    from .metrics.detection import _roc, eer
 
     fpr, tpr, thresholds = _roc(scores, labels)
     gap = (1.0 - tpr) - fpr  # 1 at reject-all, -1 at accept-all, decreasing
@@ -399,7 +399,7 @@ class Calibration:
 
 def calibrate(scores, trial_labels) -> Calibration:
     """Threshold at the EER point of held-out trial scores, with AUC and minDCF."""
-    from .metrics import auc, min_dcf
+    from .metrics.detection import auc, min_dcf
 
     threshold, rate = eer_threshold(scores, trial_labels)
     return Calibration(threshold, rate, auc(scores, trial_labels), min_dcf(scores, trial_labels),
