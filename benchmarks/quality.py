@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cocktailparty.core.config import load_config
-    from cocktailparty.eval.profile import count_macs, count_parameters
+    from cocktailparty.eval.macs import count_macs, count_parameters
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
