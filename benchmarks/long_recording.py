@@ -158,7 +158,7 @@ def run(args) -> dict:
 def memory_curve(model: str, lengths: list[float], threads: int | None) -> int:
     import torch
 
-    from cocktailparty.eval.profile import peak_memory_mb
+    from cocktailparty.eval.memory_speed import peak_memory_mb
 
     threads = threads or torch.get_num_threads()
     print(f"{model}, {threads} thread(s): peak memory of one forward per chunk length")

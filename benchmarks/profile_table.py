@@ -17,7 +17,7 @@ import logging
 import sys
 
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.eval import profile
+from cocktailparty.eval import profile, profile_inputs
 from cocktailparty.models import ARCHITECTURES, config_class
 
 # The rate each architecture's paper reports its cost at (1 s of audio).
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     for item in args.models or default_models():
         spec, rate = parse_model(item)
         try:
-            module = profile.resolve_model(spec, rate, "cpu")
+            module = profile_inputs.resolve_model(spec, rate, "cpu")
             result = profile.profile_model(module, seconds=args.seconds, sample_rate=rate, device="cpu",
                                            threads=args.threads, memory=not args.no_memory,
                                            timing=not args.no_timing)

@@ -107,7 +107,7 @@ def scores(run_dir: Path, args) -> dict:
     """``cocktail evaluate``'s summary for the best checkpoint on ``--test-set``. A complete
     earlier scoring of the same test set (RUN/test.json) is reused, also one made elsewhere
     whose test set was built by the same command into the same path."""
-    from cocktailparty.data.datasets import open_mixture_dataset
+    from cocktailparty.data.mixture_datasets import open_mixture_dataset
     from cocktailparty.eval.evaluate import evaluate
 
     cached = run_dir / "test.json"
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cocktailparty.core.config import load_config
-    from cocktailparty.eval.profile import count_macs, count_parameters
+    from cocktailparty.eval.macs import count_macs, count_parameters
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]

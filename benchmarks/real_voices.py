@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocktailparty.core.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
 from cocktailparty.core.errors import CocktailError  # noqa: E402
-from cocktailparty.data.mixing import write_mixture_set  # noqa: E402
+from cocktailparty.data.mixture_sets import write_mixture_set  # noqa: E402
 from cocktailparty.eval.evaluate import evaluate  # noqa: E402
 
 # (set, model rate) -> SI-SNRi target in dB for the default model of that rate (issue "Real voices").
@@ -116,7 +116,8 @@ def extraction_and_verification(corpus: Path, model_name: str, num_trials: int, 
 
 def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str | None) -> dict:
     from cocktailparty.core.checkpoint import load_model
-    from cocktailparty.eval.metrics import eer, si_snr
+    from cocktailparty.eval.metrics.detection import eer
+    from cocktailparty.eval.metrics.signal_ratios import si_snr
     from cocktailparty.eval.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
     from cocktailparty.inference.separate import EnrolledTalker, Separator
 

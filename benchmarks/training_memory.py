@@ -35,7 +35,7 @@ MIB = 2**20
 
 def training_step(request: dict) -> dict:
     """Peak MiB and seconds of one step; ``{"oom": True}`` when the device runs out."""
-    from cocktailparty.eval import profile
+    from cocktailparty.eval import memory_speed
     from cocktailparty.models import build_model
 
     device = torch.device(request["device"])
@@ -64,12 +64,12 @@ def training_step(request: dict) -> dict:
             torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
             return {"peak_mib": (torch.cuda.max_memory_allocated(device) - before) / MIB, "seconds": seconds}
-        reset = profile._reset_high_water()
-        before = profile._read_status_kib("VmHWM")
+        reset = memory_speed._reset_high_water()
+        before = memory_speed._read_status_kib("VmHWM")
         start = time.perf_counter()
         step(mixture, enrollment)
         seconds = time.perf_counter() - start
-        peak = (profile._read_status_kib("VmHWM") - before) / 1024
+        peak = (memory_speed._read_status_kib("VmHWM") - before) / 1024
         return {"peak_mib": peak, "seconds": seconds, "reset": reset}
     except torch.OutOfMemoryError:
         return {"oom": True}
@@ -80,7 +80,7 @@ def measure(request: dict) -> dict:
         result = training_step(request)
         torch.cuda.empty_cache()
         return result
-    from cocktailparty.eval.profile import memory_worker_env
+    from cocktailparty.eval.memory_speed import memory_worker_env
 
     # A fresh process per measurement: nothing allocated before hides the step's peak.
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)], env=memory_worker_env(),

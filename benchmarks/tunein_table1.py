@@ -19,7 +19,7 @@ import sys
 import torch
 
 from cocktailparty.core.checkpoint import load_model
-from cocktailparty.eval import profile
+from cocktailparty.eval import macs, memory_speed
 
 RATE = 8000
 ENROLLMENT_SECONDS = 16.0
@@ -39,10 +39,10 @@ def measure(spec: str, mode: str | None, memory: bool) -> dict:
         with torch.inference_mode():
             model.enroll(torch.randn(1, model.config.num_sources, int(ENROLLMENT_SECONDS * RATE)) * 0.1)
     params = sum(p.numel() for p in (model.parameters_in_use(mode) if mode else model.parameters()))
-    result = {"params": params, "macs": profile.count_macs(model, 1.0, RATE)}
+    result = {"params": params, "macs": macs.count_macs(model, 1.0, RATE)}
     # The memory subprocess rebuilds the model from its config, without the stored enrollment,
     # so Offline's memory is not measured (the targets only concern Autopilot).
-    result["memory"] = profile.peak_memory_mb(model, 1.0, RATE) if memory and mode != "offline" else None
+    result["memory"] = memory_speed.peak_memory_mb(model, 1.0, RATE) if memory and mode != "offline" else None
     return result
 
 

@@ -35,8 +35,8 @@ import torch
 
 from cocktailparty.core.checkpoint import load_model
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.data.datasets import SpeakerCorpus
-from cocktailparty.eval.metrics import auc, eer, min_dcf, plot_roc
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
+from cocktailparty.eval.metrics.detection import auc, eer, min_dcf, plot_roc
 from cocktailparty.eval.verification import (EncoderScorer, ResemblyzerEncoder, SteeringScorer, calibrate, labels,
                                         make_trials, plot_cross_attention, render_trial, score_trials,
                                         write_calibrated_checkpoint)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cocktailparty.data.datasets import MANIFEST_COLUMNS
+from cocktailparty.data.speaker_corpus import MANIFEST_COLUMNS
 
 
 @pytest.fixture()

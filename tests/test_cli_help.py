@@ -97,7 +97,7 @@ def test_one_wording_for_cuda_not_available(tmp_path, model_path, monkeypatch, c
 
 
 def test_corpus_real_help_names_every_source(capsys):
-    from cocktailparty.data.real import DEFAULT_SOURCES, SOURCES
+    from cocktailparty.data.real.build import DEFAULT_SOURCES, SOURCES
     with pytest.raises(SystemExit):
         main(["corpus", "real", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -16,9 +16,9 @@ import pytest
 import soundfile
 
 import cocktailparty.data.corpus  # noqa: F401  (imported so that their work can be replaced)
-import cocktailparty.data.mixing  # noqa: F401
+import cocktailparty.data.mixture_sets  # noqa: F401
 import cocktailparty.data.noise  # noqa: F401
-import cocktailparty.data.real  # noqa: F401
+import cocktailparty.data.real.build  # noqa: F401
 import cocktailparty.data.rooms  # noqa: F401
 import cocktailparty.cli.demo  # noqa: F401
 import cocktailparty.eval.evaluate  # noqa: F401
@@ -35,9 +35,9 @@ COMMANDS = {
     "demo": ("demo --out {out}", True, "cocktailparty.cli.demo:build_corpus"),
     "corpus build": ("corpus build --out {out}", True, "cocktailparty.data.corpus:build_corpus"),
     "corpus noise": ("corpus noise --out {out}", True, "cocktailparty.data.noise:build_noise_folder"),
-    "corpus real": ("corpus real --out {out}", True, "cocktailparty.data.real:build_real_corpus"),
+    "corpus real": ("corpus real --out {out}", True, "cocktailparty.data.real.build:build_real_corpus"),
     "corpus rooms": ("corpus rooms --out {out}", True, "cocktailparty.data.rooms:RoomBank.build"),
-    "mix": ("mix --corpus {dir} --out {out}", True, "cocktailparty.data.mixing:write_mixture_set"),
+    "mix": ("mix --corpus {dir} --out {out}", True, "cocktailparty.data.mixture_sets:write_mixture_set"),
     "train": ("train --config tdanet-lrs2 --out {out}", True, "cocktailparty.train.engine:Trainer.__init__"),
     "evaluate": ("evaluate --data {dir} --out {out}", False, "cocktailparty.eval.evaluate:evaluate"),
     "export": ("export --onnx {out}", False, "cocktailparty.inference.export:export_onnx"),

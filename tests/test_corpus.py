@@ -15,7 +15,7 @@ import soundfile
 
 from cocktailparty.cli import main
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.data import corpus, tts
+from cocktailparty.data import corpus, sentences, speech_audio, tts
 
 # Three recorded persons (two American, one German MBROLA voice) and one espeak-ng formant
 # variant: 6 speakers means round two gives two persons a derived identity.
@@ -118,9 +118,9 @@ def test_level_is_normalised_and_edges_are_not_silent(built):
         rms_db = 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
         peak = np.abs(x).max()
         if peak < 0.95:
-            assert abs(rms_db - corpus.TARGET_RMS_DBFS) < 0.3, r["path"]
+            assert abs(rms_db - speech_audio.TARGET_RMS_DBFS) < 0.3, r["path"]
         else:  # peak-limited instead
-            assert rms_db < corpus.TARGET_RMS_DBFS + 0.3
+            assert rms_db < speech_audio.TARGET_RMS_DBFS + 0.3
             assert peak <= 0.98
         edge = int(0.03 * sr)
         for part in (x[:edge], x[-edge:]):
@@ -224,7 +224,7 @@ def test_cli_shows_probing_synthesis_and_bandwidth_on_a_terminal_only(tmp_path, 
 
 
 def test_text_cleaning():
-    clean = corpus._clean_entry
+    clean = sentences._clean_entry
     assert clean("Never put off till tomorrow what you can do the day after tomorrow.\n"
                  "\t\t-- Mark Twain") == ["Never put off till tomorrow what you can do the day after tomorrow."]
     assert clean("See http://example.com for the rest of this rather long sentence here.") == []

@@ -11,16 +11,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from cocktailparty.data.datasets import (
-    LibriMix,
-    Lrs2Mix,
-    NoiseFolder,
-    SpeakerCorpus,
-    WhamMix,
-    Wsj0Mix,
-    canonical_split,
-    open_mixture_dataset,
-)
+from cocktailparty.data.layouts import canonical_split
+from cocktailparty.data.mixture_datasets import LibriMix, Lrs2Mix, WhamMix, Wsj0Mix, open_mixture_dataset
+from cocktailparty.data.noise import NoiseFolder
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.core.errors import DatasetLayoutError
 from tests.conftest import write_manifest
 

@@ -13,16 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from cocktailparty import cli
-from cocktailparty.data.datasets import SpeakerCorpus, Wsj0Mix
-from cocktailparty.data.mixing import (
-    DynamicMixer,
-    active_level_db,
-    load_speech,
-    parse_range,
-    power_db,
-    regenerate_from_metadata,
-    write_mixture_set,
-)
+from cocktailparty.data.mixture_datasets import Wsj0Mix
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
+from cocktailparty.data.levels import active_level_db, power_db
+from cocktailparty.data.mixing import DynamicMixer, parse_range
+from cocktailparty.data.mixture_plan import load_speech
+from cocktailparty.data.mixture_sets import regenerate_from_metadata, write_mixture_set
 from cocktailparty.core.errors import CocktailError
 from tests.conftest import write_manifest
 
@@ -358,3 +354,43 @@ def test_regenerate_needs_the_metadata(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(CocktailError, match="expected metadata.csv and mixing.json"):
         regenerate_from_metadata(tmp_path / "x", tmp_path / "y")
+
+
+# --------------------------------------------------------------------------------------
+# the level rule shared by the mixer, enrollments and trials
+# --------------------------------------------------------------------------------------
+
+
+def test_talker_gains_and_mix_pair_match_the_two_talker_formulas_bit_for_bit():
+    # The enrollment mixer and the trials used to write the rule out for two talkers (offsets
+    # +r/2 and -r/2 around the reference, 0 dB for silence); the shared functions must give
+    # the very same floats and draw the same numbers in the same order.
+    from cocktailparty.data.levels import DEFAULT_MAX_PEAK, mix_pair, talker_gains_db
+
+    voices = ((110.0, 0, 4.0), (205.0, 1, 0.5), (150.0, 2, 1.0))  # f0, seed, gain: one clips
+    signals = [utterance(f0, 1.3, seed) * gain for f0, seed, gain in voices]
+    signals.append(np.zeros(len(signals[0]), dtype=np.float32))
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        target, interference = (signals[i] for i in rng.choice(len(signals), 2, replace=False))
+        r = float(rng.uniform(-20.0, 20.0))
+        reference = float(rng.uniform(-40.0, 0.0))
+        expected = [reference + offset - active_level_db(x, RATE)
+                    for x, offset in ((target, r / 2), (interference, -r / 2))]
+        got = talker_gains_db([target, interference], RATE, [r], reference)
+        assert got == [g if np.isfinite(g) else None for g in expected]
+
+        parts = []
+        old = np.random.default_rng([seed, 1])
+        r, reference = float(old.uniform(0.0, 30.0)), float(old.uniform(-10.0, 0.0))
+        for x, offset in ((target, r / 2), (interference, -r / 2)):
+            current = active_level_db(x, RATE)
+            gain = 10.0 ** ((reference + offset - current) / 20.0) if np.isfinite(current) else 1.0
+            parts.append(x.astype(np.float64) * gain)
+        mixed = parts[0] + parts[1]
+        if np.abs(mixed).max() > DEFAULT_MAX_PEAK:
+            mixed *= DEFAULT_MAX_PEAK / np.abs(mixed).max()
+        new = np.random.default_rng([seed, 1])
+        assert np.array_equal(mix_pair(target, interference, RATE, new, (0.0, 30.0), (-10.0, 0.0)),
+                              mixed.astype(np.float32))
+        assert new.random() == old.random()  # the same draws were taken

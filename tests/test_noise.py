@@ -10,7 +10,7 @@ import soundfile as sf
 
 from cocktailparty import cli
 from cocktailparty.data import noise
-from cocktailparty.data.datasets import NoiseFolder
+from cocktailparty.data.noise import NoiseFolder
 
 
 def _slope(x: np.ndarray, rate: int) -> float:

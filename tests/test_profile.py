@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cocktailparty.cli import main
-from cocktailparty.eval import profile
+from cocktailparty.eval import macs, memory_speed
 from cocktailparty.models import register
 
 
@@ -71,7 +71,7 @@ def hand_params() -> int:
 @pytest.mark.parametrize("batch,samples", [(1, 204), (2, 1000)])
 def test_macs_equal_hand_count(batch, samples):
     model = HandCounted()
-    assert profile.count_macs(model, seconds=samples / 8000, sample_rate=8000, batch=batch) == hand_count(batch, samples)
+    assert macs.count_macs(model, seconds=samples / 8000, sample_rate=8000, batch=batch) == hand_count(batch, samples)
 
 
 def test_torch_alone_misses_lstm_and_fused_attention():
@@ -92,12 +92,12 @@ def test_every_execution_path_counts_the_same(context):
     x = torch.randn(2, 400)
     if context == "train_with_grad":
         model.train()
-        with FlopCounterMode(display=False, custom_mapping=profile.FLOP_FORMULAS) as counter:
+        with FlopCounterMode(display=False, custom_mapping=macs.FLOP_FORMULAS) as counter:
             model(x)
     else:
         model.eval()
         ctx = torch.no_grad() if context == "no_grad" else torch.inference_mode()
-        with ctx, FlopCounterMode(display=False, custom_mapping=profile.FLOP_FORMULAS) as counter:
+        with ctx, FlopCounterMode(display=False, custom_mapping=macs.FLOP_FORMULAS) as counter:
             model(x)
     assert counter.get_total_flops() == 2 * hand_count(2, 400)
 
@@ -106,29 +106,29 @@ def test_every_execution_path_counts_the_same(context):
 def test_lstm_variants_and_backward():
     x = torch.randn(3, 7, 10)
     lstm = nn.LSTM(10, 6, batch_first=True)
-    assert profile.count_macs(lstm, inputs=x) == 3 * 7 * 4 * 6 * (10 + 6)
+    assert macs.count_macs(lstm, inputs=x) == 3 * 7 * 4 * 6 * (10 + 6)
     # With a projection the oneDNN path is not taken (torch warns); the products are plain matmuls.
     proj = nn.LSTM(10, 6, proj_size=4, batch_first=True)
-    assert profile.count_macs(proj, inputs=x) == 3 * 7 * (4 * 6 * (10 + 4) + 4 * 6)
+    assert macs.count_macs(proj, inputs=x) == 3 * 7 * (4 * 6 * (10 + 4) + 4 * 6)
     rnn = nn.RNN(10, 6, num_layers=2, batch_first=True)
-    assert profile.count_macs(rnn, inputs=x) == 3 * 7 * (6 * (10 + 6) + 6 * (6 + 6))
+    assert macs.count_macs(rnn, inputs=x) == 3 * 7 * (6 * (10 + 6) + 6 * (6 + 6))
     # Training: backward has two products (input and weight gradients) per forward product.
     xg = x.clone().requires_grad_()
-    with FlopCounterMode(display=False, custom_mapping=profile.FLOP_FORMULAS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=macs.FLOP_FORMULAS) as counter:
         lstm(xg)[0].sum().backward()
     assert counter.get_total_flops() == 3 * 2 * (3 * 7 * 4 * 6 * (10 + 6))
 
 
 def test_conv_transpose_not_overcounted_by_stride():
     deconv = nn.ConvTranspose1d(4, 3, kernel_size=16, stride=8)
-    assert profile.count_macs(deconv, inputs=torch.randn(1, 4, 10)) == 10 * 4 * 3 * 16
+    assert macs.count_macs(deconv, inputs=torch.randn(1, 4, 10)) == 10 * 4 * 3 * 16
 
 
 def test_fused_transformer_layer_and_cross_attention():
     layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True).eval()
     x = torch.randn(2, 9, 32)
     expected = 2 * (9 * (4 * 32 * 32 + 2 * 32 * 64) + 2 * 9 * 9 * 32)
-    assert profile.count_macs(layer, inputs=x) == expected
+    assert macs.count_macs(layer, inputs=x) == expected
     mha = nn.MultiheadAttention(32, 4, batch_first=True)
     query, memory = torch.randn(2, 5, 32), torch.randn(2, 11, 32)
 
@@ -137,12 +137,12 @@ def test_fused_transformer_layer_and_cross_attention():
             return mha(q, kv, kv)[0]
 
     expected = 2 * ((5 + 2 * 11) * 32 * 32 + 5 * 32 * 32 + 2 * 5 * 11 * 32)
-    assert profile.count_macs(Cross(), inputs=(query, memory)) == expected
+    assert macs.count_macs(Cross(), inputs=(query, memory)) == expected
 
 
 def test_breakdown_by_module_and_op():
     model = HandCounted()
-    counted = profile.mac_breakdown(model, seconds=1000 / 8000, sample_rate=8000, depth=1)
+    counted = macs.mac_breakdown(model, seconds=1000 / 8000, sample_rate=8000, depth=1)
     frames = (1000 - 8) // 4 + 1
     assert counted.total == hand_count(1, 1000)
     assert counted.by_module[""] == counted.total
@@ -153,9 +153,9 @@ def test_breakdown_by_module_and_op():
 
 
 def test_parameters_counted_once_when_shared():
-    assert profile.count_parameters(HandCounted()) == hand_params()
+    assert macs.count_parameters(HandCounted()) == hand_params()
     shared = nn.Linear(5, 5)
-    assert profile.count_parameters(nn.Sequential(shared, nn.ReLU(), shared)) == 30
+    assert macs.count_parameters(nn.Sequential(shared, nn.ReLU(), shared)) == 30
 
 
 # --- a registered architecture for the command line and the subprocess ------------------------
@@ -218,8 +218,8 @@ def test_cli_shows_its_stages_on_a_terminal_only(run_cli):
 
 def test_peak_memory_grows_with_input():
     model = ProfileTiny(ProfileTinyConfig(channels=256))
-    short = profile.peak_memory_mb(model, seconds=1.0, sample_rate=16000)
-    long = profile.peak_memory_mb(model, seconds=4.0, sample_rate=16000)
+    short = memory_speed.peak_memory_mb(model, seconds=1.0, sample_rate=16000)
+    long = memory_speed.peak_memory_mb(model, seconds=4.0, sample_rate=16000)
     activation_mib = 256 * 16000 * 4 / 2**20  # one (256, 16000) float32 map
     assert short >= activation_mib
     assert long > short + 2 * activation_mib
@@ -227,7 +227,7 @@ def test_peak_memory_grows_with_input():
 
 def test_peak_memory_of_an_unregistered_module():
     # No architecture name or config: the subprocess gets the module itself.
-    mib = profile.peak_memory_mb(Waveform(), seconds=2.0, sample_rate=16000)
+    mib = memory_speed.peak_memory_mb(Waveform(), seconds=2.0, sample_rate=16000)
     assert mib >= 128 * 32000 * 4 / 2**20
 
 
@@ -242,7 +242,7 @@ class Waveform(nn.Module):
 
 def test_real_time_factor_positive():
     model = ProfileTiny(ProfileTinyConfig())
-    speed = profile.real_time_factor(model, seconds=0.5, repeats=3)
+    speed = memory_speed.real_time_factor(model, seconds=0.5, repeats=3)
     assert speed["rtf"] > 0 and speed["forward_ms"] > 0
     assert torch.get_num_threads() >= 1
 

@@ -13,8 +13,9 @@ import soundfile as sf
 from scipy.signal import butter, sosfilt
 
 from cocktailparty.core.errors import CocktailError, DatasetLayoutError
-from cocktailparty.data import real
-from cocktailparty.data.datasets import SpeakerCorpus
+from cocktailparty.data.speech_audio import bandwidth_hz
+from cocktailparty.data.real import archives, build as real_build, noise as real_noise, packages, plain_files
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.mixing import DynamicMixer
 from tests.conftest import write_manifest
 
@@ -32,26 +33,26 @@ def noise(seconds: float, rate: int, seed: int, cutoff: float | None = None) -> 
 @pytest.mark.parametrize("cutoff", [3000.0, 5000.0])
 def test_bandwidth_finds_a_lowpass_edge(cutoff):
     # A 16th-order Butterworth is 55 dB down within about 1.5 x its cutoff (96 dB per octave).
-    width = real.bandwidth_hz(noise(2.0, RATE, 0, cutoff), RATE)
+    width = bandwidth_hz(noise(2.0, RATE, 0, cutoff), RATE)
     assert cutoff <= width <= cutoff * 1.5
 
 
 def test_bandwidth_of_full_band_noise_is_near_nyquist():
-    assert real.bandwidth_hz(noise(2.0, RATE, 1), RATE) > 0.95 * RATE / 2
+    assert bandwidth_hz(noise(2.0, RATE, 1), RATE) > 0.95 * RATE / 2
 
 
 def test_bandwidth_of_a_resampled_narrow_recording_is_its_old_nyquist():
     from cocktailparty.core.audio import resample
     old = resample(noise(2.0, 8000, 2), 8000, RATE)  # an 8 kHz recording brought to 16 kHz
-    assert 3500 < real.bandwidth_hz(old, RATE) < 4500
+    assert 3500 < bandwidth_hz(old, RATE) < 4500
 
 
 def test_join_clips_makes_utterances_of_the_asked_length_with_pauses():
     clips = [np.ones(int(0.8 * RATE), dtype=np.float32) for _ in range(10)]
-    joined = real.join_clips(clips, RATE, 2.0, random.Random(0))
+    joined = real_build.join_clips(clips, RATE, 2.0, random.Random(0))
     # Three clips plus two pauses pass 2 s: 3 utterances of 3 clips, then one of 1.
     assert [int(np.count_nonzero(u)) for u in joined] == [3 * len(clips[0])] * 3 + [len(clips[0])]
-    lo, hi = real.PAUSE_SECONDS
+    lo, hi = real_build.PAUSE_SECONDS
     for u in joined[:3]:
         pauses = len(u) - 3 * len(clips[0])
         assert 2 * lo * RATE <= pauses <= 2 * hi * RATE
@@ -61,8 +62,8 @@ def test_join_clips_makes_utterances_of_the_asked_length_with_pauses():
                                      "asterisk-prompt-fr", "ktuberling-data"])
 def test_reserved_packages_are_refused_by_the_library_and_the_script(package, tmp_path):
     with pytest.raises(CocktailError, match="reserved"):
-        real.fetch_packages([package], tmp_path)
-    done = subprocess.run(["bash", str(real.FETCH_SCRIPT), str(tmp_path), package], capture_output=True, text=True)
+        packages.fetch_packages([package], tmp_path)
+    done = subprocess.run(["bash", str(packages.FETCH_SCRIPT), str(tmp_path), package], capture_output=True, text=True)
     assert done.returncode == 2 and "reserved" in done.stderr
     assert not any(tmp_path.iterdir())
 
@@ -80,7 +81,7 @@ def _fake_package(cache: Path, name: str, speakers: dict[str, float | None], cli
 
 def _finder(prefix: str):
     """A Source.find for a _fake_package tree: a speaker per folder, named PREFIX-FOLDER."""
-    return lambda root: [real.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
+    return lambda root: [packages.Clip(p, f"{prefix}-{p.parent.name}", "xx") for p in sorted(root.glob("*/*.ogg"))]
 
 
 @pytest.fixture()
@@ -89,13 +90,14 @@ def fake_source(tmp_path, monkeypatch):
     speakers = {f"v{i}": None for i in range(8)}
     speakers["narrow"] = 3000.0  # every clip band-limited: the speaker must vanish
     _fake_package(cache, "fake-speech-data", speakers, clips=12)
-    monkeypatch.setattr(real, "SOURCES", {"fake": real.Source("fake", "fake-speech-data", "CC0", _finder("fake"))})
+    monkeypatch.setattr(real_build, "SOURCES",
+                        {"fake": packages.Source("fake", "fake-speech-data", "CC0", _finder("fake"))})
     return cache
 
 
 def test_build_real_corpus_layout_splits_and_filters(fake_source, tmp_path):
     out = tmp_path / "corpus"
-    meta = real.build_real_corpus(out, sources=["fake"], sample_rate=RATE, split="0.6,0.2,0.2",
+    meta = real_build.build_real_corpus(out, sources=["fake"], sample_rate=RATE, split="0.6,0.2,0.2",
                                   utterance_seconds=3.0, max_minutes=0.1, min_seconds=2.0,
                                   packages=fake_source, jobs=1, progress=False)
     assert meta["packages"] == {"fake-speech-data": {"version": "1.0-1", "licence": "CC0"}}
@@ -118,7 +120,7 @@ def test_build_real_corpus_layout_splits_and_filters(fake_source, tmp_path):
         == [2, 2, 4]
     per_speaker = {s: sum(float(r["duration"]) for r in rows if r["speaker"] == s) for s in speakers}
     # max_minutes 0.1 = 6 s of clips, plus the pauses joined in between.
-    assert all(6.0 <= d <= 6.0 + 6 * real.PAUSE_SECONDS[1] for d in per_speaker.values())
+    assert all(6.0 <= d <= 6.0 + 6 * real_build.PAUSE_SECONDS[1] for d in per_speaker.values())
     corpus = SpeakerCorpus.open(out, split="train")
     assert len(corpus.speakers) == 4 and all(u.bandwidth_hz > 6400 for u in corpus.utterances)
 
@@ -127,9 +129,9 @@ def test_build_real_corpus_refuses_a_used_folder_and_unknown_sources(fake_source
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").touch()
     with pytest.raises(CocktailError, match="not an empty folder"):
-        real.build_real_corpus(tmp_path / "used", sources=["fake"], packages=fake_source, progress=False)
+        real_build.build_real_corpus(tmp_path / "used", sources=["fake"], packages=fake_source, progress=False)
     with pytest.raises(CocktailError, match="unknown source"):
-        real.build_real_corpus(tmp_path / "new", sources=["nope"], packages=fake_source, progress=False)
+        real_build.build_real_corpus(tmp_path / "new", sources=["nope"], packages=fake_source, progress=False)
 
 
 # --- corpora mixed together -------------------------------------------------------------------
@@ -201,7 +203,7 @@ def test_min_bandwidth_leaves_out_narrow_speech(two_corpora):
 
 def test_annotate_bandwidth_writes_the_manifest(tmp_path):
     root = _corpus(tmp_path / "c", "s", 2)
-    lowest = real.annotate_bandwidth(root, jobs=1, progress=False)
+    lowest = real_build.annotate_bandwidth(root, jobs=1, progress=False)
     assert set(lowest) == {"s0", "s1"} and all(w > 3800 for w in lowest.values())
     corpus = SpeakerCorpus.open(root)
     assert all(u.bandwidth_hz > 3800 for u in corpus.utterances)
@@ -240,17 +242,17 @@ def fake_noise_packages(tmp_path):
 
 
 def test_real_noise_selection_leaves_out_speech(fake_noise_packages):
-    tux = {c.path.name for c in real._tuxpaint_noise(fake_noise_packages / "tuxpaint-stamps-default")}
+    tux = {c.path.name for c in real_noise._tuxpaint_noise(fake_noise_packages / "tuxpaint-stamps-default")}
     assert tux == {"cow.ogg", "apple_red.ogg", "horn.ogg"}
-    hw = {c.path.name: c for c in real._hedgewars_noise(fake_noise_packages / "hedgewars-data")}
+    hw = {c.path.name: c for c in real_noise._hedgewars_noise(fake_noise_packages / "hedgewars-data")}
     assert set(hw) == {"explosion.ogg", "gun.ogg", "Droplet1.ogg", "silent.ogg", "theme.ogg"}
     assert hw["theme.ogg"].kind == "music" and hw["Droplet1.ogg"].licence == "CC-BY-SA-3.0"
 
 
 def test_build_real_noise_layout_segments_and_splits(fake_noise_packages, tmp_path):
-    from cocktailparty.data.datasets import NoiseFolder
+    from cocktailparty.data.noise import NoiseFolder
 
-    build = lambda out, seed: real.build_real_noise(out, sample_rate=8000, seed=seed, split="0.4,0.3,0.3",
+    build = lambda out, seed: real_noise.build_real_noise(out, sample_rate=8000, seed=seed, split="0.4,0.3,0.3",
                                                     packages=fake_noise_packages, jobs=1, progress=False)
     record = build(tmp_path / "a", 0)
     files = record["files"]
@@ -297,14 +299,14 @@ def test_nexuiz_reads_player_voices_from_the_pk3(tmp_path):
     inside = ["sound/player/fricka/coms/taunt1.ogg", "sound/player/fricka/player/pain25.ogg",
               "sound/player/torus/attack.ogg", "sound/announcer/male/impressive.ogg",
               "sound/announcer/robotic/1.ogg", "sound/tutorial/1-welcome.ogg", "sound/weapons/nexfire.ogg"]
-    pk3 = root / real.NEXUIZ_PK3
+    pk3 = root / archives.NEXUIZ_PK3
     pk3.parent.mkdir(parents=True)
     with zipfile.ZipFile(pk3, "w") as archive:
         for i, name in enumerate(inside):
             buffer = io.BytesIO()
             sf.write(buffer, noise(0.5, 22050, i), 22050, format="OGG")
             archive.writestr(name, buffer.getvalue())
-    clips = real._nexuiz(root)
+    clips = archives.find_nexuiz(root)
     by_name = {c.path.relative_to(root / ".pk3").as_posix(): c.speaker for c in clips}
     # The announcer is the torus voice (nexuiz-credits.txt); the robot, tutorial and effects are left out.
     assert by_name == {"sound/player/fricka/coms/taunt1.ogg": "nexuiz-fricka",
@@ -312,7 +314,7 @@ def test_nexuiz_reads_player_voices_from_the_pk3(tmp_path):
                        "sound/player/torus/attack.ogg": "nexuiz-torus",
                        "sound/announcer/male/impressive.ogg": "nexuiz-torus"}
     assert all(sf.info(str(c.path)).samplerate == 22050 and c.language == "en" for c in clips)
-    assert [c.path for c in real._nexuiz(root)] == [c.path for c in clips]  # extracted once, found again
+    assert [c.path for c in archives.find_nexuiz(root)] == [c.path for c in clips]  # extracted once, found again
 
 
 def test_megaglest_keeps_human_voice_lines_and_merges_copies(tmp_path):
@@ -331,7 +333,7 @@ def test_megaglest_keeps_human_voice_lines_and_merges_copies(tmp_path):
              "factions/persian/units/princess/sounds/knife1.wav"]
     for i, name in enumerate(files):
         _ogg(base / name, seed=i)
-    speakers = {c.path.relative_to(base).as_posix(): c.speaker for c in real._megaglest(root)}
+    speakers = {c.path.relative_to(base).as_posix(): c.speaker for c in plain_files.find_megaglest(root)}
     assert speakers == {
         "commondata/sounds/archer_ack1.wav": "megaglest-common-archer",
         "commondata/sounds/archer_select2.wav": "megaglest-common-archer",
@@ -348,7 +350,7 @@ def test_gcin_tells_the_two_readers_apart_by_file_name(tmp_path):
     for i, syllable in enumerate(["ㄇㄚ", "ㄊㄢ3"]):
         _ogg(base / syllable / "3.ogg", seed=2 * i)
         _ogg(base / syllable / "5.ogg", seed=2 * i + 1)
-    clips = real._gcin(root)
+    clips = plain_files.find_gcin(root)
     assert sorted((c.path.parent.name, c.path.name, c.speaker) for c in clips) == [
         ("ㄇㄚ", "3.ogg", "gcin-liu"), ("ㄇㄚ", "5.ogg", "gcin-lo"),
         ("ㄊㄢ3", "3.ogg", "gcin-liu"), ("ㄊㄢ3", "5.ogg", "gcin-lo")]
@@ -356,10 +358,10 @@ def test_gcin_tells_the_two_readers_apart_by_file_name(tmp_path):
 
 
 def test_real_sources_table_is_complete_and_spares_the_reserved_packages():
-    assert {"nexuiz", "megaglest", "gcin"} <= set(real.SOURCES)
-    assert [n for n, s in real.SOURCES.items() if s.split_group == "v1"] == \
+    assert {"nexuiz", "megaglest", "gcin"} <= set(real_build.SOURCES)
+    assert [n for n, s in real_build.SOURCES.items() if s.split_group == "v1"] == \
         ["tuxpaint", "klettres", "hedgewars", "festvox-ru"]
-    real.check_not_reserved([s.package for s in real.SOURCES.values()])
+    packages.check_not_reserved([s.package for s in real_build.SOURCES.values()])
 
 
 @pytest.fixture()
@@ -369,15 +371,15 @@ def two_fake_sources(tmp_path, monkeypatch):
     _fake_package(cache, "old-speech-data", {f"o{i}": None for i in range(9)}, clips=6)
     _fake_package(cache, "new-speech-data", {f"n{i}": None for i in range(10)}, clips=2)
 
-    monkeypatch.setattr(real, "SOURCES", {
-        "old": real.Source("old", "old-speech-data", "CC0", _finder("old"), split_group="v1"),
-        "new": real.Source("new", "new-speech-data", "CC0", _finder("new"), min_seconds=1.5)})
+    monkeypatch.setattr(real_build, "SOURCES", {
+        "old": packages.Source("old", "old-speech-data", "CC0", _finder("old"), split_group="v1"),
+        "new": packages.Source("new", "new-speech-data", "CC0", _finder("new"), min_seconds=1.5)})
     return cache
 
 
 def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_path):
     def build(out, sources, **kw):
-        real.build_real_corpus(out, sources=sources, sample_rate=RATE, utterance_seconds=2.0, min_seconds=3.0,
+        real_build.build_real_corpus(out, sources=sources, sample_rate=RATE, utterance_seconds=2.0, min_seconds=3.0,
                                packages=two_fake_sources, jobs=1, progress=False, **kw)
         with open(out / "manifest.csv", encoding="utf-8") as handle:
             return {r["utterance_id"]: r for r in csv.DictReader(handle)}
@@ -404,7 +406,7 @@ def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_
 
 def test_splits_like_keeps_another_corpus_splits(fake_source, tmp_path):
     def build(out, seed, **kw):
-        real.build_real_corpus(out, sources=["fake"], sample_rate=RATE, seed=seed, utterance_seconds=3.0,
+        real_build.build_real_corpus(out, sources=["fake"], sample_rate=RATE, seed=seed, utterance_seconds=3.0,
                                max_minutes=0.1, min_seconds=2.0, packages=fake_source, jobs=1, progress=False, **kw)
         with open(out / "manifest.csv", encoding="utf-8") as handle:
             return {r["speaker"]: r["split"] for r in csv.DictReader(handle)}
@@ -455,19 +457,19 @@ def _mp3(seconds: float, seed: int) -> bytes:
 def test_queen_entries_reads_the_table(tmp_path):
     archive = tmp_path / "queen.1c"
     _queen_archive(archive, {"JOE00011.SB": b"abc", "AND1.DOG": b"defgh"})
-    assert real.queen_entries(archive) == [("JOE00011.SB", 15 + 42, 3), ("AND1.DOG", 15 + 42 + 3, 5)]
+    assert archives.queen_entries(archive) == [("JOE00011.SB", 15 + 42, 3), ("AND1.DOG", 15 + 42 + 3, 5)]
     archive.write_bytes(b"XXXX" + archive.read_bytes()[4:])
     with pytest.raises(CocktailError, match="QTBL"):
-        real.queen_entries(archive)
+        archives.queen_entries(archive)
 
 
 def test_queen_name_voice_reads_who_speaks_from_the_name():
-    assert real.queen_name_voice("JOE00511.SB") == "joe"
-    assert real.queen_name_voice("020006J1.SB") == "joe"
-    assert real.queen_name_voice("0303AAP3.SB") == "P:0303"
-    assert real.queen_name_voice("1012SSSS.SB") is None and real.queen_name_voice("35XXXXJ1.SB") == "joe"
-    assert real.queen_name_voice("57XXXXP1.SB") is None
-    assert real.queen_name_voice("C100A032.SB") is None and real.queen_name_voice("18SSSSSS.SB") is None
+    assert archives.queen_name_voice("JOE00511.SB") == "joe"
+    assert archives.queen_name_voice("020006J1.SB") == "joe"
+    assert archives.queen_name_voice("0303AAP3.SB") == "P:0303"
+    assert archives.queen_name_voice("1012SSSS.SB") is None and archives.queen_name_voice("35XXXXJ1.SB") == "joe"
+    assert archives.queen_name_voice("57XXXXP1.SB") is None
+    assert archives.queen_name_voice("C100A032.SB") is None and archives.queen_name_voice("18SSSSSS.SB") is None
 
 
 def _voices(seed: int, count: int, dim: int = 64) -> np.ndarray:
@@ -495,7 +497,7 @@ def test_queen_voice_labels_merges_dialogues_and_drops_what_is_unsure():
     mixed = (anna + bob) / np.linalg.norm(anna + bob)
     rows += [("C200A011.SB", mixed)]                                                 # between two voices
     names = [n for n, _ in rows]
-    labels = real.queen_voice_labels(names, np.stack([e for _, e in rows]), threshold=0.3, min_member=0.6,
+    labels = archives.queen_voice_labels(names, np.stack([e for _, e in rows]), threshold=0.3, min_member=0.6,
                                      min_similarity=0.7, min_margin=0.05, min_group=3, min_size=20)
     by_label: dict[str, set] = {}
     for name, label in labels.items():
@@ -515,23 +517,23 @@ def test_queen_reads_speech_from_queen_1c_and_labels_it(tmp_path, monkeypatch):
     entries = {name: _mp3(1.2, i) for i, name in enumerate(voice_of)}
     entries["0100AAP1.SB"] = _mp3(0.5, 99)   # under a second: never labelled
     entries["AND1.DOG"] = b"not speech"
-    _queen_archive(root / real.QUEEN_ARCHIVE, entries)
+    _queen_archive(root / archives.QUEEN_ARCHIVE, entries)
     calls = []
 
     def fake_embed(paths):
         calls.append(len(paths))
         return np.stack([voice_of[p.stem + ".SB"] for p in paths])
 
-    monkeypatch.setattr(real, "_embed_clip_files", fake_embed)
-    monkeypatch.setattr(real, "queen_voice_labels",
+    monkeypatch.setattr(archives, "_embed_clip_files", fake_embed)
+    monkeypatch.setattr(archives, "queen_voice_labels",
                         lambda names, e: {n: ("joe" if n.startswith("JOE") else "v01") for n in names})
-    clips = real._queen(root)
+    clips = archives.find_queen(root)
     assert sorted((c.path.name, c.speaker) for c in clips) == sorted(
         (n.replace(".SB", ".mp3"), "queen-joe" if n.startswith("JOE") else "queen-v01") for n in voice_of)
     assert calls == [8] and {c.language for c in clips} == {"en"}
     data, rate = sf.read(str(clips[0].path))
     assert rate == 11025 and len(data) > 11025
-    assert len(real._queen(root)) == 8 and calls == [8]  # the labels are cached beside the clips
+    assert len(archives.find_queen(root)) == 8 and calls == [8]  # the labels are cached beside the clips
 
 
 def test_a_source_recorded_at_11khz_feeds_8khz_corpora_only(tmp_path, monkeypatch, caplog):
@@ -541,19 +543,19 @@ def test_a_source_recorded_at_11khz_feeds_8khz_corpora_only(tmp_path, monkeypatc
     _fake_package(cache, "game-speech-data", {f"g{i}": None for i in range(4)}, clips=4)
     _fake_package(cache, "wide-speech-data", {f"w{i}": None for i in range(4)}, clips=4)
 
-    monkeypatch.setattr(real, "SOURCES", {
-        "wide": real.Source("wide", "wide-speech-data", "CC0", _finder("wide")),
-        "game": real.Source("game", "game-speech-data", "CC0", _finder("game"), native_rate=11025)})
+    monkeypatch.setattr(real_build, "SOURCES", {
+        "wide": packages.Source("wide", "wide-speech-data", "CC0", _finder("wide")),
+        "game": packages.Source("game", "game-speech-data", "CC0", _finder("game"), native_rate=11025)})
     kw = dict(utterance_seconds=2.0, min_seconds=2.0, packages=cache, jobs=1, progress=False)
-    meta = real.build_real_corpus(tmp_path / "c8", sources=["wide", "game"], sample_rate=8000, **kw)
+    meta = real_build.build_real_corpus(tmp_path / "c8", sources=["wide", "game"], sample_rate=8000, **kw)
     assert {v["source"] for v in meta["speakers"].values()} == {"wide", "game"}
     with caplog.at_level(logging.INFO, logger="cocktailparty"):
-        meta = real.build_real_corpus(tmp_path / "c16", sources=["wide", "game"], sample_rate=16000, **kw)
+        meta = real_build.build_real_corpus(tmp_path / "c16", sources=["wide", "game"], sample_rate=16000, **kw)
     assert {v["source"] for v in meta["speakers"].values()} == {"wide"}
     assert "game-speech-data" not in meta["packages"] and meta["parameters"]["sources"] == ["wide"]
     assert "game: recorded at 11025 Hz, cannot feed a 16000 Hz corpus: skipped" in caplog.text
     with pytest.raises(CocktailError, match="can feed a 16000 Hz"):
-        real.build_real_corpus(tmp_path / "c16b", sources=["game"], sample_rate=16000, **kw)
+        real_build.build_real_corpus(tmp_path / "c16b", sources=["game"], sample_rate=16000, **kw)
 
 
 def test_voice_front_end_and_agglomerate():

@@ -17,7 +17,8 @@ import torch
 from scipy.signal import fftconvolve
 
 from cocktailparty import cli
-from cocktailparty.data.mixing import DynamicMixer, render_plan
+from cocktailparty.data.mixing import DynamicMixer
+from cocktailparty.data.mixture_plan import render_plan
 from cocktailparty.data.rooms import (
     FADE_MS,
     RoomBank,

@@ -30,7 +30,7 @@ from starlette.testclient import TestClient
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
-from cocktailparty.eval.metrics import si_snri
+from cocktailparty.eval.metrics.permutations import si_snri
 from cocktailparty.serve.app import Limits, create_app
 from cocktailparty.serve.server import address, make_server, open_socket
 from tests.test_separate import BandSplit, BandSplitConfig

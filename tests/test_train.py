@@ -454,7 +454,7 @@ def test_validation_mixtures_follow_valid_seed_not_the_training_seed(corpus_dir)
 
 
 def test_fixed_mixture_sets(corpus_dir, tmp_path):
-    from cocktailparty.data.mixing import write_mixture_set
+    from cocktailparty.data.mixture_sets import write_mixture_set
 
     for split, name in (("train", "tr"), ("valid", "cv")):
         write_mixture_set(corpus_dir, tmp_path / "set" / name, split=split, num_mixtures=4,

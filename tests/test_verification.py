@@ -17,9 +17,9 @@ from torch import nn
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.data.datasets import SpeakerCorpus
-from cocktailparty.data.mixing import active_level_db
-from cocktailparty.eval.metrics import auc, eer
+from cocktailparty.data.speaker_corpus import SpeakerCorpus
+from cocktailparty.data.levels import active_level_db
+from cocktailparty.eval.metrics.detection import auc, eer
 from cocktailparty.models import build_model, register
 from cocktailparty.eval.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,
                                         plot_cross_attention, render_trial, score_trials,

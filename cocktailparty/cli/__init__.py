@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a corpus")
 
-    p = command("real", "cocktailparty.data.real:cli_real", parent=corpus_sub,
+    p = command("real", "cocktailparty.data.real.build:cli_real", parent=corpus_sub,
                 help="extract real recorded speech from Debian data packages (FLAC + manifest)",
                 description="Fetch Debian data packages that hold real recorded speech "
                             "(apt-get download, nothing installed), extract, trim, band-check "
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="0.75,0.1,0.15", metavar="TR,CV,TT",
                    help="fractions of speakers per split (default: %(default)s)")
 
-    p = command("real-noise", "cocktailparty.data.real:cli_real_noise", parent=corpus_sub,
+    p = command("real-noise", "cocktailparty.data.real.noise:cli_real_noise", parent=corpus_sub,
                 help="extract real noise and music from the same Debian data packages (FLAC)",
                 description="Fetch the data packages of corpus real and keep their non-speech "
                             "sounds (tuxpaint stamp effects, hedgewars effects and music): mono "
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "cocktail corpus real-noise --out data/real-noise8k --sample-rate 8000"))
     _package_arguments(p)
 
-    p = command("bandwidth", "cocktailparty.data.real:cli_bandwidth", parent=corpus_sub,
+    p = command("bandwidth", "cocktailparty.data.real.build:cli_bandwidth", parent=corpus_sub,
                 help="measure each utterance's bandwidth into a corpus manifest",
                 description="Write bandwidth_hz (the highest frequency holding speech) for "
                             "every utterance of a corpus into its manifest.csv, so training "
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-j", "--jobs", type=int, default=0, help="simulation processes (default: all cores)")
 
-    p = command("mix", "cocktailparty.data.mixing:cli_mix",
+    p = command("mix", "cocktailparty.data.mixture_sets:cli_mix",
                 "write a fixed, seeded set of mixtures (wsj0-2mix layout + metadata CSV)",
                 epilog=_examples("cocktail mix --corpus data/corpus --split test --out data/test-2mix "
                                  "--num-mixtures 500 --seed 0",

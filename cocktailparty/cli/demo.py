@@ -14,7 +14,7 @@ import numpy as np
 from ..core import audio
 from ..core.progress import progress_enabled
 from ..data.corpus import build_corpus
-from ..data.mixing import write_mixture_set
+from ..data.mixture_sets import write_mixture_set
 
 SAMPLE_RATE = 16000
 # English voices of distinct recorded persons: MBROLA's US voices (us1 female, us2 and us3
@@ -37,7 +37,7 @@ def run_demo(out: str | Path, model: str | None = None, device: str | None = Non
     references = np.stack([audio.read(mix_dir / f"s{i}" / mixture_path.name)[0] for i in (1, 2)])
     result = {"corpus": corpus_dir, "mixture": mixture_path, "estimates": [], "si_snri": None}
 
-    from ..eval.metrics import si_snri
+    from ..eval.metrics.permutations import si_snri
     from ..inference.separate import Separator
 
     separator = Separator.from_pretrained(model, device=device)

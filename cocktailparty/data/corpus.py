@@ -36,6 +36,10 @@ How speakers are made:
 * Every utterance is trimmed (edges below -40 dB re the loudest 10 ms frame), normalised to
   RMS -25 dBFS (peaks limited to -0.3 dBFS: 16-bit FLAC clips at full scale), resampled with
   soxr and written atomically, so an interrupted build resumes where it stopped.
+
+The text is :mod:`.sentences`, the synthesis of one utterance :mod:`.synthesis`, and the
+per-utterance audio rules (trim, bandwidth, level), which the real-speech corpus shares,
+:mod:`.speech_audio`; this module plans the speakers and runs the build.
 """
 
 from __future__ import annotations
@@ -48,26 +52,22 @@ import math
 import multiprocessing
 import os
 import random
-import re
 import shutil
 import sys
 import time
-import unicodedata
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import soundfile
-from scipy.signal import welch
 
 from .. import __version__
-from ..core.audio import resample, write
 from ..core.errors import CocktailError
 from ..core.progress import Bar, Stages, progress_enabled
 from . import tts
-from .datasets import MANIFEST_COLUMNS  # the reader owns the manifest's contract
+from .sentences import FORTUNE_DIR, sentence_pools
+from .speech_audio import TARGET_RMS_DBFS, measure_bandwidths
+from .synthesis import batches, init_worker, synthesize_batch
+from .speaker_corpus import MANIFEST_COLUMNS  # the reader owns the manifest's contract
 
 log = logging.getLogger("cocktailparty")
 
@@ -75,23 +75,10 @@ SPLITS = ("train", "valid", "test")
 CORPUS_FORMAT = "cocktailparty-speech-corpus"
 INSTALL_HINT = "scripts/install-system-deps.sh"
 
-FORTUNE_DIR = Path("/usr/share/games/fortunes")
-# Top-level fortune files that are not English (fortunes-it and fortunes-br put them there).
-FORTUNE_TOPLEVEL_LANGUAGE = {"brasil": "pt"}
-FORTUNE_SKIP_DIRS = {"off", "cz"}  # offensive collections; cz duplicates cs through links
-FORTUNE_SKIP_FILES = {"ascii-art", "art", "banner", "translate-me", "perl", "linux", "computers",
-                      "asciiart", "debian", "zippy", "startrek", "itatrek"}
 # Languages tried (in this order) for voices whose own language has no text source.
 FALLBACK_TEXT_LANGUAGES = ("en", "es", "it", "de", "pl", "pt", "cs", "eo")
 
-TEXT_MIN_CHARS, TEXT_MAX_CHARS, TEXT_MIN_WORDS = 40, 120, 6
-TARGET_RMS_DBFS = -25.0
-PEAK_LIMIT = 10 ** (-0.3 / 20)
-TRIM_DB = 40.0
-BANDWIDTH_FLOOR_DB = 55.0  # bandwidth: the highest frequency within this many dB of the peak
-FADE_S = 0.003
 MAX_RANKS_PER_VOICE = 4  # identities per base voice: the voice itself + 3 derived
-FESTIVAL_BATCH = 10
 PROBE_MAX_UNKNOWN = 2  # missing diphones allowed over the three probe sentences
 
 
@@ -112,96 +99,6 @@ class Speaker:
     pitch: float  # heard pitch factor
     rate: float  # speaking-rate factor (>1 faster)
     formant: float  # formant (vocal-tract) scale factor
-
-
-# --- text --------------------------------------------------------------------------------------
-
-_BAD_TEXT = re.compile(r"--|https?:|www\.|@|\.(com|org|net|de|it|html?)\b|[\[\]{}<>|\\/_=#*~^$`+&%0-9]")
-_ALLOWED_PUNCT = set(" .,;:!?'-()")
-
-
-def _clean_entry(entry: str) -> list[str]:
-    """Speakable sentences (40-120 chars) from one fortune, or none."""
-    lines = []
-    for line in entry.splitlines():
-        if re.match(r"^\s*(--|—|-- )", line):  # attribution lines
-            break
-        lines.append(line.strip())
-    text = " ".join(lines)
-    text = (text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-").replace("\u2014", "-")
-            .replace("\u00a0", " "))
-    text = re.sub(r"[\"\u201c\u201d\u201e\u00ab\u00bb]", "", text)
-    text = unicodedata.normalize("NFC", re.sub(r"\s+", " ", text).strip())
-    if not text or _BAD_TEXT.search(text) or text.count(":") > 1:
-        return []
-    if any(not (ch.isalpha() or ch in _ALLOWED_PUNCT) for ch in text):
-        return []
-    if re.search(r"\b[^\W\d_]*[A-Z]{4,}", text) or re.search(r"(.)\1\1", text):
-        return []  # acronyms get spelled out; "aaah"/"..." are not sentences
-    sentences = re.findall(r"[^.!?]+[.!?]+", text + ("" if text[-1] in ".!?" else "."))
-    out, chunk = [], ""
-    for sentence in (s.strip() for s in sentences):
-        candidate = f"{chunk} {sentence}".strip()
-        if len(candidate) <= TEXT_MAX_CHARS:
-            chunk = candidate
-            continue
-        if TEXT_MIN_CHARS <= len(chunk):
-            out.append(chunk)
-        chunk = sentence if len(sentence) <= TEXT_MAX_CHARS else ""
-    if chunk:
-        out.append(chunk)
-    return [c for c in out if TEXT_MIN_CHARS <= len(c) <= TEXT_MAX_CHARS and len(c.split()) >= TEXT_MIN_WORDS
-            and c[0].isupper()]
-
-
-def _read_fortune_file(path: Path) -> str:
-    data = path.read_bytes()
-    for encoding in ("utf-8", "koi8-r" if "/ru/" in str(path) else "latin-1"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")
-
-
-def _fortune_files(root: Path = FORTUNE_DIR) -> dict[str, list[Path]]:
-    """Fortune text files by primary language tag; links resolved and de-duplicated."""
-    by_language: dict[str, list[Path]] = {}
-    seen = set()
-    if not root.is_dir():
-        return by_language
-
-    def add(language: str, path: Path) -> None:
-        real = path.resolve()
-        if real in seen or not real.is_file() or path.suffix in (".dat", ".u8") or path.name.endswith("-pre"):
-            return
-        if path.name.split(".")[0] in FORTUNE_SKIP_FILES:
-            return
-        seen.add(real)
-        by_language.setdefault(language, []).append(real)
-
-    # Language folders first, so a file linked from the top level counts as its language.
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in FORTUNE_SKIP_DIRS):
-        for path in sorted(sub.rglob("*")):
-            if "off" not in path.relative_to(sub).parts:
-                add(sub.name, path)
-    for path in sorted(p for p in root.iterdir() if not p.is_dir()):
-        add(FORTUNE_TOPLEVEL_LANGUAGE.get(path.name, "en"), path)
-    return by_language
-
-
-@lru_cache(maxsize=None)
-def sentence_pools() -> dict[str, tuple[str, ...]]:
-    """Cleaned sentences by primary language tag, sorted (so seeded draws are reproducible)."""
-    pools = {}
-    for language, files in _fortune_files().items():
-        sentences = set()
-        for path in files:
-            for entry in re.split(r"^%\s*$", _read_fortune_file(path), flags=re.M):
-                sentences.update(_clean_entry(entry))
-        if len(sentences) >= 20:
-            pools[language] = tuple(sorted(sentences))
-    return pools
 
 
 # --- choosing voices, text languages and speakers ---------------------------------------------
@@ -410,125 +307,6 @@ def plan_utterances(speakers: list[Speaker], n_utterances: int, seed: int,
 # --- synthesis of one utterance ----------------------------------------------------------------
 
 
-def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = TRIM_DB) -> np.ndarray:
-    """Cut ``(time,)`` samples to the span between the first and last 10 ms frame that is
-    within ``threshold_db`` of the loudest frame."""
-    hop = max(1, int(0.01 * sample_rate))
-    n = len(samples) // hop
-    if n == 0:
-        return samples
-    frames = samples[: n * hop].reshape(n, hop).astype(np.float64)
-    level = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-20)
-    active = np.flatnonzero(level > level.max() - threshold_db)
-    return samples[active[0] * hop:(active[-1] + 1) * hop]
-
-
-def bandwidth_hz(samples: np.ndarray, sample_rate: int, floor_db: float = BANDWIDTH_FLOOR_DB) -> float:
-    """The highest frequency at which the long-term spectrum of ``(time,)`` ``samples`` is
-    within ``floor_db`` of its peak: about the Nyquist frequency for a full-band recording,
-    the old rate's Nyquist for one that was resampled up."""
-    if len(samples) < 256:
-        return 0.0
-    frequencies, power = welch(samples.astype(np.float64), sample_rate, nperseg=min(1024, len(samples)))
-    level = 10 * np.log10(power + 1e-20)
-    return float(frequencies[np.flatnonzero(level > level.max() - floor_db)[-1]])
-
-
-def _bandwidth_of_file(path: str) -> float:
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    return bandwidth_hz(samples.mean(axis=1), rate)
-
-
-def measure_bandwidths(paths: list[str], jobs: int = 0, progress: bool = True) -> list[float]:
-    """:func:`bandwidth_hz` of each sound file, in parallel."""
-    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        return list(Bar(pool.map(_bandwidth_of_file, paths, chunksize=16), enabled=progress, total=len(paths),
-                        desc="bandwidth", unit="utt"))
-
-
-def normalise(samples: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS) -> np.ndarray:
-    """Scale to ``target_dbfs`` RMS, lowered where needed to keep peaks under -0.3 dBFS."""
-    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-    peak = float(np.max(np.abs(samples)))
-    if rms <= 0:
-        return samples
-    gain = min(10 ** (target_dbfs / 20) / rms, PEAK_LIMIT / peak)
-    return (samples * gain).astype(np.float32)
-
-
-def _engine_request(voice: tts.Voice, text: str, text_language: str, pitch: float, rate: float,
-                    formant: float) -> tuple[str, str, float, float]:
-    """What to ask the engine for so that, after the formant resampling, pitch and rate come
-    out as asked (see the module docstring)."""
-    return text, text_language, (pitch / formant if voice.pitch_control else 1.0), rate / formant
-
-
-def _finish(samples: np.ndarray, rate_hz: int, formant: float, sample_rate: int, what: str) -> np.ndarray:
-    """Formant-shift, resample, trim and normalise engine output: float32 ``(time,)``."""
-    # Declaring the engine's samples to be at formant * rate_hz scales all frequencies by
-    # `formant`; soxr does that and the change to the output rate in one pass.
-    samples = resample(samples, rate_hz * formant, sample_rate)
-    samples = trim_silence(samples, sample_rate)
-    if len(samples) < 0.3 * sample_rate:
-        raise tts.SynthesisError(f"{what} produced no speech")
-    fade = int(FADE_S * sample_rate)
-    if fade and len(samples) > 4 * fade:
-        # A few ms of fade keep the hard trim cut from clicking without making the edges silent.
-        ramp = np.sin(np.linspace(0, np.pi / 2, fade, dtype=np.float32)) ** 2
-        samples = samples.copy()
-        samples[:fade] *= ramp
-        samples[-fade:] *= ramp[::-1]
-    return normalise(samples)
-
-
-def render(voice: tts.Voice, text: str, text_language: str, pitch: float, rate: float,
-           formant: float, sample_rate: int) -> np.ndarray:
-    """One utterance, synthesized and post-processed: float32 ``(time,)`` at ``sample_rate``."""
-    request = _engine_request(voice, text, text_language, pitch, rate, formant)
-    samples, rate_hz, _ = tts.synthesize(voice, *request)
-    return _finish(samples, rate_hz, formant, sample_rate, f"{voice.key} on {text[:60]!r}")
-
-
-_VOICES: dict[str, tts.Voice] = {}
-
-
-def _init_worker(voices: dict[str, tts.Voice]) -> None:
-    _VOICES.update(voices)
-    # Worker processes must not take the terminal's Ctrl-C: the parent stops them.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _synthesize_batch(batch: list[dict]) -> list[tuple[dict, str | None]]:
-    """Render and write utterances of one speaker; returns (task, error message or None) each."""
-    voice = _VOICES[batch[0]["voice_key"]]
-    requests = [_engine_request(voice, t["text"], t["text_language"], t["pitch"], t["rate"], t["formant"])
-                for t in batch]
-    try:
-        outputs = tts.synthesize_many(voice, requests)
-    except CocktailError:
-        if len(batch) == 1:
-            outputs = None
-        else:  # find out which sentence failed: one by one
-            return [r for t in batch for r in _synthesize_batch([t])]
-    results = []
-    for i, task in enumerate(batch):
-        try:
-            if outputs is None:
-                outputs = [tts.synthesize(voice, *requests[0])[:2]]
-            samples, rate_hz = outputs[i]
-            samples = _finish(samples, rate_hz, task["formant"], task["sample_rate"],
-                              f"{voice.key} on {task['text'][:60]!r}")
-            write(Path(task["out"]) / task["path"], samples, task["sample_rate"])
-            results.append((task, None))
-        except CocktailError as err:
-            results.append((task, str(err)))
-        except Exception as err:  # noqa: BLE001 - reported per utterance with its id, never swallowed
-            results.append((task, f"{type(err).__name__}: {err}"))
-    return results
-
-
 # --- the build -------------------------------------------------------------------------------
 
 
@@ -645,7 +423,7 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
                                 f"with {INSTALL_HINT} (as root)")
 
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=({v.key: v for v in selected},)) as pool:
+    with ctx.Pool(jobs, initializer=init_worker, initargs=({v.key: v for v in selected},)) as pool:
         text_languages, skipped = choose_text_languages(
             selected, pools, pool_map=lambda f, it: pool.imap(f, it, chunksize=1), progress=progress)
         plan = plan_speakers(selected, text_languages, speakers, seed, fractions)
@@ -673,7 +451,7 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
             log.info("%s: resuming; %d of %d utterances already done", out, len(durations), len(tasks))
         failures = []
         with Bar(total=len(todo), enabled=progress, desc="synthesizing", unit="utt") as bar:
-            for results in pool.imap_unordered(_synthesize_batch, _batches(todo, selected), chunksize=1):
+            for results in pool.imap_unordered(synthesize_batch, batches(todo, selected), chunksize=1):
                 bar.update(len(results))
                 for task, error in results:
                     if error:
@@ -731,24 +509,6 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
     })
     _write_json(out / "corpus.json", meta)
     return meta
-
-
-def _batches(tasks: list[dict], voices: list[tts.Voice]) -> list[list[dict]]:
-    """Consecutive utterances of one speaker in groups: large for festival (one process per
-    group saves reloading its voice), small otherwise (keeps both cores busy to the end)."""
-    engines = {v.key: v.engine for v in voices}
-    batches: list[list[dict]] = []
-    for task in tasks:
-        size = FESTIVAL_BATCH if engines[task["voice_key"]] == "festival" else 4
-        last = batches[-1] if batches else None
-        if last and last[0]["speaker"] == task["speaker"] and len(last) < size:
-            last.append(task)
-        else:
-            batches.append([task])
-    # Slow batches first, so the last minutes are not one core finishing festival alone.
-    cost = {"festival": 0, "rhvoice": 1}
-    batches.sort(key=lambda b: cost.get(engines[b[0]["voice_key"]], 2))
-    return batches
 
 
 def _write_json(path: Path, data: dict) -> None:

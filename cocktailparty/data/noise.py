@@ -17,6 +17,8 @@ Each file mixes one to three of these kinds, each a stand-in for a common real b
 The folder has ``train/``, ``valid/`` and ``test/`` subfolders drawn from different seeds,
 so ``data.noise=DIR`` picks the split that matches the speech. Files are FLAC at
 -25 dBFS RMS; the mixer rescales them to its SNR anyway.
+
+:class:`NoiseFolder` reads such a folder (or WHAM!'s noise, or one of music) for the mixer.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from typing import Optional
 import numpy as np
 
 from ..core import audio
-from ..core.errors import CocktailError
+from ..core.errors import CocktailError, DatasetLayoutError
 from ..core.progress import progress_enabled
+from .layouts import pick_split, split_subfolders
 
 log = logging.getLogger("cocktailparty")
+
+PathLike = audio.PathLike
 
 KINDS = ("colored", "shaped", "hum", "modulated", "clicks", "tones")
 SPLITS = {"train": 0, "valid": 1, "test": 2}
@@ -171,3 +176,44 @@ def cli_noise(args) -> int:
     build_noise_folder(out, {k: v for k, v in counts.items() if v}, args.seconds, args.sample_rate, args.seed,
                        progress=progress_enabled(getattr(args, "quiet", False)))
     return 0
+
+
+class NoiseFolder:
+    """Noise (or music) recordings for the mixer: a folder searched recursively.
+
+    WHAM!'s noise release is ``wham_noise/{tr,cv,tt}/*.wav`` (16 kHz, two channels; the
+    mixer uses the first channel, as the WHAM! and LibriMix scripts do) plus
+    ``wham_noise/metadata/``. When ``root`` has split folders (``tr/cv/tt`` or
+    ``train/valid/test``) and ``split`` is given, only that split is used; otherwise every
+    audio file under ``root``. Files are sorted, so an index always names the same file.
+    """
+
+    def __init__(self, root: PathLike, split: Optional[str] = None, kind: str = "noise"):
+        root = Path(root)
+        expected = (f"expected a folder of {kind} recordings, e.g. the WHAM! noise layout "
+                    f"wham_noise/{{tr,cv,tt}}/*.wav")
+        if not root.is_dir():
+            raise DatasetLayoutError(f"{root}: no such folder; {expected}")
+        folder = root
+        splits = split_subfolders(root)
+        if split is not None and splits:
+            folder = pick_split(root, splits, split, expected)
+        files = sorted(p for p in folder.rglob("*")
+                       if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS and not p.name.startswith("."))
+        if not files:
+            raise DatasetLayoutError(f"{folder}: holds no audio files; {expected}")
+        self.root = root
+        self.folder = folder
+        self.files: list[Path] = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Path:
+        return self.files[index]
+
+    def relative_path(self, path: PathLike) -> str:
+        try:
+            return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(Path(path).resolve())

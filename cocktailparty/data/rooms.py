@@ -309,7 +309,7 @@ class RoomBank:
         record = _read_record(folder)
         rooms = record["rooms"]
         if split is not None:
-            from .datasets import canonical_split
+            from .layouts import canonical_split
 
             name = canonical_split(split)
             rooms = [room for room in rooms if room["split"] == name]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.audio import resample
 from ..core.errors import CocktailError
-from .corpus import trim_silence
+from .speech_audio import trim_silence
 
 ENCODER_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40        # 25 ms windows, 10 ms steps, as the encoder was trained

@@ -23,9 +23,9 @@ from ..core.atomic import ensure_writable_file
 from ..core.checkpoint import DEFAULT_MODEL, load_model
 from ..core.errors import CocktailError
 from ..core.progress import Bar, progress_enabled
-from ..data.datasets import open_mixture_dataset
+from ..data.mixture_datasets import open_mixture_dataset
 from ..inference.separate import resolve_device
-from .metrics import utterance_scores
+from .metrics.utterance import utterance_scores
 
 log = logging.getLogger("cocktailparty")
 

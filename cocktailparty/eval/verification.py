@@ -92,7 +92,7 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
     """A seeded, balanced list of trials from a held-out corpus split.
 
     Args:
-        corpus: a :class:`~cocktailparty.data.datasets.SpeakerCorpus` or a corpus folder
+        corpus: a :class:`~cocktailparty.data.speaker_corpus.SpeakerCorpus` or a corpus folder
             (then ``split`` is read from it).
         num_trials: half target (rounded down), half non-target, alternating.
         seed: the same seed and corpus give the same trials.
@@ -106,8 +106,9 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
     Returns:
         ``num_trials`` :class:`Trial` objects.
     """
-    from ..data.datasets import SpeakerCorpus
-    from ..data.mixing import active_level_db, load_speech
+    from ..data.speaker_corpus import SpeakerCorpus
+    from ..data.levels import talker_gains_db
+    from ..data.mixture_plan import load_speech
 
     if not isinstance(corpus, SpeakerCorpus):
         corpus = SpeakerCorpus.open(corpus, split=split)
@@ -156,13 +157,11 @@ def make_trials(corpus, num_trials: int = 400, seed: int = 0, sir: Sequence[floa
         second = pick(corpus.by_speaker[second_speaker])
         total = min(length_of(first), length_of(second), int(round(max_seconds * rate)))
         r = float(rng.uniform(*sir)) * (1.0 if rng.random() < 0.5 else -1.0)
-        test = []
-        for u, offset in ((first, r / 2), (second, -r / 2)):
-            start = int(rng.integers(0, length_of(u) - total + 1))
-            piece = load_speech(corpus[u].path, rate)[start:start + total]
-            level = active_level_db(piece, rate)
-            gain = REFERENCE_LEVEL_DB + offset - level if np.isfinite(level) else 0.0
-            test.append((corpus[u].path, corpus[u].speaker, start, float(gain)))
+        starts = [int(rng.integers(0, length_of(u) - total + 1)) for u in (first, second)]
+        pieces = [load_speech(corpus[u].path, rate)[start:start + total] for u, start in zip((first, second), starts)]
+        gains = talker_gains_db(pieces, rate, [r], REFERENCE_LEVEL_DB)
+        test = [(corpus[u].path, corpus[u].speaker, start, 0.0 if gain is None else gain)
+                for u, start, gain in zip((first, second), starts, gains)]
         trials.append(Trial(f"t{i:05d}_{corpus[enroll].id}_{corpus[first].id}_{corpus[second].id}", label,
                             speaker, corpus[enroll].path, test, total, rate, r))
     return trials
@@ -181,7 +180,7 @@ class RenderedTrial(NamedTuple):
 
 def render_trial(trial: Trial) -> RenderedTrial:
     """The trial's audio, float32 at ``trial.sample_rate``."""
-    from ..data.mixing import load_speech
+    from ..data.mixture_plan import load_speech
 
     parts = []
     for path, _, start, gain in trial.test:
@@ -366,13 +365,13 @@ def eer_threshold(scores, labels) -> tuple[float, float]:
 
     Trials are accepted when ``score >= threshold``. The miss and false-alarm rates are read
     off the ROC (every threshold kept) and the crossing is interpolated linearly between the
-    two neighbouring thresholds, like :func:`cocktailparty.eval.metrics.eer`, so the EER returned
+    two neighbouring thresholds, like :func:`cocktailparty.eval.metrics.detection.eer`, so the EER returned
     equals that function's.
 
     Returns:
         ``(threshold, eer)``.
     """
-    from .metrics import _roc, eer
+    from .metrics.detection import _roc, eer
 
     fpr, tpr, thresholds = _roc(scores, labels)
     gap = (1.0 - tpr) - fpr  # 1 at reject-all, -1 at accept-all, decreasing
@@ -400,7 +399,7 @@ class Calibration:
 
 def calibrate(scores, trial_labels) -> Calibration:
     """Threshold at the EER point of held-out trial scores, with AUC and minDCF."""
-    from .metrics import auc, min_dcf
+    from .metrics.detection import auc, min_dcf
 
     threshold, rate = eer_threshold(scores, trial_labels)
     return Calibration(threshold, rate, auc(scores, trial_labels), min_dcf(scores, trial_labels),

@@ -4,7 +4,7 @@ batches of each epoch.
 ``data.corpus`` (a speaker-labelled corpus: mixtures are drawn on the fly by
 :class:`~cocktailparty.data.mixing.DynamicMixer`, a new set every epoch) or
 ``data.train_set``/``data.valid_set`` (fixed mixture sets in any layout that
-:func:`~cocktailparty.data.datasets.open_mixture_dataset` reads). The epoch's order is a
+:func:`~cocktailparty.data.mixture_datasets.open_mixture_dataset` reads). The epoch's order is a
 permutation drawn from ``(seed, epoch)`` and every item is a function of ``(seed, epoch,
 index)``, so a resumed run sees exactly the batches the uninterrupted one would have, with
 any number of DataLoader workers.
@@ -33,7 +33,7 @@ def build_datasets(d: DataConfig, sample_rate: int, num_sources: int, training_s
                    source: str = "config") -> tuple[Dataset, Dataset, Optional[list[str]]]:
     """``(train, valid, speakers)`` as the ``data:`` section describes; ``speakers`` is the
     training speakers' list (``speaker_ids`` index it) for corpus data, else None."""
-    from ..data.datasets import open_mixture_dataset
+    from ..data.mixture_datasets import open_mixture_dataset
     from ..data.mixing import DynamicMixer
 
     if d.sample_rate is not None and int(d.sample_rate) != int(sample_rate):
@@ -118,7 +118,7 @@ class WithEnrollment(Dataset):
         return len(self.mixer)
 
     def __getitem__(self, index: int) -> dict:
-        from ..data.mixing import DEFAULT_MAX_PEAK, active_level_db
+        from ..data.levels import mix_pair
 
         item = self.mixer[index]
         mixer, corpus = self.mixer, self.mixer.corpus
@@ -132,22 +132,12 @@ class WithEnrollment(Dataset):
             others = [s for s in corpus.speakers if not self._persons[s] & self._persons[speaker]]
             other = others[int(rng.integers(0, len(others)))] if others else speaker
             interference = self._speech(rng, corpus.by_speaker[other], item["id"], total)
-            r, reference = float(rng.uniform(*mixer.sir)), float(rng.uniform(*mixer.level))
-            parts = []
-            for signal_, offset in ((target, r / 2), (interference, -r / 2)):
-                current = active_level_db(signal_, rate)
-                gain = 10.0 ** ((reference + offset - current) / 20.0) if np.isfinite(current) else 1.0
-                parts.append(signal_.astype(np.float64) * gain)
-            mixed = parts[0] + parts[1]
-            peak = float(np.abs(mixed).max())
-            if peak > DEFAULT_MAX_PEAK:
-                mixed *= DEFAULT_MAX_PEAK / peak
-            rows.append(mixed.astype(np.float32))
+            rows.append(mix_pair(target, interference, rate, rng, mixer.sir, mixer.level))
         item["enrollment"] = torch.from_numpy(np.stack(rows))
         return item
 
     def _speech(self, rng: np.random.Generator, pool: list[int], mixture_id: str, total: int) -> np.ndarray:
-        from ..data.mixing import load_speech
+        from ..data.mixture_plan import load_speech
 
         corpus = self.mixer.corpus
         fresh = [u for u in pool if corpus[u].id not in mixture_id] or list(pool)

@@ -39,7 +39,7 @@ from ..core import checkpoint
 from ..core.config import apply_overrides, load_config
 from ..core.errors import CocktailError
 from ..core.progress import Bar, progress_enabled
-from ..eval.metrics import si_snri
+from ..eval.metrics.permutations import si_snri
 from ..models import build_model
 from .config import DataConfig, TrainingConfig, resolve_config
 from .config import write_config as _write_yaml  # the name cli_train uses

@@ -11,7 +11,8 @@ pairwise matrix only).
 
 Permutation convention (as in :mod:`cocktailparty.eval.metrics` and mir_eval): ``perm[b, j]`` is
 the index of the *estimate* that pairs with *reference* ``j``;
-``metrics.permute(estimates, perm)`` puts the estimates in reference order.
+``permute(estimates, perm)`` (:mod:`cocktailparty.eval.metrics.permutations`) puts the estimates
+in reference order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..eval.metrics import EPS, best_permutation, pairwise_si_snr, pairwise_snr
+from ..eval.metrics.permutations import best_permutation
+from ..eval.metrics.signal_ratios import EPS, pairwise_si_snr, pairwise_snr
 
 PairwiseLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -93,7 +95,7 @@ def pit_si_snr_loss(
     Args:
         estimates: ``(batch, C, time)``, the network's outputs.
         references: ``(batch, C, time)``, the clean sources.
-        eps: see :data:`cocktailparty.eval.metrics.EPS`.
+        eps: see :data:`cocktailparty.eval.metrics.signal_ratios.EPS`.
         reduction: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` for ``(batch,)``
             (e.g. to drop utterances that are already good enough, as TDANet's code does).
 
@@ -149,7 +151,8 @@ import math  # noqa: E402  (kept with the Tune-In section it serves)
 
 from torch.nn import functional as F  # noqa: E402
 
-from ..eval.metrics import permute, si_snr  # noqa: E402
+from ..eval.metrics.permutations import permute  # noqa: E402
+from ..eval.metrics.signal_ratios import si_snr  # noqa: E402
 from ..core.errors import CocktailError  # noqa: E402
 
 

@@ -8,7 +8,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..eval.metrics import high_band_si_snr, permute
+from ..eval.metrics.band import high_band_si_snr
+from ..eval.metrics.permutations import permute
 from .losses import pairwise_neg_si_snr, pairwise_neg_snr, pit_si_snr_loss, pit_snr_loss
 
 
@@ -51,7 +52,7 @@ def default_loss(estimates: torch.Tensor, sources: torch.Tensor, loss: str = "si
     """Negative SI-SNR (or SNR) in dB under u-PIT; ``estimates``/``sources`` ``(B, C, T)``.
 
     With ``high_band_weight`` > 0 the loss adds that weight times the negative SI-SNR of the
-    outputs' high band (:func:`~cocktailparty.eval.metrics.high_band_si_snr`), outputs paired with
+    outputs' high band (:func:`~cocktailparty.eval.metrics.band.high_band_si_snr`), outputs paired with
     references as the main term paired them; the terms are then logged apart too.
     """
     est, ref = estimates.float(), sources.float()
