@@ -27,3 +27,15 @@ BSS Eval and PESQ are undefined on an all-zero reference or estimate (the librar
 here such an utterance scores NaN and a ``RuntimeWarning`` names the reason, so that one bad
 item does not stop an evaluation run. Aggregate with ``np.nanmean`` and report the NaN count.
 """
+
+# The public scores, importable from here as well (``from cocktailparty.eval.metrics import
+# si_snri``): a user scoring their own outputs should not need to know which file holds which.
+from .band import high_band_si_snr  # noqa: E402
+from .bss_eval import sdr, sdri  # noqa: E402
+from .detection import auc, eer, min_dcf  # noqa: E402
+from .perceptual import pesq_score, stoi_score  # noqa: E402
+from .permutations import permute, pit_si_snr, si_snri  # noqa: E402
+from .signal_ratios import si_snr, snr  # noqa: E402
+
+__all__ = ["auc", "eer", "high_band_si_snr", "min_dcf", "permute", "pesq_score", "pit_si_snr", "sdr", "sdri",
+           "si_snr", "si_snri", "snr", "stoi_score"]
