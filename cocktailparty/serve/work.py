@@ -147,24 +147,17 @@ def extract_job(job: Job, models: Models, mixture: Path, enrollment: Path, shown
 
 
 def spectrogram(path: Path, signal: np.ndarray, rate: int, width: float = 8.0, height: float = 1.6) -> Path:
-    """A log-magnitude spectrogram PNG of ``signal``, drawn without pyplot (thread-safe).
-
-    Frames of 32 ms (a power of two) are taken at evenly spaced starts, at most
-    :data:`MAX_COLUMNS` of them, so a ten-minute recording costs no more than a short one."""
+    """A log-magnitude spectrogram PNG of ``signal``, drawn without pyplot (thread-safe), of at
+    most :data:`MAX_COLUMNS` frames (see :func:`~cocktailparty.eval.spectrogram.spectrogram_db`)."""
     from matplotlib.figure import Figure
 
-    signal = np.asarray(signal, dtype=np.float32)
-    n_fft = 1 << max(6, int(np.ceil(np.log2(0.032 * rate))))
-    padded = np.pad(signal, (0, max(0, n_fft - signal.shape[0])))
-    columns = min(MAX_COLUMNS, max(1, (padded.shape[0] - n_fft) // (n_fft // 4) + 1))
-    starts = np.linspace(0, padded.shape[0] - n_fft, columns).astype(np.int64)
-    frames = padded[starts[:, None] + np.arange(n_fft)] * np.hanning(n_fft).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    level = 10 * np.log10(power + 1e-12).T  # (freqs, columns), dB
+    from ..eval.spectrogram import spectrogram_db
+
+    level = spectrogram_db(signal, rate, max_columns=MAX_COLUMNS)
     top = level.max() if np.isfinite(level).all() else 0.0
     fig = Figure(figsize=(width, height), dpi=80)
     ax = fig.add_axes((0.07, 0.22, 0.92, 0.74))
-    seconds = signal.shape[0] / rate
+    seconds = np.asarray(signal).shape[0] / rate
     ax.imshow(level, origin="lower", aspect="auto", cmap="magma", vmin=top - 90, vmax=top,
               extent=(0, seconds, 0, rate / 2), interpolation="nearest")
     ax.set_xlabel("seconds", fontsize=8)
