@@ -11,6 +11,7 @@ import soundfile
 import torch
 
 from cocktailparty.cli import build_parser, main
+from cocktailparty.cli.common import DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME, LibraryDefault
 from cocktailparty.core import checkpoint
 from tests.test_separate import BandSplit, BandSplitConfig
 
@@ -105,3 +106,46 @@ def test_corpus_real_help_names_every_source(capsys):
     assert listed == list(DEFAULT_SOURCES)
     opt_in = [name for name in SOURCES if name not in DEFAULT_SOURCES]
     assert opt_in and all(f"Also: {name} (" in text for name in opt_in)
+
+
+def test_help_names_the_real_default_models():
+    """The help texts name the default models by hand (core.checkpoint imports torch)."""
+    assert DEFAULT_MODEL_NAME == checkpoint.DEFAULT_MODEL
+    assert DEFAULT_ENROLLED_MODEL_NAME == checkpoint.DEFAULT_ENROLLED_MODEL
+    helps = {" ".join(path): " ".join(parser.format_help().split()) for path, parser in ALL}
+    for command in ("separate", "evaluate", "profile", "export", "serve", "demo"):
+        assert f"(default: the bundled default, {checkpoint.DEFAULT_MODEL})" in helps[command], command
+    for command in ("extract", "verify"):
+        assert f"(default: the bundled {checkpoint.DEFAULT_ENROLLED_MODEL})" in helps[command], command
+
+
+LIBRARY_DEFAULTS = [(" ".join(path), action) for path, parser in ALL for action in parser._actions
+                    if isinstance(action.default, LibraryDefault)]
+
+
+@pytest.mark.parametrize("command,action", LIBRARY_DEFAULTS,
+                         ids=[f"{c} {a.option_strings[-1]}" for c, a in LIBRARY_DEFAULTS])
+def test_help_shows_the_library_default_that_runs(command, action):
+    """--help reads a library default from the source, main() from the imported signature."""
+    default = action.default
+    assert default.written() == default.value()
+    assert type(default.written()) is type(default.value())
+
+
+def test_an_option_left_out_runs_with_the_library_default(tmp_path, monkeypatch):
+    import functools
+    import inspect
+
+    from cocktailparty.data import mixture_sets
+
+    defaults = {name: p.default for name, p in inspect.signature(mixture_sets.write_mixture_set).parameters.items()}
+    seen = {}
+
+    @functools.wraps(mixture_sets.write_mixture_set)  # keeps the signature main() reads the defaults from
+    def record(corpus, out, **kwargs):
+        seen.update(kwargs)
+
+    monkeypatch.setattr(mixture_sets, "write_mixture_set", record)
+    assert main(["-q", "mix", "--corpus", str(tmp_path), "--out", str(tmp_path / "set")]) == 0
+    for name in ("split", "num_mixtures", "num_speakers", "seconds", "mode", "sir", "snr", "smr", "seed"):
+        assert seen[name] == defaults[name], name

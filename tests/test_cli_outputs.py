@@ -20,7 +20,7 @@ import cocktailparty.data.mixture_sets  # noqa: F401
 import cocktailparty.data.noise  # noqa: F401
 import cocktailparty.data.real.build  # noqa: F401
 import cocktailparty.data.rooms  # noqa: F401
-import cocktailparty.cli.demo  # noqa: F401
+import cocktailparty.eval.demo  # noqa: F401
 import cocktailparty.eval.evaluate  # noqa: F401
 import cocktailparty.inference.export  # noqa: F401
 import cocktailparty.inference.separate  # noqa: F401
@@ -32,7 +32,7 @@ from cocktailparty.cli import main
 COMMANDS = {
     "separate": ("separate {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
     "extract": ("extract --enroll {wav} {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
-    "demo": ("demo --out {out}", True, "cocktailparty.cli.demo:build_corpus"),
+    "demo": ("demo --out {out}", True, "cocktailparty.eval.demo:build_corpus"),
     "corpus build": ("corpus build --out {out}", True, "cocktailparty.data.corpus:build_corpus"),
     "corpus noise": ("corpus noise --out {out}", True, "cocktailparty.data.noise:build_noise_folder"),
     "corpus real": ("corpus real --out {out}", True, "cocktailparty.data.real.build:build_real_corpus"),

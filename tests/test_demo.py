@@ -39,7 +39,7 @@ def test_demo_with_the_bundled_default_separates_speech(tmp_path, capsys):
 def test_demo_estimates_follow_the_reference_order(tmp_path, monkeypatch):
     """Estimate i, its file and its row of the figure, is the one that best matches reference i
     (best SI-SNR), whatever order the model gives its outputs in."""
-    from cocktailparty.cli import demo
+    from cocktailparty.eval import demo
     from cocktailparty.inference import separate
 
     out = tmp_path / "demo"

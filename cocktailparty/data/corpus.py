@@ -62,7 +62,7 @@ import soundfile
 
 from .. import __version__
 from ..core.errors import CocktailError
-from ..core.progress import Bar, Stages, progress_enabled
+from ..core.progress import Bar, Stages
 from . import tts
 from .sentences import FORTUNE_DIR, sentence_pools
 from .speech_audio import TARGET_RMS_DBFS, measure_bandwidths
@@ -524,17 +524,3 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
-
-
-def cli_build(args) -> int:
-    """``cocktail corpus build``: see :func:`build_corpus`."""
-    meta = build_corpus(
-        args.out, speakers=args.speakers, utterances=args.utterances, sample_rate=args.sample_rate,
-        seed=args.seed, voices=args.voices or None, split=args.split, jobs=args.jobs, force=args.force,
-        progress=progress_enabled(getattr(args, "quiet", False)),
-    )
-    counts = meta["counts"]
-    summary = ", ".join(f"{name} {c['speakers']} speakers / {c['persons']} persons / {c['hours']:.2f} h"
-                        for name, c in counts.items())
-    log.info("%s: corpus ready in %.0f s: %s", args.out, meta["build_seconds"], summary)
-    return 0

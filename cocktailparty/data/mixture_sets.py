@@ -17,10 +17,10 @@ from typing import Optional, Union
 
 from ..core import atomic, audio
 from ..core.errors import CocktailError, DatasetLayoutError
-from ..core.progress import Bar, progress_enabled
+from ..core.progress import Bar
 from .speaker_corpus import SpeakerCorpus
 from .levels import DEFAULT_MAX_PEAK
-from .mixing import DynamicMixer, Range, parse_range
+from .mixing import DynamicMixer, Range
 from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, render_plan
 
 log = logging.getLogger("cocktailparty")
@@ -173,38 +173,6 @@ def regenerate_from_metadata(
                           music=str(roots.music.resolve()) if roots.music else None)
     _write_text(out / PARAMETERS_FILE, json.dumps(parameters, indent=2) + "\n")
     return out
-
-
-def cli_mix(args) -> int:
-    """``cocktail mix``: parse the command line's ranges and write the set (or rebuild one)."""
-    if getattr(args, "from_metadata", None):
-        regenerate_from_metadata(args.from_metadata, args.out, corpus=args.corpus, noise=args.noise,
-                                 music=getattr(args, "music", None), force=args.force,
-                                 progress=progress_enabled(getattr(args, "quiet", False)))
-        log.info("rebuilt the set of %s in %s", args.from_metadata, args.out)
-        return 0
-    speed = getattr(args, "speed", None)
-    write_mixture_set(
-        args.corpus,
-        args.out,
-        split=args.split,
-        num_mixtures=args.num_mixtures,
-        num_speakers=args.speakers,
-        sample_rate=args.sample_rate,
-        seconds=args.seconds if args.seconds and args.seconds > 0 else None,
-        mode=args.mode,
-        sir=parse_range(args.sir, "--sir"),
-        noise=args.noise,
-        snr=parse_range(args.snr, "--snr"),
-        music=getattr(args, "music", None),
-        smr=parse_range(getattr(args, "smr", None) or "-5,5", "--smr"),
-        music_as_source=bool(getattr(args, "music_as_source", False)),
-        speed=parse_range(speed, "--speed") if speed else None,
-        seed=args.seed,
-        force=args.force,
-        progress=progress_enabled(getattr(args, "quiet", False)),
-    )
-    return 0
 
 
 @dataclass

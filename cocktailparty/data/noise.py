@@ -31,8 +31,7 @@ from typing import Optional
 import numpy as np
 
 from ..core import audio
-from ..core.errors import CocktailError, DatasetLayoutError
-from ..core.progress import progress_enabled
+from ..core.errors import DatasetLayoutError
 from .layouts import pick_split, split_subfolders
 
 log = logging.getLogger("cocktailparty")
@@ -162,20 +161,6 @@ def build_noise_folder(out: Path, files: dict[str, int], seconds: float, sample_
             log.info("%s: %d noises of %.1f s", out / split, count, seconds)
     (out / "noise.json").write_text(json.dumps(record, indent=1))
     return record
-
-
-def cli_noise(args) -> int:
-    counts = {"train": args.train, "valid": args.valid, "test": args.test}
-    if any(c < 0 for c in counts.values()) or not any(counts.values()):
-        raise CocktailError("--train/--valid/--test: counts must be 0 or more, and not all 0")
-    if args.seconds <= 0:
-        raise CocktailError(f"--seconds must be positive, got {args.seconds}")
-    out = Path(args.out)
-    if (out / "noise.json").exists() and not args.force:
-        raise CocktailError(f"{out}: already holds a noise folder; add --force to rebuild it")
-    build_noise_folder(out, {k: v for k, v in counts.items() if v}, args.seconds, args.sample_rate, args.seed,
-                       progress=progress_enabled(getattr(args, "quiet", False)))
-    return 0
 
 
 class NoiseFolder:

@@ -63,7 +63,6 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ..core.errors import CocktailError
-from ..core.progress import progress_enabled
 
 log = logging.getLogger("cocktailparty")
 
@@ -434,23 +433,7 @@ def _progress(items, enabled: bool, total: Optional[int] = None):
     return tqdm(items, total=total, desc="rooms", unit="room", leave=False, disable=not enabled)
 
 
-def cli_rooms(args) -> int:
-    """``cocktail corpus rooms``: simulate a bank of rooms for ``data.rooms``."""
-    from .mixing import parse_range
-
-    rt60 = parse_range(args.rt60, "--rt60", unit="seconds", example="0.1,1.0")
-    if args.rooms < len(SPLITS):
-        raise CocktailError(f"--rooms: need at least {len(SPLITS)} (one per split), got {args.rooms}")
-    if args.sources < 1:
-        raise CocktailError(f"--sources: need at least 1, got {args.sources}")
-    if args.sample_rate < 1000:
-        raise CocktailError(f"--sample-rate: expected Hz (e.g. 16000), got {args.sample_rate}")
-    RoomBank.build(args.out, args.rooms, args.sources, args.sample_rate, args.seed, rt60=rt60,
-                   jobs=args.jobs, progress=progress_enabled(getattr(args, "quiet", False)))
-    return 0
-
-
 __all__ = [
     "RoomPlan", "draw_room", "impulse_responses", "direct_arrival", "early_part", "reverberate",
-    "RoomBank", "cli_rooms",
+    "RoomBank",
 ]

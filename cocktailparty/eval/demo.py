@@ -1,4 +1,4 @@
-"""``cocktail demo``: the whole pipeline on one example, end to end.
+"""The whole pipeline on one example, end to end (``cocktail demo``).
 
 It synthesizes a small speaker corpus from the installed TTS voices, mixes two of its talkers
 (the wsj0-2mix way, with a metadata CSV), separates the mixture with a model, and writes the
@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from ..core import audio
-from ..core.progress import progress_enabled
 from ..data.corpus import build_corpus
 from ..data.mixture_sets import write_mixture_set
 
@@ -82,16 +81,3 @@ def plot_spectrograms(path: Path, rate: int, mixture: np.ndarray, references: np
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def cli_demo(args) -> int:
-    result = run_demo(args.out, model=args.model, device=args.device, seed=args.seed,
-                      progress=progress_enabled(args.quiet))
-    print(f"corpus:       {result['corpus']}")
-    print(f"mixture:      {result['mixture']}")
-    for path in result["estimates"]:
-        print(f"estimate:     {path}")
-    print(f"spectrograms: {result['figure']}")
-    if result["si_snri"] is not None:
-        print(f"SI-SNRi:      {result['si_snri']:.2f} dB")
-    return 0

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.atomic import ensure_writable_file
 from ..core.checkpoint import DEFAULT_MODEL, load_model
 from ..core.errors import CocktailError
-from ..core.progress import Bar, progress_enabled
+from ..core.progress import Bar
 from ..data.mixture_datasets import open_mixture_dataset
 from ..inference.separate import resolve_device
 from .metrics.utterance import utterance_scores
@@ -174,16 +173,3 @@ def default_out(model_spec: str | None) -> Path:
     model = Path(model_spec or DEFAULT_MODEL)
     name = model.stem if model.suffix in (".safetensors", ".yaml", ".yml", ".onnx") else model.name
     return Path(f"results-{name}.csv")
-
-
-def cli_evaluate(args) -> int:
-    out_csv = Path(args.out) if args.out else default_out(args.model)
-    # Checked here, not by cli.main: the default name comes from --model.
-    ensure_writable_file(out_csv, "--out")
-    summary = evaluate(
-        args.model, args.data, out_csv, device=args.device, pesq=args.pesq, stoi=args.stoi,
-        high_band=args.high_band, limit=args.limit, progress=progress_enabled(args.quiet), split=args.split,
-    )
-    print(format_summary(summary))
-    print(f"per-utterance results: {out_csv}")
-    return 0

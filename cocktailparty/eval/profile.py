@@ -43,15 +43,13 @@ Tune-In's Table 1), measured the same way for every model in the registry:
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.errors import CocktailError
-from ..core.progress import Stages, progress_enabled
+from ..core.progress import Stages
 from .macs import count_parameters, mac_breakdown
 from .memory_speed import peak_memory_mb, real_time_factor, train_step_ms
 from .profile_inputs import model_sample_rate, resolve_device, resolve_model
@@ -162,15 +160,3 @@ def format_report(r: dict[str, Any]) -> str:
             share = 100 * v / r["macs"] if r["macs"] else 0.0
             lines.append(f"  {k:<{name_width}}  {v / 1e6:>12,.2f} M  {share:5.1f}%")
     return "\n".join(lines)
-
-
-def cli_profile(args) -> int:
-    """``cocktail profile``: prints the table, or one JSON object with ``--json``."""
-    threads = getattr(args, "threads", None) or 1
-    if threads < 1:
-        raise CocktailError(f"--threads must be at least 1, got {threads}")
-    result = profile_model(args.model, seconds=args.seconds, sample_rate=args.sample_rate,
-                           device=args.device, threads=threads, batch=getattr(args, "batch", None) or 1,
-                           progress=progress_enabled(getattr(args, "quiet", False)))
-    print(json.dumps(result) if args.json else format_report(result))
-    return 0

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..core import atomic
 from ..core.errors import CocktailError
-from ..core.progress import Stages, progress_enabled
+from ..core.progress import Stages
 from .onnxrun import FORMAT, OnnxRunner
 
 log = logging.getLogger("cocktailparty")
@@ -51,6 +51,7 @@ DEFAULT_OPSET = 17
 # over 8000 steps), while a wrong graph is off by 1e-2 or more. The tests hold tiny models
 # to 1e-4 absolute.
 DEFAULT_TOLERANCE = 1e-3
+DEFAULT_EXAMPLE_SECONDS = 1.0  # the length of the example input traced
 # Architectures whose export does not yet run at lengths other than the traced one (none
 # now: Tune-In's GALR blocks were rewritten so that every shape follows the input's).
 NOT_EXPORTABLE: dict[str, str] = {}
@@ -198,7 +199,7 @@ def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     opset: int = DEFAULT_OPSET,
-    example_seconds: float = 1.0,
+    example_seconds: float = DEFAULT_EXAMPLE_SECONDS,
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     progress: bool = False,
@@ -362,18 +363,14 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, lengths: tuple[int, ..
     return diffs
 
 
-def cli_export(args) -> int:
+def export_model(spec: str | None, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                 example_seconds: float = DEFAULT_EXAMPLE_SECONDS, progress: bool = False) -> tuple[Path, nn.Module]:
+    """Load the model ``spec`` (a name or checkpoint; None: the bundled default) on the CPU and
+    :func:`export_onnx` it to ``path``; returns the path and the model."""
     from ..core.checkpoint import load_model
 
-    if args.device not in (None, "cpu"):
-        log.info("exporting on the CPU (an ONNX graph does not depend on the device it was traced on)")
-    model = load_model(args.model, "cpu")
+    model = load_model(spec, "cpu")
     if _is_offline(model):
         log.info("Tune-In Offline: the ONNX model takes a second input, 'enrollment' (batch, %d, time)",
                  model.config.num_sources)
-    path = export_onnx(model, args.onnx, opset=args.opset, example_seconds=args.seconds,
-                       progress=progress_enabled(args.quiet))
-    if not args.quiet:
-        print(f"{args.model or 'default model'} -> {path} (opset {args.opset}, "
-              f"{model.config.sample_rate} Hz, {model.config.num_sources} sources)")
-    return 0
+    return export_onnx(model, path, opset=opset, example_seconds=example_seconds, progress=progress), model

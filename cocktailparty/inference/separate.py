@@ -27,7 +27,7 @@ from ..core import audio
 from ..core.checkpoint import load_model
 from ..core.cpu import keep_freed_memory
 from ..core.errors import AudioError, CocktailError, no_cuda
-from ..core.progress import Bar, Stages, progress_enabled
+from ..core.progress import Bar, Stages
 
 log = logging.getLogger("cocktailparty")
 
@@ -260,21 +260,6 @@ def output_names(inputs: list[str]) -> dict[Path, Path]:
     return names
 
 
-def cli_separate(args) -> int:
-    names = output_names(args.inputs)
-    if getattr(args, "backend", "torch") == "onnx":
-        if not args.model or not str(args.model).endswith(".onnx"):
-            raise CocktailError("--backend onnx needs --model FILE.onnx (make one with 'cocktail export')")
-        if args.device not in (None, "cpu"):
-            raise CocktailError("--backend onnx runs on the CPU; drop --device or use --device cpu")
-        separator = Separator.from_onnx(args.model, threads=args.threads)
-    else:
-        separator = Separator.from_pretrained(args.model, device=args.device)
-    return process_files(names, separator, Path(args.out), [f"_s{i + 1}.wav" for i in range(separator.num_sources)],
-                         desc="separating", force=args.force, quiet=args.quiet,
-                         progress=progress_enabled(args.quiet))
-
-
 def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, endings: list[str], desc: str,
                   force: bool, quiet: bool, progress: bool = False) -> int:
     """Run ``separator`` over the files of ``names`` (from :func:`output_names`), writing its
@@ -313,14 +298,16 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
 # --------------------------------------------------------------------------------------------
 
 
-def _load_tunein(args, what: str) -> nn.Module:
+def load_tunein(model: str | None, device: str | torch.device | None, what: str) -> nn.Module:
+    """A Tune-In model (``model``: a name or checkpoint; None: the bundled enrolled default) for
+    the command ``what``, refused in words when it has no speaker space."""
     from ..core.checkpoint import DEFAULT_ENROLLED_MODEL
     from ..eval.verification import require_tunein
 
-    args.model = args.model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
-    model = load_model(args.model, resolve_device(args.device))
-    require_tunein(model, f"'{what}'", args.model)
-    return model
+    model = model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
+    loaded = load_model(model, resolve_device(device))
+    require_tunein(loaded, f"'{what}'", model)
+    return loaded
 
 
 def _read_enrollment(path, sample_rate: int) -> np.ndarray:
@@ -411,40 +398,51 @@ class EnrolledTalker(nn.Module):
         return self.model(mixture, memory)[:, :1]  # output 1 is steered by enrollment 1
 
 
-def cli_extract(args) -> int:
-    names = output_names(args.inputs)
-    progress = progress_enabled(args.quiet)
+def extract_files(enroll: str | Path, inputs: list[str], out: str | Path, model: str | None = None,
+                  device: str | torch.device | None = None, force: bool = False, quiet: bool = False,
+                  progress: bool = False) -> int:
+    """Keep the talker of the recording ``enroll`` in every audio file under ``inputs``:
+    ``out/NAME_E.wav`` (NAME from :func:`output_names`, E the enrollment's stem), written by
+    :func:`process_files` (``force``, ``quiet``, ``progress`` and the exit status as there).
+    ``model``: a Tune-In model's name or checkpoint (None: the bundled enrolled default)."""
+    names = output_names(inputs)
     with Stages("extract", 2, progress) as stages:
         stages.start("loading the model")
-        model = _load_tunein(args, "extract")
-        enroll_path = Path(args.enroll)
-        enrollment = _read_enrollment(enroll_path, model.config.sample_rate)
+        tunein = load_tunein(model, device, "extract")
+        enroll_path = Path(enroll)
+        enrollment = _read_enrollment(enroll_path, tunein.config.sample_rate)
         stages.start("embedding the enrollment")
-        separator = Separator(EnrolledTalker(model, enrollment), device=next(model.parameters()).device)
-    return process_files(names, separator, Path(args.out), [f"_{enroll_path.stem}.wav"],
-                         desc="extracting", force=args.force, quiet=args.quiet, progress=progress)
+        separator = Separator(EnrolledTalker(tunein, enrollment), device=next(tunein.parameters()).device)
+    return process_files(names, separator, Path(out), [f"_{enroll_path.stem}.wav"],
+                         desc="extracting", force=force, quiet=quiet, progress=progress)
 
 
-def cli_verify(args) -> int:
-    import json
+def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None,
+                 device: str | torch.device | None = None, threshold: float | None = None,
+                 progress: bool = False) -> dict:
+    """Score whether the talker of the recording ``enroll`` speaks in each audio file under
+    ``inputs``. ``threshold`` None: the model's calibrated one (its checkpoint's
+    ``verify_threshold``), or no decisions when it has none.
 
-    from ..core.checkpoint import checkpoint_file, read_metadata
+    Returns ``{"threshold", "threshold_source", "results": [{"file", "score", "decision"}],
+    "failed": files that could not be read, "files": files found}``.
+    """
+    from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, read_metadata
     from ..eval.verification import SteeringScorer
 
-    files = audio.find_audio_files(args.inputs)
+    files = audio.find_audio_files(inputs)
     if not files:
-        raise CocktailError(f"no audio files found in {', '.join(args.inputs)}")
-    progress = progress_enabled(args.quiet)
+        raise CocktailError(f"no audio files found in {', '.join(map(str, inputs))}")
     with Stages("verify", 2, progress) as stages:
         stages.start("loading the model")
-        model = _load_tunein(args, "verify")
-        scorer = SteeringScorer(model)
+        tunein = load_tunein(model, device, "verify")
+        scorer = SteeringScorer(tunein)
         rate = scorer.sample_rate
         stages.start("embedding the enrollment")
-        enrollment = scorer.embed_enrollment(_read_enrollment(args.enroll, rate), rate)
-    threshold, source = args.threshold, "--threshold"
+        enrollment = scorer.embed_enrollment(_read_enrollment(enroll, rate), rate)
+    source = "--threshold"
     if threshold is None:
-        ckpt = checkpoint_file(args.model)  # _load_tunein filled in the default
+        ckpt = checkpoint_file(model or DEFAULT_ENROLLED_MODEL)
         threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
         source = f"calibrated in {ckpt.name}" if threshold is not None else None
         if threshold is None:
@@ -463,17 +461,5 @@ def cli_verify(args) -> int:
             score = scorer.score(enrollment, samples, file_rate)
             decision = None if threshold is None else bool(score >= threshold)
             results.append({"file": str(path), "score": round(score, 6), "decision": decision})
-    if args.json:
-        print(json.dumps({"enrollment": str(args.enroll), "threshold": threshold, "threshold_source": source,
-                          "results": results}, indent=2))
-    else:
-        width = max([len(r["file"]) for r in results] + [4])
-        print(f"enrollment: {args.enroll}   threshold: "
-              + (f"{threshold:.4f} ({source})" if threshold is not None else "none"))
-        print(f"{'file':<{width}}  {'score':>8}  decision")
-        for r in results:
-            verdict = "-" if r["decision"] is None else ("present" if r["decision"] else "absent")
-            print(f"{r['file']:<{width}}  {r['score']:>8.4f}  {verdict}")
-    if failed:
-        log.error("%d of %d file(s) failed", failed, len(files))
-    return 1 if failed else 0
+    return {"threshold": threshold, "threshold_source": source, "results": results, "failed": failed,
+            "files": len(files)}

@@ -51,25 +51,20 @@ def make_server(app, sock: socket.socket):
     return uvicorn.Server(config)
 
 
-def cli_serve(args) -> int:
+def serve(model: str | None = None, device: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          limits=None) -> None:
+    """Serve the page on ``host:port`` until Ctrl-C; ``model`` is the separation model the page
+    preselects (None: the bundled default), ``limits`` an :class:`~cocktailparty.serve.app.Limits`."""
     from ..inference.separate import resolve_device
-    from .app import Limits, create_app
+    from .app import create_app
 
-    for flag, value in (("--max-mb", args.max_mb), ("--max-minutes", args.max_minutes),
-                        ("--keep-minutes", args.keep_minutes), ("--queue", args.queue)):
-        if not value > 0:
-            raise CocktailError(f"{flag} {value:g}: must be above 0")
-    if not 0 <= args.port <= 65535:
-        raise CocktailError(f"--port {args.port}: not a port number (0-65535; 0 picks a free one)")
-    limits = Limits(max_bytes=int(args.max_mb * 1e6), max_seconds=args.max_minutes * 60,
-                    max_pending=int(args.queue), keep_seconds=args.keep_minutes * 60)
-    sock = open_socket(args.host, args.port)
+    sock = open_socket(host, port)
     try:
-        loopback = _is_loopback(args.host)
-        app = create_app(args.model, device=resolve_device(args.device), limits=limits, loopback_only=loopback)
+        loopback = _is_loopback(host)
+        app = create_app(model, device=resolve_device(device), limits=limits, loopback_only=loopback)
         if not loopback:
             log.warning("listening on %s: anyone who can reach this machine can use the page "
-                        "(the default, 127.0.0.1, is this machine only)", args.host)
+                        "(the default, 127.0.0.1, is this machine only)", host)
         print(f"cocktail serve: open {address(sock)} in a browser (Ctrl-C stops)", flush=True)
         try:
             make_server(app, sock).run(sockets=[sock])
@@ -78,7 +73,6 @@ def cli_serve(args) -> int:
         print("cocktail serve: stopped; its uploads and results are removed", flush=True)
     finally:
         sock.close()
-    return 0
 
 
 def _is_loopback(host: str) -> bool:

@@ -38,11 +38,11 @@ from torch import nn
 from ..core import checkpoint
 from ..core.config import apply_overrides, load_config
 from ..core.errors import CocktailError
-from ..core.progress import Bar, progress_enabled
+from ..core.progress import Bar
 from ..eval.metrics.permutations import si_snri
 from ..models import build_model
 from .config import DataConfig, TrainingConfig, resolve_config
-from .config import write_config as _write_yaml  # the name cli_train uses
+from .config import write_config
 from .cuda_graph import GraphedStep
 from .data import EpochBatches, build_datasets, epoch_order, make_loader, to_device
 from .distributed import Distributed, agree, seed_rank, set_process_state, training_device
@@ -53,7 +53,7 @@ from .signals import StopSignals
 from .state import (BEST_FILE, MODEL_FILE, capture_rng, checkpoint_dirs, flatten_optimizer, latest_checkpoint,
                     load_init_weights, prune_checkpoints, remove_partial_writes, restore_rng, under,
                     unflatten_optimizer, write_checkpoint)
-from .state import no_checkpoint_error as _no_checkpoint  # the name cli_train uses
+from .state import no_checkpoint_error
 from .trainee import Trainee
 
 log = logging.getLogger("cocktailparty")
@@ -186,7 +186,7 @@ class Trainer:
         for name in ("log.csv", "steps.csv", BEST_FILE):
             (self.run_dir / name).unlink(missing_ok=True)
         self.epoch_log, self.step_log = CsvLog(self.run_dir / "log.csv"), CsvLog(self.run_dir / "steps.csv")
-        _write_yaml(self.run_dir / "config.yaml", self.cfg)
+        write_config(self.run_dir / "config.yaml", self.cfg)
 
     def _resume(self) -> None:
         folder, state, tensors, weights = latest_checkpoint(self.run_dir)
@@ -535,52 +535,55 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------------------
-# Command line
+# A run from start to end
 # --------------------------------------------------------------------------------------
 
 
-def cli_train(args) -> int:
-    """``cocktail train``: a fresh run from ``--config`` or a resumed one from ``--resume``."""
-    stop_after = getattr(args, "stop_after", None)
-    if stop_after is not None and not stop_after > 0:
-        raise CocktailError(f"--stop-after {stop_after}: give a positive number of seconds")
-    # cocktail's main() notes its start before importing torch, which is part of the slot too.
-    stop_at = None if stop_after is None else getattr(args, "started", time.monotonic()) + stop_after
-    overrides = list(getattr(args, "overrides", None) or [])
-    out = getattr(args, "out", None)
-    if args.resume:
-        if args.config:
-            raise CocktailError("--resume continues a run with its own RUN_DIR/config.yaml; drop --config "
-                                "(use --set KEY=VALUE to change e.g. training.epochs)")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise CocktailError(f"{run_dir}: not a run folder (no config.yaml); give the folder a "
-                                f"'cocktail train' run writes into")
-        if not checkpoint_dirs(run_dir):
-            raise _no_checkpoint(run_dir)
-        source = str(run_dir / "config.yaml")
-        cfg = resolve_config(apply_overrides(load_config(run_dir / "config.yaml"), overrides), source)
-        if overrides and Distributed.from_env().main:
-            _write_yaml(run_dir / "config.yaml", cfg)
+def new_run(config: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+            out: str | os.PathLike | None = None) -> tuple[dict, Path, str]:
+    """The resolved config, run folder and config source of a new run. ``config``: a bundled
+    config's name (``tdanet-lrs2``) or a YAML file; ``overrides``: ``KEY=VALUE`` entries;
+    ``out``: the run folder (default ``runs/<config>-<time>``)."""
+    source = str(config)
+    config_path = Path(config)
+    if not config_path.is_file() and not config_path.suffix:
+        from ..core.config import CONFIG_DIR
+        if (CONFIG_DIR / f"{config}.yaml").is_file():
+            config_path = CONFIG_DIR / f"{config}.yaml"
+    cfg = resolve_config(apply_overrides(load_config(config_path), list(overrides)), source)
+    if out:
+        run_dir = Path(out)
     else:
-        if not args.config:
-            raise CocktailError("give --config NAME (a bundled config, e.g. tdanet-lrs2) or --config FILE.yaml "
-                                "for a new run, or --resume RUN_DIR")
-        source = str(args.config)
-        config_path = Path(args.config)
-        if not config_path.is_file() and not config_path.suffix:
-            from ..core.config import CONFIG_DIR
-            if (CONFIG_DIR / f"{args.config}.yaml").is_file():
-                config_path = CONFIG_DIR / f"{args.config}.yaml"
-        cfg = resolve_config(apply_overrides(load_config(config_path), overrides), source)
-        if out:
-            run_dir = Path(out)
-        else:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / f"{config_path.stem}-{stamp}"
-    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), device=getattr(args, "device", None),
-                      progress=progress_enabled(getattr(args, "quiet", False)), source=source, stop_at=stop_at)
-    if trainer.dist.main and not args.resume:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{config_path.stem}-{stamp}"
+    return cfg, run_dir, source
+
+
+def resumed_run(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Path, str]:
+    """The resolved config, run folder and config source of a run to continue; ``overrides``
+    (``KEY=VALUE``) are applied and written into its config.yaml."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CocktailError(f"{run_dir}: not a run folder (no config.yaml); give the folder a "
+                            f"'cocktail train' run writes into")
+    if not checkpoint_dirs(run_dir):
+        raise no_checkpoint_error(run_dir)
+    source = str(run_dir / "config.yaml")
+    cfg = resolve_config(apply_overrides(load_config(run_dir / "config.yaml"), list(overrides)), source)
+    if overrides and Distributed.from_env().main:
+        write_config(run_dir / "config.yaml", cfg)
+    return cfg, run_dir, source
+
+
+def run_training(cfg: dict, run_dir: Path, source: str, resume: bool = False, device: str | None = None,
+                 progress: bool = True, stop_at: float | None = None) -> int:
+    """Train ``cfg`` into ``run_dir`` (from :func:`new_run` or :func:`resumed_run`) to the end,
+    or until a signal or ``stop_at`` (a ``time.monotonic()``). Returns the exit status: 0 when
+    done; a stopped run is resumable but not done: the shell's 128 + signal number, or
+    :data:`EXIT_SLOT_ENDED`, tells scripts (benchmarks/quality.py, a scheduler) to come back
+    with ``--resume``."""
+    trainer = Trainer(cfg, run_dir, resume=resume, device=device, progress=progress, source=source, stop_at=stop_at)
+    if trainer.dist.main and not resume:
         log.info("training %s into %s (%d batches of %d per epoch, %s)", cfg["model"]["architecture"],
                  run_dir, trainer.n_batches, trainer.t["batch_size"], trainer.device)
     try:
@@ -588,9 +591,6 @@ def cli_train(args) -> int:
     finally:
         if trainer.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    # A run stopped by a signal or --stop-after is resumable but not done: the shell's 128 +
-    # signal number, or 75, tells scripts (benchmarks/quality.py, a scheduler) to come back
-    # with --resume.
     if outcome == "stopped":
         return 128 + int(trainer.stop_signal) if trainer.stop_signal else EXIT_SLOT_ENDED
     return 0

@@ -17,7 +17,6 @@ import numpy as np
 from ... import __version__
 from ...core.audio import write
 from ...core.errors import CocktailError
-from ...core.progress import progress_enabled
 from ..corpus import CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest
 from ..speech_audio import measure_bandwidths, normalise
 from ..speaker_corpus import SpeakerCorpus
@@ -219,33 +218,8 @@ def build_real_corpus(out, sources: Sequence[str] = DEFAULT_SOURCES, sample_rate
     return meta
 
 
-def cli_bandwidth(args) -> int:
-    """``cocktail corpus bandwidth DIR``: see :func:`annotate_bandwidth`."""
-    lowest = annotate_bandwidth(args.corpus, jobs=args.jobs, progress=progress_enabled(getattr(args, "quiet", False)))
-    narrow = sorted(v for v, w in lowest.items() if w < 0.8 * args.sample_rate / 2) if args.sample_rate else []
-    log.info("%s: bandwidth_hz written for %d voices%s", args.corpus, len(lowest),
-             f"; narrower than 0.8 x Nyquist at {args.sample_rate} Hz: {', '.join(narrow) or 'none'}"
-             if args.sample_rate else "")
-    return 0
-
-
 def _speaker_splits(corpus: Path) -> dict[str, str]:
     """Speaker -> split of a corpus folder's manifest.csv."""
     if not (corpus / "manifest.csv").is_file():
         raise CocktailError(f"--splits-like {corpus}: holds no manifest.csv (give a cocktail corpus real folder)")
     return {u.speaker: u.split for u in SpeakerCorpus.from_manifest(corpus, check_files=False).utterances}
-
-
-def cli_real(args) -> int:
-    """``cocktail corpus real``: see :func:`build_real_corpus`."""
-    meta = build_real_corpus(
-        args.out, sources=args.sources.split(",") if args.sources else DEFAULT_SOURCES,
-        sample_rate=args.sample_rate, seed=args.seed, split=args.split, max_minutes=args.max_minutes,
-        packages=Path(args.packages) if args.packages else None, jobs=args.jobs,
-        progress=progress_enabled(getattr(args, "quiet", False)), splits_like=args.splits_like,
-    )
-    summary = ", ".join(f"{name} {c['speakers']} speakers / {c['hours']:.2f} h" for name, c in meta["counts"].items())
-    log.info("%s: real-speech corpus ready in %.0f s: %s", args.out, meta["build_seconds"], summary)
-    return 0
-
-

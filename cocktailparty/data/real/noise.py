@@ -15,7 +15,6 @@ import numpy as np
 
 from ...core.audio import write
 from ...core.errors import CocktailError
-from ...core.progress import progress_enabled
 from ..corpus import _parse_split, _split_persons, _write_json
 from ..speech_audio import normalise
 from .packages import (DEFAULT_PACKAGE_CACHE, MIN_CLIP_SECONDS, fetch_packages, new_folder, package_version,
@@ -160,13 +159,3 @@ def build_real_noise(out, sample_rate: int = 16000, seed: int = 0, split="0.8,0.
     log.info("%s: %d of %d recordings kept, %d files", out, len(segments), len(clips), len(record["files"]))
     _write_json(out / "noise.json", record)
     return record
-
-
-def cli_real_noise(args) -> int:
-    """``cocktail corpus real-noise``: see :func:`build_real_noise`."""
-    record = build_real_noise(args.out, sample_rate=args.sample_rate, seed=args.seed,
-                              packages=Path(args.packages) if args.packages else None, jobs=args.jobs,
-                              progress=progress_enabled(getattr(args, "quiet", False)))
-    minutes = sum(f["seconds"] for f in record["files"].values()) / 60
-    log.info("%s: real noise ready: %d files, %.1f min", args.out, len(record["files"]), minutes)
-    return 0
