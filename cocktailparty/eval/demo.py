@@ -55,6 +55,11 @@ def run_demo(out: str | Path, model: str | None = None, device: str | None = Non
     return result
 
 
+# The colour scale's floor, in dB of frame power (spectrogram_db): below any recorded sound
+# (about -140 dB per Hz at 16 kHz), above the -120 dB that digital silence reads as.
+FLOOR_DB = -78
+
+
 def plot_spectrograms(path: Path, rate: int, mixture: np.ndarray, references: np.ndarray,
                       estimates: np.ndarray | None) -> Path:
     """One row per signal: the mixture, each reference, each estimate (log-magnitude STFT)."""
@@ -63,16 +68,17 @@ def plot_spectrograms(path: Path, rate: int, mixture: np.ndarray, references: np
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .spectrogram import spectrogram_db
+
     rows = [("mixture", mixture)] + [(f"reference {i + 1}", r) for i, r in enumerate(references)]
     if estimates is not None:
         rows += [(f"estimate {i + 1}", e) for i, e in enumerate(estimates)]
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.8 * len(rows)), sharex=True, squeeze=False)
-    # A whisper of noise keeps log10 finite where a padded signal is exactly zero.
-    floor = 1e-7 * np.random.default_rng(0).standard_normal(mixture.shape[-1]).astype(np.float32)
     for ax, (title, signal) in zip(axes[:, 0], rows):
-        # -140 dB hides the floor; a silent row (all floor) is drawn on its own scale instead.
-        vmin = -140 if np.abs(signal).max() > 1e-5 else None
-        ax.specgram(signal + floor, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=vmin)
+        level = spectrogram_db(signal, rate)
+        # A silent row lies wholly under the floor; matplotlib needs vmin <= its top.
+        ax.imshow(level, origin="lower", aspect="auto", cmap="magma", vmin=min(FLOOR_DB, level.max()),
+                  extent=(0, signal.shape[-1] / rate, 0, rate / 2))
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel("Hz")
     axes[-1, 0].set_xlabel("seconds")
