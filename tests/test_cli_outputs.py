@@ -9,6 +9,7 @@ fails the test, so the check must come before it: `extract` used to run its mode
 before finding out.
 """
 
+import functools
 import importlib
 
 import numpy as np
@@ -53,6 +54,7 @@ def forbid(monkeypatch, target: str) -> None:
     for parent in parents:
         owner = getattr(owner, parent)
 
+    @functools.wraps(getattr(owner, name))  # main() reads the library's defaults from its signature
     def work_started(*args, **kwargs):
         raise AssertionError(f"{target} ran before the output location was checked")
 

@@ -96,16 +96,19 @@ class LibraryDefault:
         """The default as the library's source writes it, without importing the library."""
         import ast
         import importlib.util
+        from pathlib import Path
 
         module_name, _, path = self.target.partition(":")
-        tree = ast.parse(open(importlib.util.find_spec(module_name).origin, encoding="utf-8").read())
+        tree = ast.parse(Path(importlib.util.find_spec(module_name).origin).read_text(encoding="utf-8"))
         constants = {}
         for node in tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 constants[node.targets[0].id] = node.value
         scope = tree.body
         for name in path.split("."):
-            node = next(n for n in scope if getattr(n, "name", None) == name)
+            node = next((n for n in scope if getattr(n, "name", None) == name), None)
+            if node is None:  # e.g. imported there from another module: name that one instead
+                raise LookupError(f"{self.target}: {name} is not defined in {module_name}'s source")
             scope = node.body
         if isinstance(node, ast.ClassDef):
             init = [n for n in node.body if getattr(n, "name", None) == "__init__"]
