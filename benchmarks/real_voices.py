@@ -104,7 +104,7 @@ def extraction_and_verification(corpus: Path, model_name: str, num_trials: int, 
 
     Verification: every trial scored by the model's steering vectors (cosine to the
     enrollment's), EER over target and non-target trials. Extraction: for each target trial,
-    ``cocktail extract``'s path (:class:`EnrolledTalker` under a :class:`Separator`); the right
+    ``cocktail extract``'s path (the model's extractor under a :class:`Separator`); the right
     talker is returned when the output is closer (SI-SNR) to the enrolled talker than to the
     other one, and SI-SNRi is measured against the enrolled talker.
     """
@@ -119,7 +119,7 @@ def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str
     from cocktailparty.eval.metrics.detection import eer
     from cocktailparty.eval.metrics.signal_ratios import si_snr
     from cocktailparty.eval.verification import SteeringScorer, labels, make_trials, render_trial, score_trials
-    from cocktailparty.inference.separate import EnrolledTalker, Separator
+    from cocktailparty.inference.separate import Separator
 
     model = load_model(model_name, device)
     rate = int(model.config.sample_rate)
@@ -130,7 +130,7 @@ def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str
         if trial.label != 1:
             continue
         rendered = render_trial(trial)
-        separator = Separator(EnrolledTalker(model, rendered.enrollment), device=next(model.parameters()).device)
+        separator = Separator(model.extractor(rendered.enrollment), device=next(model.parameters()).device)
         estimate = separator(rendered.mixture, rate)[0]
         other = rendered.mixture - rendered.clean
         to_target = float(si_snr(estimate, rendered.clean))

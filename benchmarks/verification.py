@@ -38,8 +38,8 @@ from cocktailparty.core.errors import CocktailError
 from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.eval.metrics.detection import auc, eer, min_dcf, plot_roc
 from cocktailparty.eval.verification import (EncoderScorer, ResemblyzerEncoder, SteeringScorer, calibrate, labels,
-                                        make_trials, plot_cross_attention, render_trial, score_trials,
-                                        write_calibrated_checkpoint)
+                                             make_trials, render_trial, score_trials, write_calibrated_checkpoint)
+from cocktailparty.models.tunein.plot import plot_cross_attention
 
 PAPER = {"tune-in": "paper: AUC 0.980, EER 0.061 (Tune-InCE, LibriSpeech mixtures)"}
 

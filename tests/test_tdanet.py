@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from cocktailparty.core.config import CONFIG_DIR, load_config
 from cocktailparty.models import build_model
-from cocktailparty.models.tdanet import TDANet, TDANetConfig, TDANetLarge, positional_encoding, upsample_mul
+from cocktailparty.models.common import sinusoidal_encoding
+from cocktailparty.models.tdanet import TDANet, TDANetConfig, TDANetLarge, upsample_mul
 
 TINY = dict(sample_rate=8000, bottleneck=8, channels=16, ffn_channels=32, heads=2, depth=3, unfolds=2)
 PAPER_PARAMS = 2_300_000  # Table 2: 2.3M for both sizes
@@ -127,6 +128,11 @@ def test_upsample_mul_in_place_under_no_grad_leaves_the_gate_alone():
         got = upsample_mul(x, gate, 4)
     assert got.data_ptr() == x.data_ptr()  # written in place
     assert torch.equal(got, expected) and torch.equal(gate, gate_before)
+
+
+def positional_encoding(length: int, channels: int, device: torch.device) -> torch.Tensor:
+    """TDANet's position code d, ``(length, channels)``, as its forward builds it."""
+    return sinusoidal_encoding(torch.arange(length, device=device, dtype=torch.float32)[:, None], channels)
 
 
 def test_positional_encoding_any_length():

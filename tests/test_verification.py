@@ -22,8 +22,9 @@ from cocktailparty.data.levels import active_level_db
 from cocktailparty.eval.metrics.detection import auc, eer
 from cocktailparty.models import build_model, register
 from cocktailparty.eval.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,
-                                        plot_cross_attention, render_trial, score_trials,
-                                        write_calibrated_checkpoint)
+                                             render_trial, score_trials, write_calibrated_checkpoint)
+from cocktailparty.models.tunein import EnrolledTalker, SpeakerMemory
+from cocktailparty.models.tunein.plot import plot_cross_attention
 
 RATE = 8000
 TINY = dict(num_filters=16, kernel_size=4, stride=2, feature_dim=8, hidden=6, segment_size=32, low_dim=3,
@@ -74,10 +75,10 @@ class KnownSteeringConfig:
 
 @register("known-steering-test", KnownSteeringConfig)
 class KnownSteering(nn.Module):
-    """Steering vector j = a bump on a frequency grid at the j-th strongest spectral peak:
-    the f0 of the j-th loudest talker of the test corpus, so same talker -> cosine ~1."""
+    """A talker-aware model (models/conditioning.py) whose speaker vector j is a bump on a
+    frequency grid at the j-th strongest spectral peak: the f0 of the j-th loudest talker of
+    the test corpus, so same talker -> cosine ~1."""
 
-    has_speaker_space = True
     GRID = torch.linspace(80.0, 420.0, 69)
 
     def __init__(self, config: KnownSteeringConfig):
@@ -85,7 +86,13 @@ class KnownSteering(nn.Module):
         self.config = config
         self.scale = nn.Parameter(torch.ones(1))  # so that it saves as a checkpoint
 
-    def steering_vectors(self, mixture, enrollment=None, *, mode=None):
+    def require_speaker_space(self, what):
+        pass
+
+    def extractor(self, enrollment, chunk_seconds=10.0):
+        raise NotImplementedError
+
+    def speaker_vectors(self, mixture):
         spectrum = torch.fft.rfft(mixture).abs()
         freqs = torch.fft.rfftfreq(mixture.shape[-1], 1.0 / self.config.sample_rate)
         spectrum = spectrum * ((freqs > 80) & (freqs < 420))
@@ -94,8 +101,7 @@ class KnownSteering(nn.Module):
             peak = freqs[spectrum.argmax(dim=-1)]  # (batch,)
             spectrum = spectrum * ((freqs[None] - peak[:, None]).abs() > 15)
             vectors.append(torch.exp(-(((self.GRID[None] - peak[:, None]) / 6.0) ** 2)))
-        z = torch.stack(vectors, 1) * self.scale
-        return z, torch.ones(z.shape[0], z.shape[1], 1, 1), None
+        return torch.stack(vectors, 1) * self.scale
 
     def forward(self, mixture):
         return mixture.unsqueeze(1).repeat(1, self.config.num_sources, 1)
@@ -269,7 +275,7 @@ def test_verify_without_a_threshold_prints_scores_only(tmp_path, recordings, cap
 def test_verify_and_extract_refuse_wrong_models_and_short_enrollments(tmp_path, recordings, capsys):
     other = checkpoint.save(build_model("convtasnet"), tmp_path / "ct.safetensors")
     auto = checkpoint.save(tiny("autopilot"), tmp_path / "auto.safetensors")
-    for command, model, message in (("verify", other, "needs a Tune-In model"),
+    for command, model, message in (("verify", other, "needs a model that knows talkers by their voice"),
                                     ("extract", auto, "autopilot mode")):
         assert main([command, "--enroll", str(recordings["enroll"]), str(recordings["with"]), "-m", str(model)]) == 1
         assert message in capsys.readouterr().err
@@ -326,8 +332,6 @@ def test_extract_writes_one_file_per_input_at_its_rate(tmp_path, recordings, mod
 def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
     """Output 1 of the Offline model with enrollment 1 = the enrolled talker's steering;
     the extractor returns exactly that row, whatever the enrollment's length."""
-    from cocktailparty.inference.separate import EnrolledTalker
-
     model = tiny("offline")
     enrollment = voice(220.0, 1.7, 0)
     mixture = torch.from_numpy(voice(220.0, 0.7, 1) + voice(310.0, 0.7, 2))[None]
@@ -338,8 +342,6 @@ def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
         pools = [model.embed_enrollment(torch.from_numpy(enrollment[a:b])[None]).features.flatten(1, 2)
                  for a, b in ((0, RATE), (RATE, len(enrollment)))]
         own = model.embed_enrollment(mixture).features.flatten(1, 2)
-        from cocktailparty.models.tunein import SpeakerMemory
-
         target = torch.cat(pools, 1)
         n = max(target.shape[1], own.shape[1])
         pad = lambda p: torch.nn.functional.pad(p, (0, 0, 0, n - p.shape[1]))  # noqa: E731
@@ -355,8 +357,6 @@ def test_extract_keeps_the_enrolled_output_of_an_offline_model(tmp_path):
 def test_enrollment_and_scoring_take_every_reader_layout():
     """soundfile's (frames, channels), torchaudio's (channels, frames) tensors and (time,)
     give one answer, as for the Separator; an ambiguous shape is refused in one line."""
-    from cocktailparty.inference.separate import EnrolledTalker
-
     model = tiny("online")
     scorer = SteeringScorer(model)
     mono = voice(220.0, 1.5, 0)

@@ -1,6 +1,5 @@
-"""Speaker verification on mixtures with Tune-In's steering vectors (the paper's Fig. 2), the
-threshold calibration behind ``cocktail verify``, and the cross-attention plot (the paper's
-appendix on interpretability).
+"""Speaker verification on mixtures with a talker-aware model's speaker vectors (Tune-In's
+steering vectors: the paper's Fig. 2) and the threshold calibration behind ``cocktail verify``.
 
 A *trial* pairs a clean enrollment utterance of one speaker with a test mixture of two
 talkers at 0-5 dB: in a target trial the enrolled speaker is one of the two, in a non-target
@@ -13,15 +12,15 @@ speaker is unseen in training::
     >>> scores = score_trials(trials, {"tune-in": SteeringScorer(model)})["tune-in"]
     >>> calibration = calibrate(scores, labels(trials))       # threshold at the EER point
 
-How a Tune-In model scores (:class:`SteeringScorer`): the steering vectors ``Z_j`` (Eq. 2) of
-a recording are computed in Online mode, where the speaker space reads the recording itself,
-as the paper's Tune-InCE model does on masked test data. An enrollment becomes the unit mean
-of its ``C`` unit steering vectors (on clean speech every ``Z_j`` reads the one talker there;
+How a talker-aware model scores (:class:`SteeringScorer`; the interface is
+:class:`~cocktailparty.models.conditioning.TalkerAware`): its speaker vectors, one per output
+(for Tune-In the steering vectors ``Z_j`` of Eq. 2 with the recording as its own speaker
+memory, as the paper's Tune-InCE model does on masked test data). An enrollment becomes the
+unit mean of its ``C`` unit vectors (on clean speech every one reads the one talker there;
 long enrollments are cut into chunks and every chunk's vectors are averaged). A test
-recording scores the largest cosine between the enrollment vector and any of its steering
-vectors (any chunk, any ``j``): "is the enrolled talker one of the talkers here". Tune-ID
-checkpoints (``training.objective.supervision: tune-id``) score the same way; external
-encoders (:class:`ResemblyzerEncoder`) score the cosine of one utterance embedding per side.
+recording scores the largest cosine between the enrollment vector and any of its vectors
+(any chunk, any ``j``): "is the enrolled talker one of the talkers here". External encoders
+(:class:`ResemblyzerEncoder`) score the cosine of one utterance embedding per side.
 """
 
 from __future__ import annotations
@@ -37,13 +36,14 @@ from torch import nn
 
 from ..core import audio
 from ..core.errors import CocktailError
+from ..models.conditioning import require_talkers
 
 log = logging.getLogger("cocktailparty")
 
 PathLike = Union[str, Path]
 
 MIN_ENROLLMENT_SECONDS = 0.5  # below this a talker's voice is hardly characterised at all
-CHUNK_SECONDS = 10.0  # steering vectors per chunk of this length: bounded memory on long files
+CHUNK_SECONDS = 10.0  # speaker vectors per chunk of this length: bounded memory on long files
 MIN_CHUNK_SECONDS = 1.0  # a shorter tail joins the chunk before it instead of standing alone
 REFERENCE_LEVEL_DB = -25.0  # active level the trial talkers are centred on (the corpus's RMS level)
 MAX_PEAK = 0.9  # as the mixers: scale the whole trial down when the mixture would clip
@@ -209,25 +209,6 @@ class Scorer(Protocol):
     def score(self, enrollment: np.ndarray, wav: np.ndarray, sample_rate: int) -> float: ...
 
 
-def is_tunein(model: nn.Module) -> bool:
-    """A model with steering vectors: Tune-In (or Tune-ID) built in online or offline mode."""
-    return callable(getattr(model, "steering_vectors", None)) and bool(getattr(model, "has_speaker_space", False))
-
-
-def require_tunein(model: nn.Module, what: str, name: str | None = None) -> None:
-    """Refuse, in words, a model that has no steering vectors."""
-    if is_tunein(model):
-        return
-    label = f"model {name!r}" if name else "this model"
-    arch = getattr(model, "architecture", type(model).__name__)
-    if callable(getattr(model, "steering_vectors", None)):
-        raise CocktailError(f"{what} needs a Tune-In model with a speaker space; {label} was built in autopilot "
-                            f"mode and has none: use an online or offline Tune-In checkpoint")
-    raise CocktailError(f"{what} needs a Tune-In model (it reads the talker's steering vectors); {label} is "
-                        f"a {arch}: pass --model with a Tune-In checkpoint (train one with "
-                        f"'cocktail train --config tunein-offline-wsj0')")
-
-
 def chunk_bounds(length: int, chunk: int, minimum: int) -> list[tuple[int, int]]:
     """Split ``length`` samples into consecutive chunks of ``chunk``; a tail shorter than
     ``minimum`` is merged into the chunk before it."""
@@ -244,18 +225,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class SteeringScorer:
-    """Scores with a Tune-In model's steering vectors (see the module docstring).
+    """Scores with a talker-aware model's speaker vectors (see the module docstring).
 
     Args:
-        model: a Tune-In (or Tune-ID) model with a speaker space.
+        model: a :class:`~cocktailparty.models.conditioning.TalkerAware` model (Tune-In with
+            a speaker space).
         device: where it runs (default: the model's).
-        chunk_seconds: steering vectors are computed per chunk of this length.
+        chunk_seconds: speaker vectors are computed per chunk of this length.
         test_audio: which side of a trial it scores (``"mixture"``, the paper's setting).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
                  chunk_seconds: float = CHUNK_SECONDS, test_audio: str = "mixture"):
-        require_tunein(model, "scoring with steering vectors")
+        require_talkers(model, "scoring with speaker vectors")
         self.model = model.eval() if device is None else model.to(device).eval()
         self.device = next(model.parameters()).device
         self.sample_rate = int(model.config.sample_rate)
@@ -265,7 +247,7 @@ class SteeringScorer:
 
     @torch.inference_mode()
     def vectors(self, wav, sample_rate: int, channels_first: bool | None = None) -> np.ndarray:
-        """Unit steering vectors of a recording, ``(chunks * C, D)``: audio at ``sample_rate``
+        """Unit speaker vectors of a recording, ``(chunks * C, D)``: audio at ``sample_rate``
         is resampled to the model's rate and cut into chunks. ``wav`` and ``channels_first``
         are as for the :class:`~cocktailparty.inference.separate.Separator`: ``(time,)``,
         ``(frames, channels)`` or ``(channels, frames)``, numpy or torch, channels averaged."""
@@ -273,17 +255,17 @@ class SteeringScorer:
         out = []
         for start, stop in chunk_bounds(x.shape[-1], self.chunk, self.minimum):
             piece = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(self.device).unsqueeze(0)
-            z = self.model.steering_vectors(piece, mode="online")[0][0]  # (C, D)
+            z = self.model.speaker_vectors(piece)[0]  # (C, D)
             out.append(z.float().cpu().numpy())
         return _unit(np.concatenate(out).astype(np.float64))
 
     def embed_enrollment(self, wav, sample_rate: int, channels_first: bool | None = None) -> np.ndarray:
-        """``(D,)`` unit vector: the mean of the enrollment's unit steering vectors (``wav`` as
+        """``(D,)`` unit vector: the mean of the enrollment's unit speaker vectors (``wav`` as
         for :meth:`vectors`)."""
         return _unit(self.vectors(wav, sample_rate, channels_first).mean(axis=0))
 
     def score(self, enrollment: np.ndarray, wav, sample_rate: int, channels_first: bool | None = None) -> float:
-        """Largest cosine between the enrollment vector and the recording's steering vectors
+        """Largest cosine between the enrollment vector and the recording's speaker vectors
         (``wav`` as for :meth:`vectors`)."""
         return float((self.vectors(wav, sample_rate, channels_first) @ enrollment).max())
 
@@ -306,7 +288,7 @@ class EncoderScorer:
 
 class ResemblyzerEncoder:
     """Resemblyzer's pretrained GE2E speaker encoder (weights ship inside its wheel, so it
-    runs offline): the reference system of the benchmark. An optional dependency
+    needs no network): the reference system of the benchmark. An optional dependency
     (``pip install resemblyzer``); constructing one without it raises a
     :class:`CocktailError` that says so."""
 
@@ -412,94 +394,3 @@ def write_calibrated_checkpoint(source: PathLike, out: PathLike, calibration: Ca
     from ..core.checkpoint import copy_with_metadata
 
     return copy_with_metadata(source, out, calibration.as_metadata(**extra))
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-attention maps
-# --------------------------------------------------------------------------------------------
-
-
-class AttentionPlot(NamedTuple):
-    path: Path
-    panels: list  # panel titles, top to bottom
-
-
-@torch.inference_mode()
-def cross_attention_maps(model: nn.Module, mixture, sample_rate: int | None = None, enrollment=None) -> np.ndarray:
-    """``a_crs,j`` (Eq. 1) for one recording: ``(C, S, S_m)`` numpy.
-
-    Args:
-        mixture: audio at ``sample_rate`` (default the model's), as the
-            :class:`~cocktailparty.inference.separate.Separator` takes it: ``(time,)``,
-            ``(frames, channels)`` or ``(channels, frames)``, numpy or torch.
-        enrollment: Offline mode's enrollment (anything :meth:`TuneIn.embed_enrollment`
-            takes, at the model's rate); without one the map is Online mode's, where the
-            mixture's segments attend over the mixture's own speaker features.
-    """
-    require_tunein(model, "the cross-attention map")
-    x = audio.resample(audio.as_mono(mixture), sample_rate or model.config.sample_rate, model.config.sample_rate)
-    device = next(model.parameters()).device
-    wav = torch.from_numpy(np.ascontiguousarray(x)).to(device).unsqueeze(0)
-    mode = "online" if enrollment is None else "offline"
-    attn = model.eval().steering_vectors(wav, enrollment, mode=mode)[1]
-    return attn[0].float().cpu().numpy()
-
-
-def plot_cross_attention(model: nn.Module, mixture, path: PathLike, sample_rate: int | None = None,
-                         enrollment=None, title: str | None = None) -> AttentionPlot:
-    """Plot the mixture's spectrogram over one cross-attention map per steering vector.
-
-    Panel 1: the spectrogram, time on x. Panel ``1 + j``: ``a_crs,j`` with the mixture's
-    segments (the queries, in time order) on x, aligned with the spectrogram, and the speaker
-    features attended over on y (Online: the mixture's own segments, in time too, so a
-    talker's parts show as bright rows; Offline: the enrollment's pooled features).
-    Where a column lights up a few rows, that part of the mixture retrieved speaker knowledge
-    from a few places: the selective attention of the paper's appendix.
-
-    Expect mostly horizontal lines (the same rows lit in every column) from a trained model:
-    Eq. 2 averages the weighted values over the S query segments, so ``Z_j`` depends only on
-    each row's mean attention, and nothing in the loss rewards a query-dependent map. Our
-    trained models (8 kHz synthetic voices) show exactly that; it is not a plotting error.
-
-    Returns:
-        :class:`AttentionPlot` (the PNG's path and the panel titles).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
-    import matplotlib.pyplot as plt
-
-    rate = int(sample_rate or model.config.sample_rate)
-    x = audio.as_mono(mixture)
-    maps = cross_attention_maps(model, x, rate, enrollment)
-    seconds = x.shape[-1] / rate
-    titles = ["mixture"] + [f"a_crs,{j + 1}: steering vector {j + 1}" for j in range(maps.shape[0])]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(titles), 1, figsize=(8, 2.2 + 2.4 * maps.shape[0]), squeeze=False,
-                             gridspec_kw={"height_ratios": [1] + [1.4] * maps.shape[0]})
-    axes = axes[:, 0]
-    fig.subplots_adjust(hspace=0.45)
-    try:
-        nfft = max(64, int(2 ** round(np.log2(0.032 * rate))))
-        axes[0].specgram(x + 1e-9, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
-        axes[0].set_xlim(0, seconds)
-        axes[0].set_ylabel("Hz")
-        for j, ax in enumerate(axes[1:]):
-            # Transposed so that the queries (mixture segments) run along time, like panel 1.
-            # No colour bar: it would narrow these panels out of line with the spectrogram;
-            # each column is a distribution (sums to 1), so brightness is relative anyway.
-            # Online: the keys are the mixture's own segments, so both axes are mixture time.
-            top = seconds if enrollment is None else maps.shape[2]
-            ax.imshow(maps[j].T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                      extent=(0, seconds, 0, top))
-            ax.set_ylabel("attended (s)" if enrollment is None else "enrollment feature")
-        for ax, name in zip(axes, titles):
-            ax.set_title(name, fontsize="small", loc="left")
-        axes[-1].set_xlabel("mixture time (s); one column per segment")
-        if title:
-            fig.suptitle(title)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return AttentionPlot(path, titles)

@@ -13,13 +13,15 @@ exporter (``torch.export``) was tried first and refused DPRNN and Tune-In (the L
 shape arithmetic of the chunking give it guards it cannot prove for every length), and its
 TDANet graph accepted only lengths that satisfy the guards of the export length; it also
 takes minutes where the tracer takes seconds. The tracer keeps the models' size arithmetic
-symbolic (they are written for that, see e.g. :func:`cocktailparty.models.dprnn.segment`),
+symbolic (they are written for that, see e.g. :func:`cocktailparty.models.common.segment`),
 with one exporter fix, :func:`_floor_divide` below. No model needs col2im (chunking is done
 with reshapes), so opset 17 suffices; ``opset`` may be raised (up to the exporter's maximum).
 
-Tune-In Offline: the graph gets a second input, ``enrollment (batch or 1, C, time_e)``, one
-recording per target talker (see :meth:`~cocktailparty.models.tunein.TuneIn.embed_enrollment`);
-the speaker space runs on it inside the graph. Online and Autopilot exports take the mixture only.
+Conditional separators (:mod:`cocktailparty.models.conditioning`): every extra input the
+model declares becomes an input of the graph, in the declared order after ``mixture``, with
+its own dynamic batch and time axes (``<name>_batch``, ``<name>_time``), e.g. ``enrollment
+(batch or 1, C, time_e)``, one recording per target talker; the model's work on it runs
+inside the graph. Plain separators take the mixture only.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch import nn
 from ..core import atomic
 from ..core.errors import CocktailError
 from ..core.progress import Stages
+from ..models.conditioning import extra_inputs
 from .onnxrun import FORMAT, OnnxRunner
 
 log = logging.getLogger("cocktailparty")
@@ -53,7 +56,7 @@ DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_EXAMPLE_SECONDS = 1.0  # the length of the example input traced
 # Architectures whose export does not yet run at lengths other than the traced one (none
-# now: Tune-In's GALR blocks were rewritten so that every shape follows the input's).
+# now: the GALR blocks were rewritten so that every shape follows the input's).
 NOT_EXPORTABLE: dict[str, str] = {}
 
 
@@ -144,26 +147,20 @@ def _constant_slopes(model: nn.Module):
 
 
 class _Graph(nn.Module):
-    """What is exported: ``mixture (batch, time) [, enrollment (batch, C, time_e)] ->
-    sources (batch, C, time)``, with only tensors as arguments (the exporter passes every
-    parameter of ``forward`` positionally, so Tune-In's keyword options are bound here)."""
+    """What is exported: ``mixture (batch, time), *extra inputs -> sources (batch, C, time)``,
+    with only tensors as arguments (the exporter passes every parameter of ``forward``
+    positionally, so the extra inputs' keywords are bound here)."""
 
-    def __init__(self, model: nn.Module, offline: bool):
+    def __init__(self, model: nn.Module):
         super().__init__()
         # The exporter puts the module in eval mode and afterwards restores *this* module's
         # mode recursively: a fresh module is in training mode, which would switch the
         # model's dropout on for everything after the export. Callers build it with .eval().
         self.model = model
-        self.offline = offline
+        self.extra_names = [i.name for i in extra_inputs(model)]
 
-    def forward(self, mixture: torch.Tensor, enrollment: torch.Tensor | None = None) -> torch.Tensor:
-        if self.offline:
-            return self.model(mixture, enrollment, mode="offline")
-        return self.model(mixture)
-
-
-def _is_offline(model: nn.Module) -> bool:
-    return getattr(model.config, "mode", None) == "offline"
+    def forward(self, mixture: torch.Tensor, *extras: torch.Tensor) -> torch.Tensor:
+        return self.model(mixture, **dict(zip(self.extra_names, extras)))
 
 
 def _talkers(batch: int, length: int, rate: int, generator: torch.Generator) -> torch.Tensor:
@@ -187,12 +184,13 @@ def _example_inputs(model: nn.Module, length: int, batch: int, seed: int) -> tup
     PyTorch disagree by 0.3% while agreeing to 80 dB on speech.)"""
     generator = torch.Generator().manual_seed(seed)
     rate = int(getattr(model.config, "sample_rate", 8000))
-    mixture = _talkers(batch, length, rate, generator)
-    if not _is_offline(model):
-        return (mixture,)
-    # Enrollments of another length than the mixture, so that both time axes stay separate.
-    enrollment = _talkers(batch * model.config.num_sources, length * 3 // 4 + 7, rate, generator)
-    return mixture, enrollment.reshape(batch, model.config.num_sources, -1)
+    inputs = [_talkers(batch, length, rate, generator)]
+    for extra in extra_inputs(model):
+        # Of another length than the mixture, so that the time axes stay separate.
+        rows = model.config.num_sources if extra.per_source else 1
+        audio = _talkers(batch * rows, length * 3 // 4 + 7, rate, generator)
+        inputs.append(audio.reshape(batch, rows, -1) if extra.per_source else audio)
+    return tuple(inputs)
 
 
 def export_onnx(
@@ -227,10 +225,10 @@ def export_onnx(
     length = max(int(example_seconds * cfg.sample_rate), 64)
     # Batch 2 in the example: with batch 1 the tracer may fold "batch * n" into a constant.
     inputs = _example_inputs(model, length, batch=2, seed=0)
-    names = ["mixture", "enrollment"][: len(inputs)]
+    names = ["mixture"] + [i.name for i in extra_inputs(model)]
     dynamic_axes = {"mixture": {0: "batch", 1: "time"}, "sources": {0: "batch", 2: "time"}}
-    if len(inputs) == 2:
-        dynamic_axes["enrollment"] = {0: "enrollment_batch", 2: "enrollment_time"}
+    for extra in extra_inputs(model):
+        dynamic_axes[extra.name] = {0: f"{extra.name}_batch", 2 if extra.per_source else 1: f"{extra.name}_time"}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temporary_beside(path)
     stages = Stages("export", 2 if check else 1, progress)
@@ -238,7 +236,7 @@ def export_onnx(
         stages.start("tracing the model")
         # Traced with autograd on: models take their plain (training-time) code paths then,
         # which compute the same function as their no-grad paths in eval mode but without
-        # in-place writes into views and out= buffers (Tune-In's GALR blocks use those to
+        # in-place writes into views and out= buffers (the GALR blocks use those to
         # save memory), which the tracer cannot express in ONNX.
         with torch.enable_grad(), _exporter_fixes(opset), warnings.catch_warnings(), \
                 _plain_layout(model), _constant_slopes(model):
@@ -246,7 +244,7 @@ def export_onnx(
             # size arithmetic is written to stay symbolic, and the check below proves it.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Graph(model, offline=len(inputs) == 2).eval(), inputs, tmp,
+                _Graph(model).eval(), inputs, tmp,
                 input_names=names, output_names=["sources"], dynamic_axes=dynamic_axes,
                 opset_version=opset, dynamo=False, do_constant_folding=True,
             )
@@ -343,7 +341,7 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, lengths: tuple[int, ..
     for i, length in enumerate(lengths):
         inputs = _example_inputs(model, length, batch=2 if i == 0 else 1, seed=100 + i)
         with torch.no_grad():
-            reference = _Graph(model, offline=len(inputs) == 2).eval()(*inputs).numpy()
+            reference = _Graph(model).eval()(*inputs).numpy()
         try:
             got = runner.forward(*(t.numpy() for t in inputs))
         except CocktailError:
@@ -370,7 +368,7 @@ def export_model(spec: str | None, path: str | os.PathLike, opset: int = DEFAULT
     from ..core.checkpoint import load_model
 
     model = load_model(spec, "cpu")
-    if _is_offline(model):
-        log.info("Tune-In Offline: the ONNX model takes a second input, 'enrollment' (batch, %d, time)",
-                 model.config.num_sources)
+    for extra in extra_inputs(model):
+        log.info("the ONNX model takes an input '%s' %s besides the mixture: %s", extra.name,
+                 extra.shape.replace("C", str(model.config.num_sources)), extra.what)
     return export_onnx(model, path, opset=opset, example_seconds=example_seconds, progress=progress), model

@@ -42,8 +42,9 @@ class OnnxRunner:
 
     Attributes:
         sample_rate, num_sources, architecture, config: from the file's metadata.
-        enrollment_input: True for a Tune-In Offline export, whose second input
-            ``enrollment`` ``(batch, C, time_e)`` must be given (see :meth:`__call__`).
+        extra_inputs: the graph's inputs after ``mixture``, in order: the extra inputs of a
+            conditional separator (:mod:`cocktailparty.models.conditioning`), e.g.
+            ``enrollment`` ``(batch, C, time_e)``; empty for a plain separator.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
@@ -75,20 +76,22 @@ class OnnxRunner:
         self.sample_rate = int(meta["sample_rate"])
         self.num_sources = int(meta["num_sources"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.enrollment_input = "enrollment" in self.input_names
+        self.extra_inputs = self.input_names[1:]
 
-    def forward(self, mixture: np.ndarray, enrollment: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, mixture: np.ndarray, *extras: np.ndarray) -> np.ndarray:
         """The model itself: ``(batch, time)`` float32 -> ``(batch, C, time)``.
 
-        ``enrollment`` ``(batch or 1, C, time_e)``: Tune-In Offline exports only.
+        ``extras``: one array per name in :attr:`extra_inputs`, in that order (a conditional
+        separator's, e.g. ``enrollment`` ``(batch or 1, C, time_e)``).
         """
+        if len(extras) != len(self.extra_inputs):
+            names = ", ".join(repr(n) for n in self.extra_inputs[len(extras):]) or "none"
+            raise CocktailError(f"{self.path}: the model takes {len(self.extra_inputs)} input(s) besides the "
+                                f"mixture, {len(extras)} given (missing: {names}); plain separation needs a "
+                                f"model that takes the mixture alone, e.g. one exported in another mode")
         feeds = {"mixture": np.ascontiguousarray(mixture, dtype=np.float32)}
-        if self.enrollment_input:
-            if enrollment is None:
-                raise CocktailError(f"{self.path}: a Tune-In Offline model; it needs an enrollment of the "
-                                    f"target talkers (use 'cocktail extract --enroll'), or export the model "
-                                    f"in online or autopilot mode for plain separation")
-            feeds["enrollment"] = np.ascontiguousarray(enrollment, dtype=np.float32)
+        for name, value in zip(self.extra_inputs, extras):
+            feeds[name] = np.ascontiguousarray(value, dtype=np.float32)
         return self.session.run(["sources"], feeds)[0]
 
     def __call__(self, mixture: np.ndarray) -> np.ndarray:

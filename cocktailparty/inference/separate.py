@@ -294,19 +294,21 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
 
 
 # --------------------------------------------------------------------------------------------
-# One known talker: cocktail extract / cocktail verify (Tune-In)
+# One known talker: cocktail extract / cocktail verify (talker-aware models,
+# models/conditioning.py)
 # --------------------------------------------------------------------------------------------
 
 
-def load_tunein(model: str | None, device: str | torch.device | None, what: str) -> nn.Module:
-    """A Tune-In model (``model``: a name or checkpoint; None: the bundled enrolled default) for
-    the command ``what``, refused in words when it has no speaker space."""
+def load_talker_model(model: str | None, device: str | torch.device | None, what: str) -> nn.Module:
+    """A talker-aware model (``model``: a name or checkpoint; None: the bundled enrolled default)
+    for the command ``what``, refused in words when it cannot tell talkers apart
+    (:func:`~cocktailparty.models.conditioning.require_talkers`)."""
     from ..core.checkpoint import DEFAULT_ENROLLED_MODEL
-    from ..eval.verification import require_tunein
+    from ..models.conditioning import require_talkers
 
     model = model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
     loaded = load_model(model, resolve_device(device))
-    require_tunein(loaded, f"'{what}'", model)
+    require_talkers(loaded, f"'{what}'", model)
     return loaded
 
 
@@ -322,97 +324,21 @@ def _read_enrollment(path, sample_rate: int) -> np.ndarray:
     return samples
 
 
-class EnrolledTalker(nn.Module):
-    """A Tune-In model narrowed to one enrolled talker: ``(batch, time) -> (batch, 1, time)``.
-
-    It looks like any separation model with one source, so the :class:`Separator` reads,
-    resamples, chunks, stitches and rescales for it unchanged.
-
-    How the talker is picked depends on how the model was trained:
-
-    - **Offline** models (Table 1's Tune-In Offline): output ``j`` is steered by enrollment
-      ``j``, so the enrollment becomes source 1's speaker memory and output 1 is kept. The
-      other talker(s) have no enrollment; their memory is the recording's own speaker
-      features (the chunk being processed), i.e. *the mixture is the other talker's
-      enrollment*. That is the form Offline training sees (an enrollment is the talker mixed
-      with another person at 0-5 dB), and the cross attention is what picks the relevant
-      parts; the target is steered by the clean enrollment either way.
-    - **Online** models: the model separates as trained, and the output whose steering vector
-      is closest (cosine) to the enrollment's (:class:`~cocktailparty.eval.verification.SteeringScorer`)
-      is kept, chunk by chunk.
-
-    Args:
-        model: a Tune-In model with a speaker space.
-        enrollment: at the model's rate, any length, clean or noisy, in any layout the
-            :class:`Separator` takes (``(time,)``, ``(frames, channels)``, ``(channels, frames)``;
-            numpy or torch; channels averaged); long ones are embedded in chunks of
-            ``chunk_seconds`` whose speaker features are pooled.
-        channels_first: the enrollment's layout when its shape does not tell (as for the
-            :class:`Separator`).
-    """
-
-    def __init__(self, model: nn.Module, enrollment: Array, chunk_seconds: float = 10.0, *,
-                 channels_first: bool | None = None):
-        super().__init__()
-        from types import SimpleNamespace
-
-        from ..eval.verification import SteeringScorer, chunk_bounds
-
-        enrollment = audio.as_mono(enrollment, channels_first, "enrollment")
-
-        self.model = model.eval()
-        cfg = model.config
-        self.config = SimpleNamespace(sample_rate=cfg.sample_rate, num_sources=1)
-        self.offline = cfg.mode == "offline"
-        device = next(model.parameters()).device
-        if self.offline:
-            rate = cfg.sample_rate
-            pools = []
-            with torch.inference_mode():
-                for start, stop in chunk_bounds(enrollment.shape[-1], int(chunk_seconds * rate), rate):
-                    piece = torch.from_numpy(np.ascontiguousarray(enrollment[start:stop])).to(device)[None]
-                    # (1, C, S_e, D) -> (1, C * S_e, D): all C feature sequences the Embedder
-                    # finds in the enrollment, as embed_enrollment pools one per source.
-                    pools.append(model.embed_enrollment(piece).features.flatten(1, 2))
-            self.register_buffer("pool", torch.cat(pools, dim=1), persistent=False)
-        else:
-            target = SteeringScorer(model, chunk_seconds=chunk_seconds).embed_enrollment(enrollment, cfg.sample_rate)
-            self.register_buffer("target", torch.from_numpy(target).float().to(device), persistent=False)
-
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        from ..models.tunein import SpeakerMemory
-
-        batch = mixture.shape[0]
-        if not self.offline:
-            out = self.model(mixture, mode="online", return_details=True)
-            z = torch.nn.functional.normalize(out.steering.float(), dim=-1)  # (batch, C, D)
-            pick = (z @ self.target).argmax(dim=1)  # (batch,)
-            return out.sources[torch.arange(batch, device=pick.device), pick].unsqueeze(1)
-        own = self.model.embed_enrollment(mixture).features.flatten(1, 2)  # (batch, C * S, D)
-        c = self.model.config.num_sources
-        pools = [self.pool.expand(batch, -1, -1)] + [own] * (c - 1)
-        longest = max(p.shape[1] for p in pools)
-        features = torch.stack([torch.nn.functional.pad(p, (0, 0, 0, longest - p.shape[1])) for p in pools], 1)
-        valid = torch.stack([torch.arange(longest, device=features.device) < p.shape[1] for p in pools])
-        memory = SpeakerMemory(features, valid.unsqueeze(0).expand(batch, -1, -1))
-        return self.model(mixture, memory)[:, :1]  # output 1 is steered by enrollment 1
-
-
 def extract_files(enroll: str | Path, inputs: list[str], out: str | Path, model: str | None = None,
                   device: str | torch.device | None = None, force: bool = False, quiet: bool = False,
                   progress: bool = False) -> int:
     """Keep the talker of the recording ``enroll`` in every audio file under ``inputs``:
     ``out/NAME_E.wav`` (NAME from :func:`output_names`, E the enrollment's stem), written by
     :func:`process_files` (``force``, ``quiet``, ``progress`` and the exit status as there).
-    ``model``: a Tune-In model's name or checkpoint (None: the bundled enrolled default)."""
+    ``model``: a talker-aware model's name or checkpoint (None: the bundled enrolled default)."""
     names = output_names(inputs)
     with Stages("extract", 2, progress) as stages:
         stages.start("loading the model")
-        tunein = load_tunein(model, device, "extract")
+        talker_model = load_talker_model(model, device, "extract")
         enroll_path = Path(enroll)
-        enrollment = _read_enrollment(enroll_path, tunein.config.sample_rate)
+        enrollment = _read_enrollment(enroll_path, talker_model.config.sample_rate)
         stages.start("embedding the enrollment")
-        separator = Separator(EnrolledTalker(tunein, enrollment), device=next(tunein.parameters()).device)
+        separator = Separator(talker_model.extractor(enrollment), device=next(talker_model.parameters()).device)
     return process_files(names, separator, Path(out), [f"_{enroll_path.stem}.wav"],
                          desc="extracting", force=force, quiet=quiet, progress=progress)
 
@@ -435,8 +361,8 @@ def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None
         raise CocktailError(f"no audio files found in {', '.join(map(str, inputs))}")
     with Stages("verify", 2, progress) as stages:
         stages.start("loading the model")
-        tunein = load_tunein(model, device, "verify")
-        scorer = SteeringScorer(tunein)
+        talker_model = load_talker_model(model, device, "verify")
+        scorer = SteeringScorer(talker_model)
         rate = scorer.sample_rate
         stages.start("embedding the enrollment")
         enrollment = scorer.embed_enrollment(_read_enrollment(enroll, rate), rate)

@@ -7,8 +7,7 @@ one mask per source on it, and a learned decoder turns each masked representatio
 a waveform. The defaults are the paper's best non-causal setting (Table II/III):
 N=512, L=16, B=128, H=512, Sc=128, P=3, X=8, R=3, gLN, sigmoid masks.
 
-The encoder/decoder pair here (:class:`WaveformEncoder`, :class:`WaveformDecoder`) is the
-TasNet front end that DPRNN reuses unchanged.
+The encoder/decoder pair is TasNet's (:mod:`.tasnet`), shared with DPRNN and Tune-In.
 """
 
 from __future__ import annotations
@@ -19,81 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import ChannelLayerNorm, GlobalLayerNorm
+from .common import make_norm, mask_activation
 from .registry import register
-
-NORMS = ("gLN", "cLN")
-MASK_ACTIVATIONS = ("sigmoid", "relu", "none")
-
-
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """``gLN`` (over channels and time, per utterance) or ``cLN`` (over channels per frame).
-
-    ``cLN`` here is the channel-wise layer norm; Conv-TasNet's causal *cumulative* LN is not
-    offered because the causal setting is not implemented.
-    """
-    if kind == "gLN":
-        return GlobalLayerNorm(channels)
-    if kind == "cLN":
-        return ChannelLayerNorm(channels, eps=1e-8)
-    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
-
-
-def mask_activation(kind: str) -> nn.Module:
-    if kind == "sigmoid":
-        return nn.Sigmoid()
-    if kind == "relu":
-        return nn.ReLU()
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"mask_activation must be one of {', '.join(MASK_ACTIVATIONS)}, got {kind!r}")
-
-
-class WaveformEncoder(nn.Module):
-    """TasNet's learned analysis basis: frames of ``kernel_size`` samples every ``stride``
-    samples, projected on ``num_filters`` filters, then ReLU (a non-negative representation
-    that masks can scale).
-
-    The waveform is padded by ``kernel_size - stride`` on both sides, so that every sample
-    lies under the same number of windows (edges included), and on the right up to a whole
-    number of hops, so that the decoder's output covers the input exactly. That also makes
-    inputs shorter than one window work.
-
-    Input ``(batch, time)``; output ``(batch, num_filters, frames)``.
-    """
-
-    def __init__(self, num_filters: int, kernel_size: int, stride: int):
-        super().__init__()
-        if not 0 < stride <= kernel_size:
-            raise ValueError(f"stride must be in 1..kernel_size ({kernel_size}), got {stride}")
-        self.kernel_size = kernel_size
-        self.stride = stride
-        # No bias: the basis is a linear transform of the waveform (paper eq. 1).
-        self.conv = nn.Conv1d(1, num_filters, kernel_size, stride=stride, bias=False)
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        edge = self.kernel_size - self.stride
-        # Size arithmetic on wav.shape stays symbolic under torch.jit.trace, so a trace
-        # taken at one length pads correctly at any other.
-        rest = (self.kernel_size - 2 * edge - wav.shape[-1]) % self.stride
-        padded = F.pad(wav.unsqueeze(1), (edge, edge + rest))
-        return F.relu(self.conv(padded))
-
-
-class WaveformDecoder(nn.Module):
-    """TasNet's learned synthesis basis: overlap-add of ``num_filters`` basis signals
-    (a transposed convolution), cropped to undo :class:`WaveformEncoder`'s padding.
-
-    Input ``(batch, num_filters, frames)`` and the original length; output ``(batch, time)``.
-    """
-
-    def __init__(self, num_filters: int, kernel_size: int, stride: int):
-        super().__init__()
-        self.edge = kernel_size - stride
-        self.deconv = nn.ConvTranspose1d(num_filters, 1, kernel_size, stride=stride, bias=False)
-
-    def forward(self, feats: torch.Tensor, length: int) -> torch.Tensor:
-        return self.deconv(feats)[:, 0].narrow(-1, self.edge, length)
+from .tasnet import MaskingSeparator, WaveformDecoder, WaveformEncoder
 
 
 @dataclass
@@ -148,7 +75,7 @@ class ConvBlock(nn.Module):
 
 
 @register("convtasnet", ConvTasNetConfig)
-class ConvTasNet(nn.Module):
+class ConvTasNet(MaskingSeparator):
     """Conv-TasNet: encoder -> TCN mask estimator -> decoder.
 
     Input: mixture ``(batch, time)`` at ``config.sample_rate``, any length.
@@ -171,12 +98,8 @@ class ConvTasNet(nn.Module):
         self.mask_head = nn.Sequential(nn.PReLU(), nn.Conv1d(cfg.skip, cfg.num_sources * cfg.num_filters, 1))
         self.mask_act = mask_activation(cfg.mask_activation)
 
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        """``(batch, time)`` -> ``(batch, num_sources, time)``."""
-        if mixture.dim() != 2:
-            raise ValueError(f"expected a (batch, time) waveform, got shape {tuple(mixture.shape)}")
-        batch, length = mixture.shape
-        feats = self.encoder(mixture)  # (batch, N, frames)
+    def estimate_masks(self, feats: torch.Tensor) -> torch.Tensor:
+        """The TCN: ``(batch, N, frames)`` -> masks ``(batch, C, N, frames)``."""
         x = self.bottleneck(self.norm(feats))
         skips = 0
         for block in self.blocks:
@@ -185,7 +108,4 @@ class ConvTasNet(nn.Module):
             if residual is not None:
                 x = residual
         masks = self.mask_act(self.mask_head(skips))  # (batch, C*N, frames)
-        masks = masks.reshape(batch, self.config.num_sources, self.config.num_filters, -1)
-        sources = feats.unsqueeze(1) * masks  # (batch, C, N, frames)
-        out = self.decoder(sources.flatten(0, 1), length)
-        return out.reshape(batch, self.config.num_sources, length)
+        return masks.unflatten(1, (self.config.num_sources, self.config.num_filters))

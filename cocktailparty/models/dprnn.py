@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .convtasnet import WaveformDecoder, WaveformEncoder, make_norm, mask_activation
+from .common import make_norm, mask_activation, overlap_add, segment
 from .registry import register
+from .tasnet import MaskingSeparator, WaveformDecoder, WaveformEncoder
 
 
 @dataclass
@@ -41,31 +41,6 @@ class DPRNNConfig:
     norm: str = "gLN"  # "cLN" (channel-wise, per frame) for the causal variant
     bidirectional: bool = True  # inter-chunk LSTM; the intra-chunk one is always bidirectional
     mask_activation: str = "none"  # applied after the gated output; "none" = released code
-
-
-def segment(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Cut ``(batch, channels, frames)`` into half-overlapping chunks
-    ``(batch, channels, chunks, chunk_size)``.
-
-    Pads one hop on each side, so that every frame lies in exactly two chunks, and on the
-    right to a whole number of hops. Built from reshapes rather than ``unfold`` with a
-    Python loop or data-dependent sizes, so it traces and exports.
-    """
-    hop = chunk_size // 2
-    rest = (-x.shape[-1]) % hop
-    x = F.pad(x, (hop, hop + rest))
-    halves = x.unflatten(-1, (-1, hop))  # (batch, channels, chunks + 1, hop)
-    return torch.cat([halves[:, :, :-1], halves[:, :, 1:]], dim=-1)
-
-
-def overlap_add(chunks: torch.Tensor, frames: int) -> torch.Tensor:
-    """Inverse of :func:`segment` up to the sum over overlaps: ``(batch, channels, chunks,
-    chunk_size)`` -> ``(batch, channels, frames)``."""
-    hop = chunks.shape[-1] // 2
-    first, second = chunks[..., :hop], chunks[..., hop:]
-    # Half j of the output is the first half of chunk j plus the second half of chunk j-1.
-    halves = F.pad(first, (0, 0, 0, 1)) + F.pad(second, (0, 0, 1, 0))
-    return halves.flatten(-2).narrow(-1, hop, frames)
 
 
 class DualPathBlock(nn.Module):
@@ -99,7 +74,7 @@ class DualPathBlock(nn.Module):
 
 
 @register("dprnn", DPRNNConfig)
-class DPRNN(nn.Module):
+class DPRNN(MaskingSeparator):
     """DPRNN-TasNet: encoder -> norm, bottleneck -> dual-path blocks -> masks -> decoder.
 
     Input: mixture ``(batch, time)`` at ``config.sample_rate``, any length.
@@ -128,14 +103,11 @@ class DPRNN(nn.Module):
         self.out_gate = nn.Conv1d(cfg.bottleneck, cfg.num_filters, 1)
         self.mask_act = mask_activation(cfg.mask_activation)
 
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        """``(batch, time)`` -> ``(batch, num_sources, time)``."""
-        if mixture.dim() != 2:
-            raise ValueError(f"expected a (batch, time) waveform, got shape {tuple(mixture.shape)}")
+    def estimate_masks(self, feats: torch.Tensor) -> torch.Tensor:
+        """The dual-path RNN: ``(batch, N, frames)`` -> masks ``(batch, C, N, frames)``."""
         cfg = self.config
-        batch, length = mixture.shape
-        feats = self.encoder(mixture)  # (batch, N, frames)
         frames = feats.shape[-1]
+        # Chunks padded by a hop at both ends (edges=True): every frame lies in two chunks.
         x = segment(self.bottleneck(self.norm(feats)), cfg.chunk_size)  # (batch, B, chunks, K)
         for block in self.blocks:
             x = block(x)
@@ -143,6 +115,4 @@ class DPRNN(nn.Module):
         # (batch * C, B, chunks, K); no size read off x, so that an ONNX export stays dynamic.
         x = overlap_add(x.unflatten(1, (cfg.num_sources, cfg.bottleneck)).flatten(0, 1), frames)
         masks = self.mask_act(torch.tanh(self.out_value(x)) * torch.sigmoid(self.out_gate(x)))
-        sources = feats.unsqueeze(1) * masks.reshape(batch, cfg.num_sources, cfg.num_filters, frames)
-        out = self.decoder(sources.flatten(0, 1), length)
-        return out.reshape(batch, cfg.num_sources, length)
+        return masks.unflatten(0, (-1, cfg.num_sources))  # (batch, C, N, frames)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import GlobalLayerNorm
+from .common import GlobalLayerNorm, sinusoidal_encoding
 from .registry import register
 
 
@@ -252,18 +252,6 @@ class DropPath(nn.Module):
 def _no_autocast(device_type: str):
     """Leave autocast for a region (a no-op context when it is off, which keeps tracing plain)."""
     return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
-
-
-def positional_encoding(length: int, channels: int, device: torch.device) -> torch.Tensor:
-    """Sinusoidal position code d (Transformer), computed for any length: ``(length, channels)``.
-
-    Even channels carry sines and odd ones cosines of frequencies 1 / 10000^(2i / channels).
-    """
-    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, channels, 2, device=device, dtype=torch.float32)
-                     * (-math.log(10000.0) / channels))
-    angle = pos * freq
-    return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(1)
 
 
 def upsample_mul(x: torch.Tensor, gate: torch.Tensor, factor: int) -> torch.Tensor:
@@ -524,7 +512,8 @@ class TDANet(nn.Module):
         if cl:
             enc = enc.contiguous(memory_format=torch.channels_last)
         e = self.in_proj(self.in_norm(enc))  # (batch, B, 1, T')
-        pe = positional_encoding(frames // 2**cfg.depth, cfg.channels, enc.device).to(enc.dtype)
+        coarse = torch.arange(frames // 2**cfg.depth, device=enc.device, dtype=torch.float32)
+        pe = sinusoidal_encoding(coarse.unsqueeze(1), cfg.channels).to(enc.dtype)  # d: (T_S, N)
 
         x = self.block(e, pe)
         for _ in range(cfg.unfolds - 1):

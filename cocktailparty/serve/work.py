@@ -1,7 +1,7 @@
 """What a ``cocktail serve`` job does: separate or extract one upload, draw its spectrograms.
 
-The library does the work (:class:`~cocktailparty.inference.separate.Separator`, the Tune-In
-:class:`~cocktailparty.inference.separate.EnrolledTalker` and
+The library does the work (:class:`~cocktailparty.inference.separate.Separator`, a talker-aware
+model's extractor (:mod:`cocktailparty.models.conditioning`) and
 :class:`~cocktailparty.eval.verification.SteeringScorer`, :mod:`cocktailparty.core.audio`); this module
 only keeps the models loaded (one per kind), reports progress, and names the files a job
 makes. Everything here runs in the job queue's single worker thread.
@@ -18,7 +18,7 @@ import torch
 from ..core import audio
 from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, load_model, read_metadata
 from ..core.errors import CocktailError
-from ..inference.separate import EnrolledTalker, Separator, _read_enrollment
+from ..inference.separate import Separator, _read_enrollment
 from .jobs import Job
 
 # Spectrogram pictures: at most this many columns, whatever the recording's length.
@@ -27,7 +27,7 @@ MAX_COLUMNS = 1200
 
 class Models:
     """The models a server uses, loaded once and kept: one separation model (the last one
-    asked for) and one enrolled (Tune-In) model for extraction."""
+    asked for) and one talker-aware model for extraction."""
 
     def __init__(self, device: torch.device, enrolled: str = DEFAULT_ENROLLED_MODEL):
         self.device = device
@@ -44,12 +44,12 @@ class Models:
             return self._separation[1]
 
     def enrolled(self) -> torch.nn.Module:
-        from ..eval.verification import require_tunein
+        from ..models.conditioning import require_talkers
 
         with self._lock:
             if self._enrolled is None:
                 model = load_model(self.enrolled_name, self.device)
-                require_tunein(model, "extraction", self.enrolled_name)
+                require_talkers(model, "extraction", self.enrolled_name)
                 self._enrolled = model
             return self._enrolled
 
@@ -128,7 +128,7 @@ def extract_job(job: Job, models: Models, mixture: Path, enrollment: Path, shown
     except CocktailError as err:
         raise type(err)(str(err).replace(str(enrollment), shown[1])) from None
     job.report("embedding the enrollment", 0.1)
-    separator = _separator(EnrolledTalker(model, enrolled), models.device, job, (0.15, 0.7))
+    separator = _separator(model.extractor(enrolled), models.device, job, (0.15, 0.7))
     target = separator(samples, rate)[0]
     job.report("verifying the talker", 0.75)
     scorer = SteeringScorer(model)

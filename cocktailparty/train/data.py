@@ -96,7 +96,8 @@ def build_datasets(d: DataConfig, sample_rate: int, num_sources: int, training_s
 
 
 class WithEnrollment(Dataset):
-    """Dynamic mixtures plus an enrollment recording per talker, for Tune-In Offline training.
+    """Dynamic mixtures plus an enrollment recording per talker, for models that declare an
+    ``enrollment`` extra input (:mod:`cocktailparty.models.conditioning`; Tune-In Offline).
 
     Adds ``"enrollment": (C, T_e)`` to each item of a
     :class:`~cocktailparty.data.mixing.DynamicMixer`: row ``j`` is other utterances of the

@@ -40,7 +40,7 @@ from ..core.config import apply_overrides, load_config
 from ..core.errors import CocktailError
 from ..core.progress import Bar
 from ..eval.metrics.permutations import si_snri
-from ..models import build_model
+from ..models import ARCHITECTURES, build_model
 from .config import DataConfig, TrainingConfig, resolve_config
 from .config import write_config
 from .cuda_graph import GraphedStep
@@ -102,8 +102,10 @@ class Trainer:
         self.hooks = find_hooks(self.model)
         if self.t.activation_checkpointing:
             if self.hooks.set_activation_checkpointing is None:
+                able = sorted(n for n, (_, cls) in ARCHITECTURES.items() if hasattr(cls, "set_activation_checkpointing"))
                 raise CocktailError(f"{source}: training.activation_checkpointing is not implemented for "
-                                    f"{architecture} (only for models with set_activation_checkpointing: tunein)")
+                                    f"{architecture} (only for models with set_activation_checkpointing: "
+                                    f"{', '.join(able) or 'none'})")
             self.hooks.set_activation_checkpointing(True)
         self.sample_rate = int(self.model.config.sample_rate)
         self.num_sources = int(getattr(self.model.config, "num_sources", 2))

@@ -26,6 +26,8 @@ from typing import Callable, Optional, Protocol
 import torch
 from torch import nn
 
+from ..models.conditioning import extra_arguments
+
 
 @dataclass
 class TrainingInfo:
@@ -72,8 +74,9 @@ class TrainingHooks(Protocol):
 
     def validation_estimates(self, batch: dict) -> torch.Tensor:
         """What validation scores, ``(B, C, T)`` (eval mode, no grad); default
-        ``model(batch["mixture"])``, or ``model(batch["mixture"], batch["enrollment"])`` when
-        the data has enrollments."""
+        ``model(batch["mixture"], **extras)`` with the batch's entries for the model's
+        declared extra inputs (a conditional separator's, e.g. ``enrollment``; see
+        :mod:`cocktailparty.models.conditioning`)."""
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute activations in backward instead of keeping them
@@ -109,7 +112,5 @@ def validation_estimates(model: nn.Module, hooks: ModelHooks, batch: dict) -> to
     """What validation scores for ``batch``: ``(B, C, T)``, the hook's or the default."""
     if hooks.validation_estimates is not None:
         return hooks.validation_estimates(batch)
-    if "enrollment" in batch:
-        return model(batch["mixture"], batch["enrollment"])
-    return model(batch["mixture"])
+    return model(batch["mixture"], **extra_arguments(model, batch))
 

@@ -1,8 +1,12 @@
 """Tune-In (Wang, Lam, Su & Yu, "Tune-In: Training Under Negative Environments with
 Interference for Attention Networks Simulating Cocktail Party Effect", AAAI 2021).
 
+The model, with the paper's Eq. 1-4; the GALR blocks are in :mod:`.galr`, the training
+objective (Eq. 5-7) in :mod:`.objective`, and what turns enrollment recordings into speaker
+memory in :mod:`.enrollment`.
+
 A TasNet encoder turns the mixture into frames ``(D, I)``, cut into half-overlapping
-segments ``(D, S, K)``. GALR blocks (:mod:`.galr`) then work in three spaces:
+segments ``(D, S, K)``. GALR blocks then work in three spaces:
 
 - the **generic-feature space**: ``B`` blocks shared by both tasks;
 - the **speaker-knowledge space**: ``B1`` blocks and the Embedder, which projects ``D`` to
@@ -25,12 +29,14 @@ Modes (``config.mode``, or the ``mode`` argument of :meth:`TuneIn.forward`):
 - ``"offline"``: the speaker space reads a separate enrollment of any length, clean or
   itself a mixture. :meth:`TuneIn.embed_enrollment` computes its speaker features once;
   pass them back as ``enrollment`` (or store them with :meth:`TuneIn.enroll`) and later
-  calls skip that work.
+  calls skip that work. A model built in this mode declares the enrollment as its extra
+  input (:mod:`cocktailparty.models.conditioning`), which is how training, export and ONNX
+  know to pass one.
 
 Output ``j`` is steered by ``Z_j``: the last speech block keeps one stream per steering
 vector and the decoder's copy ``j`` reads stream ``j`` (see :meth:`TuneIn._speech_space`), so in
 Offline mode the source enrolled as ``j`` comes out as output ``j``, and in training the
-permutation can be read off the speaker embeddings (:mod:`cocktailparty.train.losses`).
+permutation can be read off the speaker embeddings (:mod:`.objective`).
 
 Sizes: see ``cocktailparty/configs/tunein-*-wsj0.yaml`` for how ``B, B1, B2, K, Q`` were
 derived from the paper's Table 1 (2.3M / 2.4M / 3.2M parameters; 28.4 / 28.9 / 37.3 GFLOPs
@@ -41,20 +47,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..core.errors import CocktailError
-from .convtasnet import WaveformDecoder, WaveformEncoder, make_norm, mask_activation
-from .galr import GALRBlock, overlap_add, segment
-from .registry import register
+from ...core.errors import CocktailError
+from ..common import make_norm, mask_activation, overlap_add, segment
+from ..conditioning import ExtraInput
+from ..registry import register
+from ..tasnet import MaskingSeparator, WaveformDecoder, WaveformEncoder, check_waveform
+from . import enrollment as _enrollment
+from .enrollment import EnrolledTalker, SpeakerMemory
+from .galr import GALRBlock
 
 MODES = ("autopilot", "online", "offline")
 EMBEDDING_REGULARIZERS = ("noise", "dropout", "none")
+
+# What an Offline model takes besides the mixture (the conditional-separator interface).
+ENROLLMENT = ExtraInput("enrollment", per_source=True,
+                        what="a recording of each target talker, clean or mixed with others (Offline mode)")
 
 
 @dataclass
@@ -82,18 +96,6 @@ class TuneInConfig:
     norm: str = "gLN"  # on the encoder output, as in DPRNN
     mask_activation: str = "none"  # DPRNN's gated output (tanh * sigmoid) is the mask
     inference_chunks: int = 4  # segment groups per LSTM call without gradients (memory only)
-
-
-class SpeakerMemory(NamedTuple):
-    """What the speaker-knowledge space hands to the cross attention.
-
-    ``features``: ``(batch, C, S_m, D)``, the sequence that steering vector ``j`` attends
-    over; batch 1 is broadcast over any mixture batch. ``valid``: ``(batch, C, S_m)`` bool,
-    False at padding (enrollments of different lengths), or None.
-    """
-
-    features: torch.Tensor
-    valid: torch.Tensor | None = None
 
 
 @dataclass
@@ -161,13 +163,17 @@ def _check(cfg: TuneInConfig) -> None:
 
 
 @register("tunein", TuneInConfig)
-class TuneIn(nn.Module):
+class TuneIn(MaskingSeparator):
     """Tune-In: encoder -> generic GALR blocks -> (speaker space, cross attention) ->
     steered speech GALR blocks -> DPRNN decoder.
 
     ``model(mixture)`` maps ``(batch, time)`` to ``(batch, C, time)`` in ``config.mode``
     (Offline mode then uses the enrollment stored by :meth:`enroll`). See
     :meth:`forward` for enrollments, other modes and the intermediate results.
+
+    Interfaces (:mod:`cocktailparty.models.conditioning`): built in Offline mode it declares
+    ``extra_inputs = (enrollment,)``; built with a speaker space (Online, Offline) it is
+    talker-aware (:meth:`speaker_vectors`, :meth:`extractor`).
     """
 
     def __init__(self, config: TuneInConfig):
@@ -230,10 +236,10 @@ class TuneIn(nn.Module):
     def _encode(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(batch, time)`` -> encoder output ``(batch, N, I)`` and the generic space's output
         ``X^(B)`` ``(batch, S, K, D)``."""
-        if wav.dim() != 2:
-            raise ValueError(f"expected a (batch, time) waveform, got shape {tuple(wav.shape)}")
+        check_waveform(wav)
         feats = self.encoder(wav)
-        x = segment(self.bottleneck(self.norm(feats)).transpose(1, 2), self.config.segment_size)
+        # Segments without DPRNN's extra hop at the ends (edges=False; see common.segment).
+        x = segment(self.bottleneck(self.norm(feats)).transpose(1, 2), self.config.segment_size, dim=1, edges=False)
         for block in self.generic_blocks:
             x = self._block(block, x, inplace=True)  # each input is this loop's own tensor
         return feats, x
@@ -265,19 +271,19 @@ class TuneIn(nn.Module):
             x = self._block(block, x, steer, keep_streams=i == last, inplace=True)
         return x if x.dim() == 5 else x.unsqueeze(1)
 
-    def _decode(self, feats: torch.Tensor, x: torch.Tensor, length: int) -> torch.Tensor:
-        """DPRNN's decoder: streams ``(batch, C or 1, S, K, D)`` and the encoder output
-        ``(batch, N, I)`` -> sources ``(batch, C, time)``."""
+    def _masks(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """DPRNN's mask head: streams ``(batch, C or 1, S, K, D)`` -> masks ``(batch, C, N, I)``
+        for ``frames`` (``I``) encoder frames; the caller hands over its only reference to
+        ``x`` (see :meth:`forward`)."""
         cfg = self.config
-        frames = feats.shape[-1]
         # Shapes follow the tensors (unflatten/flatten) rather than sizes read off them, which
         # an ONNX export would freeze at the traced ones.
         # DPRNN applies PReLU and a 1x1 Conv2D (D -> C x D) per segment position, then
         # overlap-adds. The conv is linear, so overlap-adding first (I frames instead of 2I
         # positions) gives the same result at half the cost (the mean instead of the sum is
         # a factor 2 in W). Stream j meets only copy j's weights: a grouped conv.
-        y = overlap_add(self.head_act(x), frames)  # (batch, C or 1, I, D)
-        del x  # the caller handed over its only reference (see forward)
+        y = overlap_add(self.head_act(x), frames, dim=-2, edges=False)  # (batch, C or 1, I, D)
+        del x
         y = y.transpose(-1, -2).flatten(1, 2)  # (batch, C*D or D, I)
         weight = self.head.weight.unsqueeze(-1)  # (C*D, D, 1)
         y = F.conv1d(y, weight, self.head.bias, groups=y.shape[1] // cfg.feature_dim)
@@ -288,12 +294,8 @@ class TuneIn(nn.Module):
         value = self.out_value(y).tanh_()
         gate = self.out_gate(y).sigmoid_()
         del y
-        if torch.is_grad_enabled():
-            sources = feats.unsqueeze(1) * self.mask_act(value * gate).unflatten(0, (-1, cfg.num_sources))
-        else:
-            sources = self.mask_act(value.mul_(gate)).unflatten(0, (-1, cfg.num_sources)).mul_(feats.unsqueeze(1))
-        del value, gate
-        return self.decoder(sources.flatten(0, 1), length).unflatten(0, (-1, cfg.num_sources))
+        masks = self.mask_act(value * gate if torch.is_grad_enabled() else value.mul_(gate))
+        return masks.unflatten(0, (-1, cfg.num_sources))
 
     def _regularize(self, steering: torch.Tensor) -> torch.Tensor:
         """Training-time embedding noise N(0, 0.1) or dropout on ``Z_j`` (paper, after Eq. 2)."""
@@ -304,50 +306,44 @@ class TuneIn(nn.Module):
             return steering + cfg.embedding_noise * torch.randn_like(steering)
         return F.dropout(steering, cfg.embedding_dropout, training=True)
 
-    # --- enrollment -----------------------------------------------------------------------
+    # --- enrollment and the interfaces (models/conditioning.py) ---------------------------
 
-    def _require_speaker_space(self, what: str) -> None:
+    @property
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        """Offline models need an enrollment ``(batch, C, time_e)`` besides the mixture:
+        recording ``j`` steers output ``j``. Online and Autopilot models need nothing more."""
+        return (ENROLLMENT,) if self.config.mode == "offline" else ()
+
+    def require_speaker_space(self, what: str) -> None:
+        """Refuse, in words, ``what`` (a task that needs speaker knowledge) in Autopilot."""
         if not self.has_speaker_space:
             raise CocktailError(f"this Tune-In model was built in autopilot mode and has no speaker space; "
                                 f"{what} needs a model built in online or offline mode")
 
+    def speaker_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """The Embedder's ``C`` speaker feature sequences ``Y_j`` of a recording: ``(batch,
+        time)`` -> ``(batch, C, S, D)`` (encoder, generic and speaker spaces)."""
+        return self._speaker_features(self._encode(wav)[1])
+
     def embed_enrollment(self, enrollment: torch.Tensor | Sequence[torch.Tensor]) -> SpeakerMemory:
-        """Run the speaker-knowledge space on enrollment audio, once, for Offline mode.
+        """Run the speaker-knowledge space on enrollment audio, once, for Offline mode: see
+        :func:`.enrollment.embed_enrollment` for the layouts it takes. Returns a
+        :class:`SpeakerMemory` to pass as ``enrollment`` to :meth:`forward`."""
+        self.require_speaker_space("an enrollment")
+        return _enrollment.embed_enrollment(self, enrollment)
 
-        Args:
-            enrollment: one of
-                - ``(batch, C, time)``: one recording per source ``j`` in which that talker
-                  speaks, clean or mixed with other talkers. Steering vector ``j`` attends over
-                  all ``C`` speaker feature sequences the Embedder finds in recording ``j``
-                  (``S_m = C x S_e``): which of them holds the talker is not known, and picking
-                  the relevant parts is what the cross attention is for.
-                - a list of ``C`` tensors ``(batch, time_j)``: the same, with recordings of
-                  different lengths (``valid`` masks the padding).
-                - ``(batch, time)``: one recording in which all ``C`` talkers speak (an earlier
-                  part of the same conversation, say); steering vector ``j`` attends over the
-                  Embedder's ``j``-th sequence, exactly as in Online mode.
+    def speaker_vectors(self, mixture: torch.Tensor) -> torch.Tensor:
+        """Talker-aware interface: Online mode's steering vectors ``Z_j`` (Eq. 2) of
+        ``mixture`` ``(batch, time)``, ``(batch, C, D)``, whatever mode the model was built
+        in (the mixture is its own speaker memory)."""
+        return self.steering_vectors(mixture, mode="online")[0]
 
-        Returns:
-            a :class:`SpeakerMemory` to pass as ``enrollment`` to :meth:`forward`.
-        """
-        self._require_speaker_space("an enrollment")
-        c = self.config.num_sources
-        if isinstance(enrollment, torch.Tensor) and enrollment.dim() == 2:
-            return SpeakerMemory(self._speaker_features(self._encode(enrollment)[1]))
-        if isinstance(enrollment, torch.Tensor):
-            if enrollment.dim() != 3 or enrollment.shape[1] != c:
-                raise ValueError(f"enrollment must be (batch, time), (batch, {c}, time) or a list of {c} "
-                                 f"(batch, time) tensors; got shape {tuple(enrollment.shape)}")
-            batch = enrollment.shape[0]
-            y = self._speaker_features(self._encode(enrollment.flatten(0, 1))[1])  # (batch * C, C, S_e, D)
-            return SpeakerMemory(y.reshape(batch, c, -1, y.shape[-1]))
-        if len(enrollment) != c:
-            raise ValueError(f"expected {c} enrollment recordings (one per source), got {len(enrollment)}")
-        pools = [self._speaker_features(self._encode(e)[1]).flatten(1, 2) for e in enrollment]
-        longest = max(p.shape[1] for p in pools)
-        features = torch.stack([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in pools], dim=1)
-        valid = torch.stack([torch.arange(longest, device=features.device) < p.shape[1] for p in pools])
-        return SpeakerMemory(features, valid.unsqueeze(0).expand(features.shape[0], -1, -1))
+    def extractor(self, enrollment, chunk_seconds: float = 10.0, *, channels_first: bool | None = None) -> nn.Module:
+        """Talker-aware interface: an :class:`~.enrollment.EnrolledTalker` that keeps the
+        talker of ``enrollment`` (audio at the model's rate, any length and layout);
+        ``(batch, time) -> (batch, 1, time)``."""
+        self.require_speaker_space("extracting an enrolled talker")
+        return EnrolledTalker(self, enrollment, chunk_seconds, channels_first=channels_first)
 
     def enroll(self, enrollment: torch.Tensor | Sequence[torch.Tensor] | SpeakerMemory | None) -> SpeakerMemory | None:
         """Compute and keep an enrollment's speaker features for later Offline calls (``None``
@@ -365,7 +361,7 @@ class TuneIn(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode != "autopilot":
-            self._require_speaker_space(f"{mode} mode")
+            self.require_speaker_space(f"{mode} mode")
         if mode == "offline" and enrollment is None and self._enrolled is None:
             raise CocktailError("Tune-In offline mode needs an enrollment of the target talkers: pass one "
                                 "(model(mixture, enrollment)) or store one first with model.enroll(...)")
@@ -417,10 +413,11 @@ class TuneIn(nn.Module):
             # Bottom-up query: the generic output averaged over the K intra-segment positions.
             steering, attn = self.cross_attention(x.mean(dim=2), memory)
         # X^(B) is handed over without a reference left here: without gradients the speech
-        # space overwrites it and the decoder frees the last stream as soon as it has read it.
+        # space overwrites it and the mask head frees the last stream as soon as it has read
+        # it; the masks, handed over to decode, become the masked sequences in place.
         handover = [x]
         del x
-        sources = self._decode(feats, self._speech_space(handover.pop(), steering), length)
+        sources = self.decode(feats, self._masks(self._speech_space(handover.pop(), steering), feats.shape[-1]), length)
         if return_details:
             return TuneInOutput(sources, steering, memory, attn)
         return sources
@@ -459,7 +456,7 @@ class TuneIn(nn.Module):
     def training_objective(self, info) -> nn.Module | None:
         """The training engine's hook (:mod:`cocktailparty.train.engine`): freezes parameters for
         ``info.stage`` (see :meth:`set_training_stage`) and returns the
-        :class:`~cocktailparty.train.losses.TuneInObjective`, built from ``info.options``
+        :class:`~.objective.TuneInObjective`, built from ``info.options``
         (``training.objective`` in the config: weight, step, gamma, alpha, supervision,
         permutation, mode). Autopilot models train on SI-SNR alone: no objective."""
         stage = info.stage or "joint"
@@ -468,7 +465,7 @@ class TuneIn(nn.Module):
             if stage != "joint":
                 raise CocktailError(f"training stage {stage!r} needs a Tune-In model with a speaker space")
             return None
-        from ..train.losses import TuneInObjective
+        from .objective import TuneInObjective  # training code: not imported for inference
 
         speakers = len(info.speakers) if info.speakers else 0
         return TuneInObjective(speakers, self.config.feature_dim, stage=stage, **dict(info.options or {}))

@@ -2,7 +2,8 @@
 block of every space in Tune-In (Wang et al., AAAI 2021, "GALR Block" section).
 
 The encoder's frame sequence ``(D, I)`` is cut into half-overlapping segments of ``K``
-frames, ``(D, S, K)``. Each block then runs
+frames, ``(D, S, K)`` (:func:`cocktailparty.models.common.segment` with ``edges=False``: no
+extra hop at the ends, see there). Each block then runs
 
 - a locally recurrent layer inside every segment::
 
@@ -26,82 +27,11 @@ steering vector ``Z_j``; see :class:`SegmentAttention`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-# --- segmentation -------------------------------------------------------------------------
-
-def segment(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Cut ``(batch, frames, D)`` into half-overlapping segments ``(batch, S, size, D)``.
-
-    Only the right end is padded: to a whole number of hops, and to at least one segment.
-    Unlike DPRNN's chunking (:func:`cocktailparty.models.dprnn.segment`), no extra hop is
-    padded at either end, so the first and last hop of frames lie in one segment instead of
-    two. That saves ``2 * size`` positions per block, 3% of Tune-In's cost at 1 s with
-    ``size=256``: Table 1's budget (28.4 GFLOPs, a third of DPRNN's) has no room for them.
-    :func:`overlap_add` averages rather than sums, so edge frames are not at half scale.
-    """
-    if size < 2 or size % 2:
-        raise ValueError(f"segment size must be even (segments overlap by half), got {size}")
-    hop = size // 2
-    frames = x.shape[1]
-    padded = frames + (-frames) % hop
-    # Inputs shorter than a segment get one: max(need, 0) written as arithmetic, which stays
-    # symbolic under torch.jit.trace (sizes are tensors there) as well as for plain ints.
-    need = size - padded
-    pad = padded - frames + (need + abs(need)) // 2
-    halves = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, hop))  # (batch, S + 1, hop, D)
-    return torch.cat([halves[:, :-1], halves[:, 1:]], dim=2)
-
-
-def ones_following(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Ones of ``x``'s shape, computed from ``x``'s values (1 whatever they are, NaN included).
-
-    ``torch.ones_like(x)`` or ``torch.arange(x.shape[0])`` depend on ``x``'s shape only, and
-    the TorchScript ONNX exporter folds such subgraphs into constants of the traced shape
-    when its shape inference loses track of a size (as it does through :func:`segment`):
-    the graph then fails at any other length. An op that reads the values cannot be folded.
-    """
-    return torch.where(torch.isnan(x), 1.0, 1.0).to(dtype or x.dtype)
-
-
-def overlap_add(segments: torch.Tensor, frames: int) -> torch.Tensor:
-    """Inverse of :func:`segment`: ``(..., S, size, D)`` -> ``(..., frames, D)``, each frame
-    the mean of the (one or two) segment positions that hold it."""
-    hop = segments.shape[-2] // 2
-    first, second = segments[..., :hop, :], segments[..., hop:, :]
-    if torch.is_grad_enabled():
-        # Out of place, with every shape following the input's (this is also the path the
-        # ONNX export traces: the in-place one below builds a shape out of traced sizes).
-        # Each frame is the sum of its (one or two) halves over their count, both padded
-        # with zeros to S + 1 halves; dividing by 1 or 2 is exact, as is * 0.5 below.
-        halves = F.pad(first, (0, 0, 0, 0, 0, 1)) + F.pad(second, (0, 0, 0, 0, 1, 0))
-        ones = ones_following(segments[..., :1, :1])  # (..., S, 1, 1)
-        count = F.pad(ones, (0, 0, 0, 0, 0, 1)) + F.pad(ones, (0, 0, 0, 0, 1, 0))
-        return (halves / count).flatten(-3, -2)[..., :frames, :]
-    shape = (*segments.shape[:-3], segments.shape[-3] + 1, hop, segments.shape[-1])
-    # Accumulating in place into one buffer keeps a single output-sized tensor alive.
-    halves = segments.new_zeros(shape)  # (..., S + 1, hop, D)
-    halves[..., :-1, :, :] += first
-    halves[..., 1:, :, :] += second
-    halves[..., 1:-1, :, :] *= 0.5  # inner halves lie in two segments, the end ones in one
-    return halves.flatten(-3, -2).narrow(-2, 0, frames)
-
-
-def sinusoidal_embedding(like: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer positional encoding ``(length, dim)`` for ``like`` ``(length, ...)``,
-    computed for any length (no table to outgrow), interleaved sin/cos, on ``like``'s device
-    and dtype. The positions are counted off ``like`` (a cumulative sum of ones, exact in
-    float32 up to 2**24) rather than from its length as a number, so that an ONNX export
-    traced at one length keeps following the input's."""
-    position = ones_following(like.flatten(1)[:, :1], torch.float32).cumsum(0) - 1  # (length, 1)
-    rate = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    angle = position * rate
-    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)[:, :dim].to(like.dtype)
+from ..common import positions, sinusoidal_encoding
 
 
 # --- layers -------------------------------------------------------------------------------
@@ -219,7 +149,9 @@ class GloballyAttentive(nn.Module):
     def forward(self, l: torch.Tensor, steer: tuple[torch.Tensor, torch.Tensor] | None = None,
                 keep_streams: bool = False) -> torch.Tensor:
         g = torch.matmul(self.down.weight, l) + self.down.bias[:, None]  # (batch, S, Q, D)
-        g = self.norm_in(g) + sinusoidal_embedding(g[0], g.shape[-1])[:, None, :]
+        # P: a sinusoidal code of the segment index, counted off g (traceable at any S).
+        pe = sinusoidal_encoding(positions(g[0]), g.shape[-1]).to(g.dtype)  # (S, D)
+        g = self.norm_in(g) + pe[:, None, :]
         g = g.transpose(1, 2)  # (batch, Q, S, D): Q sequences of S segments
         a = self.attn(g, steer, keep_streams)
         if a.dim() == 5:  # one stream per speaker
