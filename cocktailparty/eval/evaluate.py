@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import DEFAULT_MODEL, load_model
+from ..core.device import resolve_device
 from ..core.errors import CocktailError
 from ..core.progress import Bar
 from ..data.mixture_datasets import open_mixture_dataset
-from ..inference.separate import resolve_device
 from .metrics.utterance import utterance_scores
 
 log = logging.getLogger("cocktailparty")

@@ -49,10 +49,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.device import resolve_device
 from ..core.progress import Stages
 from .macs import count_parameters, mac_breakdown
 from .memory_speed import peak_memory_mb, real_time_factor, train_step_ms
-from .profile_inputs import model_sample_rate, resolve_device, resolve_model
+from .profile_inputs import model_sample_rate, resolve_model
 
 log = logging.getLogger("cocktailparty")
 
@@ -72,7 +73,7 @@ def profile_model(model: nn.Module | str | None, seconds: float = 1.0, sample_ra
     ``fwd_bwd_ms, train_peak_memory_mb``. ``memory``/``timing`` False leave those out as None.
     A module is moved to ``device``. ``progress``: show which stage runs on stderr.
     """
-    device = resolve_device(device)
+    device = resolve_device(device, supported=("cpu", "cuda"), purpose="profiling")
     if isinstance(model, nn.Module):
         name = type(model).__name__
     else:

@@ -9,7 +9,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..core.errors import CocktailError, no_cuda
+from ..core.errors import CocktailError
 
 
 def model_sample_rate(model: nn.Module, sample_rate: int | None = None) -> int:
@@ -29,21 +29,6 @@ def example_input(model: nn.Module, seconds: float, sample_rate: int | None = No
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, samples, generator=generator)
     return x.to(device if device is not None else device_of(model))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> cuda if present, else cpu; a CUDA request without CUDA is a user error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise CocktailError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise no_cuda(device)
-    if device.type not in ("cpu", "cuda"):
-        raise CocktailError(f"--device {device}: profiling supports cpu and cuda")
-    return device
 
 
 def device_of(model: nn.Module) -> torch.device:

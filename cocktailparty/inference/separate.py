@@ -26,28 +26,13 @@ from torch import nn
 from ..core import audio
 from ..core.checkpoint import load_model
 from ..core.cpu import keep_freed_memory
-from ..core.errors import AudioError, CocktailError, no_cuda
+from ..core.device import resolve_device
+from ..core.errors import AudioError, CocktailError
 from ..core.progress import Bar, Stages
 
 log = logging.getLogger("cocktailparty")
 
 Array = Union[np.ndarray, torch.Tensor]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CocktailError(f"--device {name!r}: not a device name (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise no_cuda(name)
-    return device
 
 
 class Separator:

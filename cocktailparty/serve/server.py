@@ -55,7 +55,7 @@ def serve(model: str | None = None, device: str | None = None, host: str = "127.
           limits=None) -> None:
     """Serve the page on ``host:port`` until Ctrl-C; ``model`` is the separation model the page
     preselects (None: the bundled default), ``limits`` an :class:`~cocktailparty.serve.app.Limits`."""
-    from ..inference.separate import resolve_device
+    from ..core.device import resolve_device
     from .app import create_app
 
     sock = open_socket(host, port)

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..core.errors import no_cuda
+from ..core.device import resolve_device
 from .config import TrainingConfig
 
 
@@ -46,19 +46,9 @@ class Distributed:
 
 def training_device(spec: Optional[str], dist: Distributed) -> torch.device:
     """The device named by ``--device`` (default: this process's GPU, else the CPU), made current."""
-    from ..inference.separate import resolve_device  # the one check of a device name (a bad one is one line)
-
-    if spec:
-        device = resolve_device(spec)
-        if device.type == "cuda" and device.index is None:  # set_device (and graphs) need an index
-            device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
-    else:
-        device = torch.device("cpu")
+    # An empty spec means the default, as None does; CUDA gets this process's index.
+    device = resolve_device(spec or None, cuda_index=dist.local_rank if dist.enabled else 0)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise no_cuda(spec)
         torch.cuda.set_device(device)
     return device
 
