@@ -37,6 +37,7 @@ from torch import nn
 from ..core import audio
 from ..core.errors import CocktailError
 from ..models.conditioning import require_talkers
+from ..inference.chunks import chunk_bounds
 
 log = logging.getLogger("cocktailparty")
 
@@ -209,15 +210,6 @@ class Scorer(Protocol):
     def score(self, enrollment: np.ndarray, wav: np.ndarray, sample_rate: int) -> float: ...
 
 
-def chunk_bounds(length: int, chunk: int, minimum: int) -> list[tuple[int, int]]:
-    """Split ``length`` samples into consecutive chunks of ``chunk``; a tail shorter than
-    ``minimum`` is merged into the chunk before it."""
-    if length <= chunk:
-        return [(0, length)]
-    bounds = [(s, min(s + chunk, length)) for s in range(0, length, chunk)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < minimum:
-        bounds[-2:] = [(bounds[-2][0], length)]
-    return bounds
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -253,7 +245,7 @@ class SteeringScorer:
         ``(frames, channels)`` or ``(channels, frames)``, numpy or torch, channels averaged."""
         x = audio.resample(audio.as_mono(wav, channels_first), sample_rate, self.sample_rate)
         out = []
-        for start, stop in chunk_bounds(x.shape[-1], self.chunk, self.minimum):
+        for start, stop in chunk_bounds(x.shape[-1], self.chunk, minimum=self.minimum):
             piece = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(self.device).unsqueeze(0)
             z = self.model.speaker_vectors(piece)[0]  # (C, D)
             out.append(z.float().cpu().numpy())

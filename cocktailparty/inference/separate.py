@@ -29,6 +29,7 @@ from ..core.cpu import keep_freed_memory
 from ..core.device import resolve_device
 from ..core.errors import AudioError, CocktailError
 from ..core.progress import Bar, Stages
+from .chunks import chunk_bounds
 
 log = logging.getLogger("cocktailparty")
 
@@ -153,9 +154,7 @@ class Separator:
 
     def chunk_starts(self, length: int) -> list[int]:
         """Where each chunk of a ``length``-sample mixture starts: ``[0]`` when it runs whole."""
-        if self.chunk is None or length <= self.chunk:
-            return [0]
-        return list(range(0, max(length - self.overlap, 1), self.chunk - self.overlap))
+        return [start for start, _ in chunk_bounds(length, self.chunk, self.overlap)]
 
     def _run(self, mixture: np.ndarray) -> np.ndarray:
         """The only model call: ``(time,)`` -> ``(C, time)`` at the mixture's scale."""

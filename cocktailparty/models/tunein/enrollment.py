@@ -120,7 +120,8 @@ class EnrolledTalker(nn.Module):
 
         # The verification scorer chunks a recording and averages its steering vectors; the
         # Online target is that same enrollment vector, so that extract and verify agree.
-        from ...eval.verification import SteeringScorer, chunk_bounds
+        from ...eval.verification import SteeringScorer
+        from ...inference.chunks import chunk_bounds
 
         enrollment = audio.as_mono(enrollment, channels_first, "enrollment")
 
@@ -133,7 +134,7 @@ class EnrolledTalker(nn.Module):
             rate = cfg.sample_rate
             pools = []
             with torch.inference_mode():
-                for start, stop in chunk_bounds(enrollment.shape[-1], int(chunk_seconds * rate), rate):
+                for start, stop in chunk_bounds(enrollment.shape[-1], int(chunk_seconds * rate), minimum=rate):
                     piece = torch.from_numpy(np.ascontiguousarray(enrollment[start:stop])).to(device)[None]
                     # (1, C, S_e, D) -> (1, C * S_e, D): all C feature sequences the Embedder
                     # finds in the enrollment, as embed_enrollment pools one per source.
