@@ -52,3 +52,29 @@ def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
     audio.write(target, np.ones(800, np.float32) * 0.5, 8000)
     assert mode(target) == 0o640
     assert audio.read(target)[0].max() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_text_and_bytes_writers(tmp_path, umask):
+    from cocktailparty.core import atomic
+
+    umask(0o022)
+    text, data = tmp_path / "a.json", tmp_path / "b.bin"
+    atomic.write_text(text, "{}\n")
+    atomic.write_bytes(data, b"\x00\x01")
+    assert (text.read_text(), data.read_bytes()) == ("{}\n", b"\x00\x01")
+    assert mode(text) == mode(data) == 0o644
+    atomic.write_text(text, "a\r\nb\n", newline="")  # kept as written, for CSV
+    assert text.read_bytes() == b"a\r\nb\n"
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    from cocktailparty.core import atomic
+
+    target = tmp_path / "kept.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.writing(target) as tmp:
+            with open(tmp, "w") as handle:
+                handle.write("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]

@@ -1,9 +1,10 @@
 """Atomic writes: a temporary file beside the target, renamed onto it when complete.
 
-Every writer that replaces a file in one step (audio, checkpoints, ONNX exports) takes its
-temporary file from :func:`temporary_beside` and puts it in place with :func:`replace`, which
-gives it the permissions a plain ``open(path, "w")`` would: 0666 less the umask for a new
-file, the old file's mode for a replaced one. (``mkstemp``, and libraries that write through
+Every writer that replaces a file in one step (audio, checkpoints, ONNX exports, manifests,
+metadata, configs) goes through here: :func:`writing` (or :func:`write_text` /
+:func:`write_bytes`) hands out a temporary file from :func:`temporary_beside` and puts it in
+place with :func:`replace`, which gives it the permissions a plain ``open(path, "w")`` would:
+0666 less the umask for a new file, the old file's mode for a replaced one. (``mkstemp``, and libraries that write through
 their own temporary file such as safetensors, would leave every output 0600 whatever the
 umask.)
 
@@ -13,11 +14,13 @@ a command starts work that would be lost if its results could not be written the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .errors import CocktailError
 
@@ -37,6 +40,38 @@ def replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Rename the finished ``tmp`` onto ``path`` with the mode a plain write of ``path`` gives."""
     os.chmod(tmp, plain_write_mode(path))
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[str]:
+    """``with writing(path) as tmp:`` write ``tmp`` (a new, empty file beside ``path``); when
+    the block ends normally it replaces ``path`` in one step, otherwise it is removed and
+    ``path`` is left as it was."""
+    tmp = temporary_beside(Path(path))
+    try:
+        yield tmp
+        replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str, newline: str | None = None) -> None:
+    """Replace ``path`` with ``text`` in UTF-8, atomically.
+
+    ``newline`` as for :func:`open`: None turns ``"\n"`` into the platform's line ending (as
+    ``Path.write_text`` does, for JSON and YAML); ``""`` writes the text as it is, for text
+    that carries its own line endings (CSV from :mod:`csv`, whose rows end in ``"\r\n"``
+    or as its writer was told).
+    """
+    with writing(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as handle:
+        handle.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data``, atomically."""
+    with writing(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
 
 
 def plain_write_mode(path: str | os.PathLike) -> int:

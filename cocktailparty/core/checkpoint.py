@@ -51,13 +51,8 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     if dtype is not None:
         tensors = {name: t.to(dtype) if t.is_floating_point() else t for name, t in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.temporary_beside(path)
-    try:
+    with atomic.writing(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        atomic.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

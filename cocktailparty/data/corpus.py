@@ -61,6 +61,7 @@ from pathlib import Path
 import soundfile
 
 from .. import __version__
+from ..core import atomic
 from ..core.errors import CocktailError
 from ..core.progress import Bar, Stages
 from . import tts
@@ -512,15 +513,11 @@ def build_corpus(out, speakers: int = 120, utterances: int = 50, sample_rate: in
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic.writing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -305,14 +304,7 @@ def _prepare_output(out: Path, force: bool) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = atomic.temporary_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        atomic.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic.write_text(path, text, newline="")  # the CSV ends its rows itself
 
 
 def _mixture_id(index: int, plan: MixturePlan) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ..core import atomic
 from ..core.errors import CocktailError
 
 Range = list[float]  # [low, high], drawn uniformly
@@ -278,9 +279,7 @@ def write_config(path: Path, cfg: dict) -> None:
     """Write a resolved config as YAML, atomically (keys in the order they hold)."""
     import yaml
 
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
-    os.replace(tmp, path)
+    atomic.write_text(path, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
 
 
 # --------------------------------------------------------------------------------------

@@ -167,11 +167,12 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 
 
 def remove_partial_writes(run_dir: Path) -> None:
-    """Delete what a killed run left half-written: hidden checkpoint folders, best-model parts."""
+    """Delete what a killed run left half-written: hidden checkpoint folders, the parts of
+    atomic writes (best.safetensors, config.yaml)."""
     run_dir = Path(run_dir)
     for stale in (run_dir / CHECKPOINT_DIR).glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in run_dir.glob(f".{BEST_FILE}.*.part"):
+    for stale in run_dir.glob(".*.part"):
         stale.unlink(missing_ok=True)
 
 

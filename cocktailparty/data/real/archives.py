@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import soundfile
 
+from ...core import atomic
 from ...core.errors import CocktailError
 from .packages import Clip
 
@@ -52,9 +53,7 @@ def find_nexuiz(root: Path) -> list[Clip]:
             target = out / name
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(target.name + ".part")
-                partial.write_bytes(archive.read(name))
-                partial.replace(target)
+                atomic.write_bytes(target, archive.read(name))
             label = "torus" if match.group(2) else match.group(1)
             clips.append(Clip(target, f"nexuiz-{label}", "en"))
     return clips
@@ -224,9 +223,7 @@ def _queen_labels(clips: dict[str, Path], cache: Path) -> dict[str, str]:
     names = [n for n in sorted(clips) if soundfile.info(str(clips[n])).duration >= QUEEN_MIN_CLIP]
     log.info("flight-of-the-amazon-queen: telling %d clips apart by voice (Resemblyzer embeddings)", len(names))
     result = queen_voice_labels(names, _embed_clip_files([clips[n] for n in names]))
-    partial = cache.with_name(cache.name + ".part")
-    partial.write_text(f"# {tag}\nclip,label\n" + "".join(f"{n},{l}\n" for n, l in sorted(result.items())))
-    partial.replace(cache)
+    atomic.write_text(cache, f"# {tag}\nclip,label\n" + "".join(f"{n},{l}\n" for n, l in sorted(result.items())))
     return result
 
 
@@ -244,9 +241,7 @@ def find_queen(root: Path) -> list[Clip]:
             if not target.is_file() or target.stat().st_size != size:
                 out.mkdir(parents=True, exist_ok=True)
                 handle.seek(offset)
-                partial = target.with_name(target.name + ".part")
-                partial.write_bytes(handle.read(size))
-                partial.replace(target)
+                atomic.write_bytes(target, handle.read(size))
             paths[name] = target
     labels = _queen_labels(paths, out / "voices.csv")
     return [Clip(paths[n], f"queen-{labels[n]}", "en") for n in sorted(paths) if n in labels]
