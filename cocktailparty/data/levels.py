@@ -1,5 +1,6 @@
-"""Levels of talkers in a mixture: the active level, the mean power, and the one rule that
-sets talkers' gains from their relative levels (SIR) around a reference level.
+"""Levels of talkers in a mixture: the active level, the mean power, the one rule that
+sets talkers' gains from their relative levels (SIR) around a reference level, and the one
+peak limit (:func:`peak_limit`, also used by the corpus and noise builders).
 
 The dynamic mixer (:class:`~cocktailparty.data.mixing.DynamicMixer`), Tune-In's enrollment
 mixtures (:func:`mix_pair`) and the verification trials
@@ -9,7 +10,7 @@ mixtures (:func:`mix_pair`) and the verification trials
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -86,7 +87,17 @@ def mix_pair(target: np.ndarray, interference: np.ndarray, sample_rate: int, rng
     parts = [x.astype(np.float64) * 10.0 ** ((0.0 if g is None else g) / 20.0)
              for x, g in zip((target, interference), gains)]
     mixed = parts[0] + parts[1]
-    peak = float(np.abs(mixed).max())
-    if peak > max_peak:
-        mixed *= max_peak / peak
+    mixed *= peak_limit([mixed], max_peak)
     return mixed.astype(np.float32)
+
+
+def peak_limit(signals: Iterable[np.ndarray], max_peak: float, gain: float = 1.0) -> float:
+    """``gain``, lowered where needed so that none of ``signals`` multiplied by it peaks
+    above ``max_peak``: ``min(gain, max_peak / peak)``.
+
+    ``gain`` is the factor the caller applies anyway: 1.0 to limit a mixture as it is; the
+    corpus builders pass the gain to their RMS target, so that one multiplication both
+    levels and limits (their samples are those of that one multiplication, as before).
+    """
+    peak = max(float(np.abs(x).max()) for x in signals)
+    return min(gain, max_peak / peak) if peak > 0 else gain

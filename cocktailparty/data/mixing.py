@@ -69,7 +69,7 @@ from ..core import audio
 from ..core.errors import CocktailError
 from .noise import NoiseFolder
 from .speaker_corpus import SpeakerCorpus
-from .levels import DEFAULT_MAX_PEAK, draw_levels, power_db, talker_gains_db
+from .levels import DEFAULT_MAX_PEAK, draw_levels, peak_limit, power_db, talker_gains_db
 from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, load_interference, load_speech, looped, \
     placed_source, render_plan
 from .rooms import RoomBank
@@ -403,14 +403,14 @@ class DynamicMixer(Dataset):
         parts += [(signals[k], getattr(plan, k)) for k in ("noise", "music") if k in signals]
         if plan.room is None:
             scaled = [raw.astype(np.float64) * 10.0 ** (p.gain_db / 20.0) for raw, p in parts]
-            peak = max(float(np.abs(np.sum(scaled, axis=0)).max()), max(float(np.abs(x).max()) for x in scaled))
+            scale = peak_limit([np.sum(scaled, axis=0), *scaled], self.max_peak)
         else:
             # The room changes the peaks, so measure what the item will hold. Every output is
             # linear in the gains, so lowering them all by the same dB lowers every peak by it.
             rendered = render_plan(plan, signals)
-            peak = max(float(np.abs(x).max()) for x in rendered.values())
-        if peak > self.max_peak:
-            change = 20.0 * np.log10(self.max_peak / peak)
+            scale = peak_limit(rendered.values(), self.max_peak)
+        if scale < 1.0:  # the plan keeps gains in dB: lower each by the same amount
+            change = 20.0 * np.log10(scale)
             for _, part in parts:
                 part.gain_db = float(part.gain_db + change)
             return None

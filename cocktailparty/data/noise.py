@@ -33,6 +33,7 @@ import numpy as np
 from ..core import audio
 from ..core.errors import DatasetLayoutError
 from .layouts import pick_split, split_subfolders
+from .levels import peak_limit
 
 log = logging.getLogger("cocktailparty")
 
@@ -136,9 +137,7 @@ def make_noise(rng: np.random.Generator, seconds: float, rate: int,
         rms = np.sqrt(np.mean(part ** 2)) + 1e-12
         out += part / rms * 10 ** (rng.uniform(-12.0, 0.0) / 20)
     out *= 10 ** (RMS_DBFS / 20) / (np.sqrt(np.mean(out ** 2)) + 1e-12)
-    peak = np.abs(out).max()
-    if peak > 0.99:
-        out *= 0.99 / peak
+    out *= peak_limit([out], 0.99)
     return out.astype(np.float32), kinds
 
 

@@ -11,6 +11,7 @@ import soundfile
 from scipy.signal import welch
 
 from ..core.progress import Bar
+from .levels import peak_limit
 
 
 TARGET_RMS_DBFS = -25.0
@@ -64,8 +65,7 @@ def measure_bandwidths(paths: list[str], jobs: int = 0, progress: bool = True) -
 def normalise(samples: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS) -> np.ndarray:
     """Scale to ``target_dbfs`` RMS, lowered where needed to keep peaks under -0.3 dBFS."""
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-    peak = float(np.max(np.abs(samples)))
     if rms <= 0:
         return samples
-    gain = min(10 ** (target_dbfs / 20) / rms, PEAK_LIMIT / peak)
+    gain = peak_limit([samples], PEAK_LIMIT, 10 ** (target_dbfs / 20) / rms)
     return (samples * gain).astype(np.float32)

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..core import audio
 from ..core.errors import CocktailError
+from ..data.levels import peak_limit
 from ..models.conditioning import require_talkers
 from ..inference.chunks import chunk_bounds
 
@@ -188,8 +189,7 @@ def render_trial(trial: Trial) -> RenderedTrial:
         x = load_speech(path, trial.sample_rate)[start:start + trial.length].astype(np.float64)
         parts.append(x * 10.0 ** (gain / 20.0))
     mixture = parts[0] + parts[1]
-    peak = max(np.abs(mixture).max(), np.abs(parts[0]).max())
-    scale = MAX_PEAK / peak if peak > MAX_PEAK else 1.0
+    scale = peak_limit([mixture, parts[0]], MAX_PEAK)
     enrollment = load_speech(trial.enrollment, trial.sample_rate)
     return RenderedTrial(enrollment.astype(np.float32), (mixture * scale).astype(np.float32),
                          (parts[0] * scale).astype(np.float32))
