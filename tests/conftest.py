@@ -1,13 +1,12 @@
-import csv
-import importlib.util
-import json
+import importlib
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from cocktailparty.data.speaker_corpus import MANIFEST_COLUMNS
+# The toy architectures (band-split-test, tiny-test-model, ...) are registered here, once, for
+# every test; test modules import the classes from tests.toys and never register anything.
+importlib.import_module("tests.toys")
 
 
 @pytest.fixture()
@@ -45,21 +44,3 @@ class CliRun:
 @pytest.fixture()
 def run_cli(capsys, monkeypatch) -> CliRun:
     return CliRun(capsys, monkeypatch)
-
-
-def write_manifest(root, rows: list[dict], corpus_info: dict | None = None) -> None:
-    """Write a corpus's manifest.csv and corpus.json, as `cocktail corpus build` lays them out."""
-    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "corpus.json").write_text(json.dumps(corpus_info or {}), encoding="utf-8")
-
-
-def load_benchmark(name: str):
-    """Import ``benchmarks/<name>.py`` (a script, not a package module) for its tests."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -13,42 +13,15 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from torch import nn
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.audio import resample
 from cocktailparty.core.errors import AudioError
 from cocktailparty.inference.separate import Separator
-from cocktailparty.models import register
+from tests.toys import Halves, HalvesConfig
 
 RATE = 8000
-
-
-@dataclasses.dataclass
-class HalvesConfig:
-    sample_rate: int = RATE
-    num_sources: int = 2
-    channels: int = 3
-
-
-@register("bad-input-test", HalvesConfig)
-class Halves(nn.Module):
-    """A tiny stand-in model: source 1 is a smoothed copy of the mixture, source 2 the rest."""
-
-    def __init__(self, config: HalvesConfig):
-        super().__init__()
-        self.config = config
-        self.conv = nn.Conv1d(1, config.channels, 5, padding=2)
-        # A moving average, not a random init: with a random kernel and bias, "smooth" could
-        # be several times louder than the mixture, and the separator's rescaling then (by
-        # design) stops making the tracks add up to the mixture, failing a test by chance.
-        nn.init.constant_(self.conv.weight, 1 / 5)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        smooth = self.conv(mixture[:, None]).mean(1)
-        return torch.stack([smooth, mixture - smooth], 1)
 
 
 @pytest.fixture()

@@ -1,35 +1,14 @@
-import dataclasses
 import json
 
 import pytest
 import torch
-from torch import nn
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.config import apply_overrides, load_config
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.models import build_model, register
-
-
-@dataclasses.dataclass
-class TinyConfig:
-    sample_rate: int = 8000
-    num_sources: int = 2
-    channels: int = 4
-
-
-@register("tiny-test-model", TinyConfig)
-class TinyModel(nn.Module):
-    def __init__(self, config: TinyConfig):
-        super().__init__()
-        self.config = config
-        self.conv = nn.Conv1d(1, config.channels * config.num_sources, 3, padding=1)
-
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        batch, time = mixture.shape
-        out = self.conv(mixture.unsqueeze(1)).view(batch, self.config.num_sources, -1, time)
-        return out.mean(2)
+from cocktailparty.models import build_model
+from tests.toys import TinyModel
 
 
 def test_save_load_round_trip(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from cocktailparty.cli import build_parser, main
 from cocktailparty.cli.common import DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME, LibraryDefault
 from cocktailparty.core import checkpoint
-from tests.test_separate import BandSplit, BandSplitConfig
+from tests.toys import BandSplit, BandSplitConfig
 
 
 def subcommands(parser: argparse.ArgumentParser, path=()):

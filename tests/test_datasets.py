@@ -16,7 +16,7 @@ from cocktailparty.data.mixture_datasets import LibriMix, Lrs2Mix, WhamMix, Wsj0
 from cocktailparty.data.noise import NoiseFolder
 from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.core.errors import DatasetLayoutError
-from tests.conftest import write_manifest
+from tests.helpers import write_manifest
 
 RATE = 8000
 

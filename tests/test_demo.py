@@ -3,7 +3,7 @@ import soundfile
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
-from tests.test_separate import BandSplit, BandSplitConfig
+from tests.toys import BandSplit, BandSplitConfig
 
 
 def test_demo_builds_corpus_mixes_separates_and_plots(tmp_path, capsys):

@@ -10,7 +10,7 @@ from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.errors import CocktailError
 from cocktailparty.eval.evaluate import _mean_ci, evaluate
-from tests.test_separate import BandSplit, BandSplitConfig
+from tests.toys import BandSplit, BandSplitConfig
 
 
 def write_test_set(root, count=4, rate=8000, seconds=1.0):

@@ -20,7 +20,7 @@ from cocktailparty.data.mixing import DynamicMixer, parse_range
 from cocktailparty.data.mixture_plan import load_speech
 from cocktailparty.data.mixture_sets import regenerate_from_metadata, write_mixture_set
 from cocktailparty.core.errors import CocktailError
-from tests.conftest import write_manifest
+from tests.helpers import write_manifest
 
 RATE = 8000
 

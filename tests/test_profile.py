@@ -3,7 +3,6 @@ speed, and the ``cocktail profile --json`` output."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -14,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cocktailparty.cli import main
 from cocktailparty.eval import macs, memory_speed
-from cocktailparty.models import register
+from tests.toys import ProfileTiny, ProfileTinyConfig
 
 
 class HandCounted(nn.Module):
@@ -158,31 +157,7 @@ def test_parameters_counted_once_when_shared():
     assert macs.count_parameters(nn.Sequential(shared, nn.ReLU(), shared)) == 30
 
 
-# --- a registered architecture for the command line and the subprocess ------------------------
-
-@dataclasses.dataclass
-class ProfileTinyConfig:
-    sample_rate: int = 8000
-    num_sources: int = 2
-    channels: int = 64
-
-
-@register("profile-test-tiny", ProfileTinyConfig)
-class ProfileTiny(nn.Module):
-    """``(batch, time) -> (batch, num_sources, time)``; activations of ``channels x time``."""
-
-    def __init__(self, config: ProfileTinyConfig):
-        super().__init__()
-        self.config = config
-        self.encoder = nn.Conv1d(1, config.channels, 17, padding=8, bias=False)
-        self.lstm = nn.LSTM(config.channels, 8, batch_first=True)
-        self.decoder = nn.Conv1d(config.channels, config.num_sources, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.encoder(x.unsqueeze(1)))
-        frames = h[..., ::80].transpose(1, 2)
-        _ = self.lstm(frames)
-        return self.decoder(h)
+# --- tests.toys.ProfileTiny, by name: the command line and the subprocess ---------------------
 
 
 def test_cli_json(capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_benchmark
+from tests.helpers import load_benchmark
 
 @pytest.fixture(scope="module")
 def quality():

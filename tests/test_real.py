@@ -17,7 +17,7 @@ from cocktailparty.data.speech_audio import bandwidth_hz
 from cocktailparty.data.real import archives, build as real_build, noise as real_noise, packages, plain_files
 from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.mixing import DynamicMixer
-from tests.conftest import write_manifest
+from tests.helpers import write_manifest
 
 RATE = 16000
 

@@ -13,8 +13,8 @@ import torch
 
 from cocktailparty.core import checkpoint
 from cocktailparty.eval.evaluate import evaluate
-from tests.conftest import load_benchmark, write_manifest
-from tests.test_separate import BandSplit, BandSplitConfig
+from tests.helpers import load_benchmark, write_manifest
+from tests.toys import BandSplit, BandSplitConfig
 
 @pytest.fixture(scope="module")
 def bench():

@@ -31,7 +31,7 @@ from cocktailparty.data.rooms import (
 from cocktailparty.core.errors import CocktailError
 from cocktailparty.train.config import DataConfig
 from cocktailparty.train.data import build_datasets, collate
-from tests.conftest import write_manifest
+from tests.helpers import write_manifest
 
 RATE = 8000
 SPEED_OF_SOUND = 343.0

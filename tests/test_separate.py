@@ -1,47 +1,13 @@
-import dataclasses
-import math
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-from torch import nn
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.inference.separate import Separator, best_order, match_mixture_scale
-from cocktailparty.models import register
-
-
-@dataclasses.dataclass
-class BandSplitConfig:
-    sample_rate: int = 8000
-    num_sources: int = 2
-    cutoff_hz: float = 1000.0  # band k ends at (k + 1) * cutoff_hz; the last band takes the rest
-    dummy: int = 1  # one parameter so the model can be saved as a checkpoint
-
-
-@register("band-split-test", BandSplitConfig)
-class BandSplit(nn.Module):
-    """An 'oracle' separator for tone mixtures: one frequency band per source, louder first.
-
-    Putting the louder band first makes the output order change whenever the louder talker
-    changes, which is exactly what chunk stitching must undo.
-    """
-
-    def __init__(self, config: BandSplitConfig):
-        super().__init__()
-        self.config = config
-        self.scale = nn.Parameter(torch.full((1,), 0.5))  # arbitrary output scale, like SI-SNR models
-
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.fft.rfft(mixture)
-        freqs = torch.fft.rfftfreq(mixture.shape[-1], 1 / self.config.sample_rate)
-        edges = [0.0] + [(k + 1) * self.config.cutoff_hz for k in range(self.config.num_sources - 1)] + [math.inf]
-        bands = torch.stack([torch.fft.irfft(spectrum * ((freqs >= lo) & (freqs < hi)), n=mixture.shape[-1])
-                             for lo, hi in zip(edges, edges[1:])], 1)
-        louder_first = bands.pow(2).sum(-1).argsort(dim=1, descending=True)
-        return torch.gather(bands, 1, louder_first[..., None].expand_as(bands)) * self.scale
+from tests.toys import BandSplit, BandSplitConfig
 
 
 # One tone per talker, each inside its own band of BandSplit (cutoffs at 1000, 2000 Hz).

@@ -1,6 +1,6 @@
 """`cocktail serve` (issue 22): the web page's API in process, under load, and in a real browser.
 
-A tiny oracle model (tests/test_separate.py's BandSplit) saved to a checkpoint separates a
+A tiny oracle model (tests/toys.py's BandSplit) saved to a checkpoint separates a
 low tone from a high tone, so every check of "it separates" is exact and fast. The browser
 test drives Debian's chromium through its packaged chromedriver; it fails (never skips) when
 they are missing, saying to run `make install`.
@@ -33,7 +33,7 @@ from cocktailparty.core import checkpoint
 from cocktailparty.eval.metrics.permutations import si_snri
 from cocktailparty.serve.app import Limits, create_app
 from cocktailparty.serve.server import address, make_server, open_socket
-from tests.test_separate import BandSplit, BandSplitConfig
+from tests.toys import BandSplit, BandSplitConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "http://127.0.0.1:8000"  # the server answers to loopback names only
@@ -322,7 +322,7 @@ def test_the_command_serves_until_ctrl_c_and_leaves_no_files(band_model, tmp_pat
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     # The command as `cocktail` runs it, with the test model's architecture registered first.
-    command = [sys.executable, "-c", "import sys, tests.test_separate; from cocktailparty.cli import main; "
+    command = [sys.executable, "-c", "import sys, tests.toys; from cocktailparty.cli import main; "
                "sys.exit(main(sys.argv[1:]))"]
     process = subprocess.Popen([*command, "serve", "--port", "0", "--model", band_model, "--device", "cpu"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

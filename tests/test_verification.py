@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from cocktailparty.core.errors import CocktailError
 from cocktailparty.data.speaker_corpus import SpeakerCorpus
 from cocktailparty.data.levels import active_level_db
 from cocktailparty.eval.metrics.detection import auc, eer
-from cocktailparty.models import build_model, register
+from cocktailparty.models import build_model
 from cocktailparty.eval.verification import (SteeringScorer, calibrate, eer_threshold, labels, make_trials,
                                              render_trial, score_trials, write_calibrated_checkpoint)
 from cocktailparty.models.tunein import EnrolledTalker, SpeakerMemory
@@ -63,48 +62,7 @@ def corpus_dir(tmp_path_factory) -> Path:
     return root
 
 
-# --- a model whose steering vectors are known ---------------------------------------------
-
-
-@dataclasses.dataclass
-class KnownSteeringConfig:
-    sample_rate: int = RATE
-    num_sources: int = 2
-    mode: str = "online"
-
-
-@register("known-steering-test", KnownSteeringConfig)
-class KnownSteering(nn.Module):
-    """A talker-aware model (models/conditioning.py) whose speaker vector j is a bump on a
-    frequency grid at the j-th strongest spectral peak: the f0 of the j-th loudest talker of
-    the test corpus, so same talker -> cosine ~1."""
-
-    GRID = torch.linspace(80.0, 420.0, 69)
-
-    def __init__(self, config: KnownSteeringConfig):
-        super().__init__()
-        self.config = config
-        self.scale = nn.Parameter(torch.ones(1))  # so that it saves as a checkpoint
-
-    def require_speaker_space(self, what):
-        pass
-
-    def extractor(self, enrollment, chunk_seconds=10.0):
-        raise NotImplementedError
-
-    def speaker_vectors(self, mixture):
-        spectrum = torch.fft.rfft(mixture).abs()
-        freqs = torch.fft.rfftfreq(mixture.shape[-1], 1.0 / self.config.sample_rate)
-        spectrum = spectrum * ((freqs > 80) & (freqs < 420))
-        vectors = []
-        for _ in range(self.config.num_sources):
-            peak = freqs[spectrum.argmax(dim=-1)]  # (batch,)
-            spectrum = spectrum * ((freqs[None] - peak[:, None]).abs() > 15)
-            vectors.append(torch.exp(-(((self.GRID[None] - peak[:, None]) / 6.0) ** 2)))
-        return torch.stack(vectors, 1) * self.scale
-
-    def forward(self, mixture):
-        return mixture.unsqueeze(1).repeat(1, self.config.num_sources, 1)
+# --- models: tests.toys.KnownSteering (steering vectors known), a tiny Tune-In -------------
 
 
 def known(path: Path, **metadata) -> Path:
