@@ -54,6 +54,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_recording  # noqa: E402  (benchmarks/long_recording.py)
+from targets import finish, mark  # noqa: E402  (benchmarks/targets.py)
 
 RATE = 16000
 REF_CPU_1S_MS = 361.0  # authors' TDANet, one thread, 2-core development CPU (REFERENCE-NOTES)
@@ -144,14 +145,14 @@ def main() -> int:
     plain = child_latency(args.model, max(5, args.runs // 3), keep_memory=False)
     ok = lat["median_ms"] < REF_CPU_1S_MS
     table.add("1-s forward, 1 thread, median", f"{lat['median_ms']:.0f} ms", f"{REF_CPU_1S_MS:.0f} ms",
-              f"{'ok' if ok else 'MISSED'} (target < {REF_CPU_1S_MS:.0f} ms; load {load()})", not ok)
+              f"{mark(ok)} (target < {REF_CPU_1S_MS:.0f} ms; load {load()})", not ok)
     table.add("  same, thread CPU time (median)", f"{lat['cpu_median_ms']:.0f} ms", "", "a check on load")
     table.add("  same, fastest run", f"{lat['min_ms']:.0f} ms")
     table.add("  same, malloc defaults (library use)", f"{plain['median_ms']:.0f} ms", "",
               f"CPU {plain['cpu_median_ms']:.0f} ms; not the target")
 
     if args.skip_long and args.skip_onnx:
-        return finish(table, args)
+        return report(table, args)
     with tempfile.TemporaryDirectory(prefix="cocktail-cpu-speed-") as tmp:
         tmp = Path(tmp)
 
@@ -170,13 +171,13 @@ def main() -> int:
             r = separate(recording(args.minutes), [] if args.model is None else ["--model", args.model])
             ok_rtf, ok_rss = r["rtf"] <= MAX_RTF, r["peak_rss_mb"] < MAX_RSS_MB
             table.add(f"separate {args.minutes:g} min, real-time factor", f"{r['rtf']:.3f}", "",
-                      f"{'ok' if ok_rtf else 'MISSED'} (target <= {MAX_RTF}; {r['wall_s']:.0f} s wall, "
+                      f"{mark(ok_rtf)} (target <= {MAX_RTF}; {r['wall_s']:.0f} s wall, "
                       f"{r['torch_threads']} threads, chunks {r['chunk_seconds']} s; load {r['load_before']} "
                       f"-> {r['load_after']})", not ok_rtf)
             table.add("  same, CPU time / audio time", f"{r['cpu_s'] / r['recording_s']:.3f}", "",
-                      f"user + system, both threads; a check on load")
+                      "user + system, both threads; a check on load")
             table.add(f"separate {args.minutes:g} min, peak RSS", f"{r['peak_rss_mb']:.0f} MiB",
-                      f"{REF_RSS_MB:.0f} MiB", f"{'ok' if ok_rss else 'MISSED'} (target < {MAX_RSS_MB:.0f} MiB; "
+                      f"{REF_RSS_MB:.0f} MiB", f"{mark(ok_rss)} (target < {MAX_RSS_MB:.0f} MiB; "
                       f"reference: its 1-s forward)", not ok_rss)
 
         # 3. onnx vs torch, same file
@@ -202,19 +203,15 @@ def main() -> int:
             table.add(f"separate {args.onnx_minutes:g} min, onnx", f"{onnx_run['rtf']:.3f} RTF", "",
                       f"{onnx_run['wall_s']:.1f} s, peak {onnx_run['peak_rss_mb']:.0f} MiB")
             table.add("onnx / torch wall time", f"{ratio:.2f}x", "1.10-1.50x",
-                      f"{'ok' if ok else 'MISSED'} (target <= {MAX_ONNX_RATIO:.2f}x; reference: ours before)", not ok)
-    return finish(table, args)
+                      f"{mark(ok)} (target <= {MAX_ONNX_RATIO:.2f}x; reference: ours before)", not ok)
+    return report(table, args)
 
 
-def finish(table: Table, args: argparse.Namespace) -> int:
+def report(table: Table, args: argparse.Namespace) -> int:
     print(f"load average at the end {load()}")
     if args.json:
         print(json.dumps({"rows": table.rows, "missed": table.missed}, indent=2))
-    if table.missed:
-        print(f"MISSED: {', '.join(table.missed)}")
-        return 1
-    print("all targets met")
-    return 0
+    return finish(table.missed)
 
 
 if __name__ == "__main__":

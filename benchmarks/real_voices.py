@@ -45,6 +45,7 @@ from cocktailparty.core.checkpoint import PRETRAINED_DIR, read_metadata  # noqa:
 from cocktailparty.core.errors import CocktailError  # noqa: E402
 from cocktailparty.data.mixture_sets import write_mixture_set  # noqa: E402
 from cocktailparty.eval.evaluate import evaluate  # noqa: E402
+from targets import finish, mark  # noqa: E402  (benchmarks/targets.py, beside this script)
 
 # (set, model rate) -> SI-SNRi target in dB for the default model of that rate (issue "Real voices").
 TARGETS = {("real-16k", 16000): 10.0, ("real-reverb", 16000): 8.0, ("tts-16k", 16000): 12.65,
@@ -226,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'set':12s} {'model':24s} {'SI-SNRi':>16s} {'SDRi':>7s} {'>4kHz':>7s} {'target':>7s}  per source (SI-SNRi)")
     for set_name, model, score, ci, sdri, high, target, by_source in rows:
-        mark = "" if target is None else (" ok" if score >= target else " MISSED")
+        verdict = "" if target is None else (" " + mark(score >= target))
         target_text = "" if target is None else f"{target:.2f}"
         breakdown = ", ".join(f"{s} {v:.1f}" for s, v in by_source.items())
-        print(f"{set_name:12s} {model:24s} {score:7.2f} +-{ci:4.2f} dB {sdri:7.2f} {high:7.2f} {target_text:>7s}{mark:7s} "
+        print(f"{set_name:12s} {model:24s} {score:7.2f} +-{ci:4.2f} dB {sdri:7.2f} {high:7.2f} {target_text:>7s}{verdict:7s} "
               f"{breakdown}")
     enrolled = None
     if args.trials:
@@ -253,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("extraction and verification: not measured (--trials 0)")
     (args.work / "summary.json").write_text(json.dumps({"rows": rows, "enrolled": enrolled, "failures": failures},
                                                        indent=1))
-    for failure in failures:
-        print(f"MISSED: {failure}")
-    return 1 if failures else 0
+    return finish(failures)
 
 
 if __name__ == "__main__":
