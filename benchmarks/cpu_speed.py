@@ -1,9 +1,8 @@
-"""CPU speed of the default model against the issue's targets ("Speed by default", items 4-5):
-prints a table with the reference figures beside ours and exits 1 when a target is missed.
+"""CPU speed of the default model against its targets: prints a table with the reference figures beside ours and exits 1 when a target is missed.
 
 1. one thread, 1 s at 16 kHz, batch 1: the median forward of the bundled default
    (``tdanet-rooms16k``) must beat the authors' TDANet, 361 ms median on the 2-core
-   development machine (REFERENCE-NOTES). Measured as ``cocktail separate`` runs it:
+   development machine (the authors' code, measured there). Measured as ``cocktail separate`` runs it:
    inference mode, :func:`cocktailparty.core.cpu.keep_freed_memory` in force (the Separator
    sets it); the same forward without it is printed too.
 2. ``cocktail separate`` with no flags on a 10-minute 16 kHz two-talker recording, in a
@@ -57,7 +56,7 @@ import long_recording  # noqa: E402  (benchmarks/long_recording.py)
 from targets import finish, mark  # noqa: E402  (benchmarks/targets.py)
 
 RATE = 16000
-REF_CPU_1S_MS = 361.0  # authors' TDANet, one thread, 2-core development CPU (REFERENCE-NOTES)
+REF_CPU_1S_MS = 361.0  # authors' TDANet, one thread, 2-core development CPU, as measured
 REF_CPU_1S_2T_MS = 271.0  # the same, two threads
 REF_RSS_MB = 307.0  # its inference RSS at 1 s (of which ~260 MiB is torch itself)
 MAX_RTF = 0.25

@@ -13,7 +13,7 @@ with peak RSS under 2 GB at a real-time factor under 0.5. This script
    outputs), not just a forward. As a cross-check the parent samples the child's VmRSS every
    50 ms. The child's ``ru_maxrss`` from ``os.wait4`` is printed too but is not the figure:
    it inherits the parent's own high-water mark across fork + exec (here the parent's peak
-   while synthesizing the recording, about 1 GB for 10 minutes), as REFERENCE-NOTES warns;
+   while synthesizing the recording, about 1 GB for 10 minutes);
 3. prints wall time (the whole process: start-up, model build, reading, separating,
    writing), RTF = wall time / recording length, peak RSS, the chunk settings and threads,
    and the machine load; exits 1 if peak RSS >= 2 GB or RTF >= 0.5.

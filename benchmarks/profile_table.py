@@ -5,7 +5,7 @@
 
 Prints a markdown table: parameters, MACs and GFLOPs (= 2 x MACs, Tune-In's unit) per second
 of audio, peak inference memory and CPU real-time factor (one thread unless --threads). Models
-at their paper setting are checked against the figures their papers (or our issues) state;
+at their paper setting are checked against the figures their papers (or our own targets) state;
 the command exits with status 1 if one misses, so a change that alters a model's size shows.
 """
 

@@ -36,7 +36,8 @@ from cocktailparty.models import build_model
 from targets import finish, mark  # benchmarks/targets.py, beside this script
 
 RATE = 16000
-# The authors' implementation, measured (REFERENCE-NOTES): H200 fp32 and a 2-core CPU.
+# The authors' implementation, as we measured it: on an H200 in fp32, and one thread of the
+# 2-core development CPU.
 REF = {
     "tdanet": {"gpu_1s_ms": 36.5, "gpu_60s_s": 2.67, "gpu_60s_gb": 1.45, "train_sps": 50.0, "train_gb": 11.0,
                "cpu_1s_ms": 361.0},

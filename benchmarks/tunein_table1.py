@@ -1,4 +1,4 @@
-"""Tune-In's Table 1 costs against our configs, and Autopilot against our DPRNN (issue 5).
+"""Tune-In's Table 1 costs against our configs, and Autopilot against our DPRNN.
 
     python benchmarks/tunein_table1.py            # MACs, params, and peak memory
     python benchmarks/tunein_table1.py --no-memory
