@@ -1,4 +1,4 @@
-"""Bad input never loses data and never shows a traceback (issue 7, item 6).
+"""Bad input never loses data and never shows a traceback.
 
 Every case runs the real command line (``cocktailparty.cli.main``) and checks the same
 promises: the exit status, a one-line error that names the file and the problem, no

@@ -107,8 +107,8 @@ def test_rejects_wrong_rank(name):
 
 
 def test_dprnn_param_count_matches_paper():
-    # Paper: 2.6M. The REFERENCE-NOTES count of 2.608M adds a bias-free 64x64 conv after
-    # the gate (asteroid's); the authors' gated output already maps to N channels.
+    # Paper: 2.6M. The 2.608M counted on asteroid's DPRNN adds a bias-free 64x64 conv after
+    # the gate; the authors' gated output already maps to N channels.
     count = n_params(build_model("dprnn"))
     assert count == 2_603_905
     assert abs(count - 2.608e6) / 2.608e6 < 0.03

@@ -1,4 +1,4 @@
-"""The command line's help and wording (issue 20, item 7): examples in every --help, -q after
+"""The command line's help and wording: examples in every --help, -q after
 the subcommand, each --model choice named once, one wording for a missing CUDA."""
 
 import argparse

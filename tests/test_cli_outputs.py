@@ -1,5 +1,4 @@
-"""An output location that cannot be written is a one-line error, found before any work
-(issue 20, item 3).
+"""An output location that cannot be written is a one-line error, found before any work.
 
 Every command that writes is run through ``cocktailparty.cli.main`` with its output under
 /proc (a folder that takes no new files, even for root: these tests run as root, so chmod
