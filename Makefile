@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh Debian machine (as root, with only Python):
 #   make demo   install everything, build a small corpus, mix two voices, separate them
 #   make test   install everything, run the test suite
+#   make test-fast   the same without the tests marked slow (pytest -m 'not slow')
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install system-deps test demo clean
+.PHONY: install system-deps test test-fast demo clean
 
 $(INSTALLED): pyproject.toml scripts/bootstrap-venv.sh
 	bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -22,6 +23,9 @@ system-deps:
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 demo: install
 	$(VENV)/bin/cocktail demo --out demo-output
