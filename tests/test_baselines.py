@@ -47,6 +47,7 @@ def test_output_shape_any_length(name, num_sources, length):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_full_size_shape_at_odd_length(name):
     # Exercises the paper-size padding (window 2 / chunk 250, window 16 / hop 8) once.
@@ -57,6 +58,7 @@ def test_full_size_shape_at_odd_length(name):
     assert out.shape == (1, 2, 1237)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_independence(name):
     model = tiny(name).eval()
@@ -86,6 +88,7 @@ def test_gradient_reaches_every_parameter(name):
         assert param.grad.abs().sum() > 0, f"{pname}: zero gradient"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_trace_generalises_to_other_lengths(name):
     # Padding and chunking sizes must stay symbolic: a trace taken at one length and batch

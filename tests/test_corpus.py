@@ -65,6 +65,7 @@ def _f0(x: np.ndarray, sr: int) -> float:
     return float(np.median(found))
 
 
+@pytest.mark.slow
 def test_manifest_columns_and_rows(built):
     a, _ = built
     columns, rows = _manifest(a)
@@ -188,6 +189,7 @@ def test_refuses_a_folder_that_is_not_a_corpus(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_files_and_force_rebuilds(built, tmp_path, capsys):
     a, _ = built
     c = tmp_path / "c"
@@ -212,6 +214,7 @@ def test_resume_keeps_finished_files_and_force_rebuilds(built, tmp_path, capsys)
     assert len(_manifest(c)[1]) == 18
 
 
+@pytest.mark.slow
 def test_cli_shows_probing_synthesis_and_bandwidth_on_a_terminal_only(tmp_path, run_cli):
     args = _cli_args(tmp_path / "c")[1:]  # without -q
     status, err = run_cli(args)
@@ -252,6 +255,7 @@ def test_mbrola_spanish_voice_has_no_missing_diphones():
     assert len(samples) > 2 * rate
 
 
+@pytest.mark.slow
 def test_festival_russian_voice_speaks_a_dash_glued_to_a_comma():
     # msu_ru_nsh_clunits writes no audio for ",-" (seen in a --seed 2 corpus build); the
     # fallback text spaces the dash out and keeps every word.

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import soundfile
 
 from cocktailparty.cli import main
@@ -6,6 +7,7 @@ from cocktailparty.core import checkpoint
 from tests.toys import BandSplit, BandSplitConfig
 
 
+@pytest.mark.slow
 def test_demo_builds_corpus_mixes_separates_and_plots(tmp_path, capsys):
     model = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=16000)), tmp_path / "band.safetensors")
     out = tmp_path / "demo"
@@ -24,6 +26,7 @@ def test_demo_builds_corpus_mixes_separates_and_plots(tmp_path, capsys):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+@pytest.mark.slow
 def test_demo_with_the_bundled_default_separates_speech(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "-o", str(out), "--device", "cpu"]) == 0
@@ -36,6 +39,7 @@ def test_demo_with_the_bundled_default_separates_speech(tmp_path, capsys):
         assert np.sqrt(np.mean(estimate ** 2)) > 0.2 * np.sqrt(np.mean(mixture ** 2))  # no silent talker
 
 
+@pytest.mark.slow
 def test_demo_estimates_follow_the_reference_order(tmp_path, monkeypatch):
     """Estimate i, its file and its row of the figure, is the one that best matches reference i
     (best SI-SNR), whatever order the model gives its outputs in."""

@@ -39,6 +39,7 @@ def model_path(tmp_path):
     return str(checkpoint.save(BandSplit(BandSplitConfig()), tmp_path / "band.safetensors"))
 
 
+@pytest.mark.slow
 def test_rows_match_direct_scores_and_summary(tmp_path, model_path):
     data = write_test_set(tmp_path / "set")
     summary = evaluate(model_path, data, tmp_path / "r.csv", device="cpu", progress=False)
@@ -63,6 +64,7 @@ def test_rows_match_direct_scores_and_summary(tmp_path, model_path):
     assert saved["summary"]["sdri"]["mean"] == pytest.approx(summary["sdri"]["mean"])
 
 
+@pytest.mark.slow
 def test_resume_skips_scored_rows_and_drops_partial_line(tmp_path, model_path):
     data = write_test_set(tmp_path / "set", count=5)
     out = tmp_path / "r.csv"
@@ -78,6 +80,7 @@ def test_resume_skips_scored_rows_and_drops_partial_line(tmp_path, model_path):
     assert summary["si_snri"]["n"] == 5
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_runs_results(tmp_path, model_path):
     data = write_test_set(tmp_path / "set", count=2)
     out = tmp_path / "r.csv"
@@ -119,6 +122,7 @@ def test_confidence_interval_matches_t_distribution():
     assert result["ci95"] == pytest.approx(3.18245 * 1.290994 / 2, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_prints_summary(tmp_path, model_path, capsys):
     data = write_test_set(tmp_path / "set", count=2)
     out = tmp_path / "res.csv"
@@ -140,6 +144,7 @@ def test_cli_shows_a_bar_on_a_terminal_only(tmp_path, model_path, run_cli):
     run_cli.assert_silent(args, "evaluating")  # resumed: a bar over no mixtures would still show
 
 
+@pytest.mark.slow
 def test_default_out_is_named_as_help_says(tmp_path, model_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])

@@ -35,6 +35,7 @@ def tiny(name: str) -> torch.nn.Module:
     return build_model(name, **TINY[name]).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(TINY) - {"tunein"}))  # Tune-In: per mode, below
 def test_onnxruntime_matches_pytorch_at_unseen_lengths(name, tmp_path):
     model = tiny(name)
@@ -50,6 +51,7 @@ def test_onnxruntime_matches_pytorch_at_unseen_lengths(name, tmp_path):
         assert np.abs(got - expected).max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", TUNEIN_MODES)
 def test_tunein_onnxruntime_matches_pytorch_at_unseen_lengths(mode, tmp_path):
     torch.manual_seed(0)
@@ -69,6 +71,7 @@ def test_tunein_onnxruntime_matches_pytorch_at_unseen_lengths(mode, tmp_path):
         assert np.abs(got - expected).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_cli_export_then_separate_with_onnx_matches_torch(tmp_path, capsys):
     model_path = checkpoint.save(tiny("dprnn"), tmp_path / "dprnn.safetensors")
     onnx_path = tmp_path / "dprnn.onnx"
@@ -89,6 +92,7 @@ def test_cli_export_then_separate_with_onnx_matches_torch(tmp_path, capsys):
         assert np.abs(a - b).max() <= 1e-4 + 2 ** -15
 
 
+@pytest.mark.slow
 def test_cli_export_shows_its_stages_on_a_terminal_only(tmp_path, run_cli):
     model_path = checkpoint.save(tiny("dprnn"), tmp_path / "dprnn.safetensors")
     args = ["export", "--model", model_path, "--onnx", tmp_path / "dprnn.onnx", "--seconds", "0.2"]
@@ -132,6 +136,7 @@ def test_onnx_backend_needs_an_onnx_file(tmp_path, capsys):
     assert "--model FILE.onnx" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_bundled_default_exports_and_matches_pytorch(tmp_path):
     # The shipped weights, not just the architecture: onnxruntime must agree with PyTorch
     # on speech-like input (export_onnx's own check raises otherwise) and on a real length.

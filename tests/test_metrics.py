@@ -157,6 +157,7 @@ def test_permute_follows_reference_order():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("c", [2, 3])
 @pytest.mark.parametrize("kind", ["random", "speech"])
 def test_sdr_matches_mir_eval(c, kind):
@@ -191,6 +192,7 @@ def test_sdr_matches_mir_eval(c, kind):
     np.testing.assert_allclose(improvement, m_sdr - m_mix, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sdr_batched_torch_matches_loop_and_silence_is_nan():
     rng = np.random.default_rng(21)
     refs = np.stack([make_sources(rng, 2, 1200, "random") for _ in range(3)])
@@ -260,6 +262,7 @@ def test_missing_quality_package_says_which_extra(monkeypatch, module, call):
         call(np.ones(8000), np.ones(8000), 8000)
 
 
+@pytest.mark.slow
 def test_utterance_scores_agree_with_parts():
     rng = np.random.default_rng(33)
     refs = make_sources(rng, 2, 8000, "speech")
@@ -349,6 +352,7 @@ def test_plot_roc_writes_png(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_sdr_survives_a_changed_torch_thread_count():
     # torch 2.13's oneMKL build: after set_num_threads changed the count once, batched float64
     # solves on several threads fail (the full suite's one-thread fixtures did this to

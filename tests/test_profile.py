@@ -67,6 +67,7 @@ def hand_params() -> int:
             + (3 * 48 * 48 + 3 * 48 + 48 * 48 + 48) + (3 * 16 * (48 + 16) + 2 * 3 * 16) + 16 * 2 * 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,samples", [(1, 204), (2, 1000)])
 def test_macs_equal_hand_count(batch, samples):
     model = HandCounted()
@@ -160,6 +161,7 @@ def test_parameters_counted_once_when_shared():
 # --- tests.toys.ProfileTiny, by name: the command line and the subprocess ---------------------
 
 
+@pytest.mark.slow
 def test_cli_json(capsys):
     status = main(["profile", "--model", "profile-test-tiny", "--device", "cpu", "--seconds", "0.5", "--json"])
     assert status == 0
@@ -174,6 +176,7 @@ def test_cli_json(capsys):
     assert result["peak_memory_mb"] > 0 and result["rtf"] > 0
 
 
+@pytest.mark.slow
 def test_cli_table_and_sample_rate_override(capsys):
     assert main(["profile", "-m", "profile-test-tiny", "--device", "cpu", "--sample-rate", "16000",
                  "--seconds", "0.25"]) == 0
@@ -181,6 +184,7 @@ def test_cli_table_and_sample_rate_override(capsys):
     assert "16000 Hz" in out and "parameters" in out and "RTF" in out and "MiB" in out
 
 
+@pytest.mark.slow
 def test_cli_shows_its_stages_on_a_terminal_only(run_cli):
     args = ["profile", "-m", "profile-test-tiny", "--device", "cpu", "--seconds", "0.25"]
     status, err = run_cli(args)
@@ -191,6 +195,7 @@ def test_cli_shows_its_stages_on_a_terminal_only(run_cli):
     run_cli.assert_silent(args, "profile 1/4")
 
 
+@pytest.mark.slow
 def test_peak_memory_grows_with_input():
     model = ProfileTiny(ProfileTinyConfig(channels=256))
     short = memory_speed.peak_memory_mb(model, seconds=1.0, sample_rate=16000)
@@ -200,6 +205,7 @@ def test_peak_memory_grows_with_input():
     assert long > short + 2 * activation_mib
 
 
+@pytest.mark.slow
 def test_peak_memory_of_an_unregistered_module():
     # No architecture name or config: the subprocess gets the module itself.
     mib = memory_speed.peak_memory_mb(Waveform(), seconds=2.0, sample_rate=16000)

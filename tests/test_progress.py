@@ -8,6 +8,8 @@ import os
 import select
 import time
 
+import pytest
+
 from cocktailparty.core.progress import Bar, LogHandler, Stages, progress_enabled
 
 
@@ -36,6 +38,7 @@ def test_a_disabled_bar_writes_nothing_and_still_iterates():
     assert stream.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_stages_name_each_stage_and_their_clock_moves(capsys):
     with Stages("work", 2, enabled=True) as stages:
         stages.start("first step")

@@ -95,6 +95,7 @@ def fake_source(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.mark.slow
 def test_build_real_corpus_layout_splits_and_filters(fake_source, tmp_path):
     out = tmp_path / "corpus"
     meta = real_build.build_real_corpus(out, sources=["fake"], sample_rate=RATE, split="0.6,0.2,0.2",
@@ -125,6 +126,7 @@ def test_build_real_corpus_layout_splits_and_filters(fake_source, tmp_path):
     assert len(corpus.speakers) == 4 and all(u.bandwidth_hz > 6400 for u in corpus.utterances)
 
 
+@pytest.mark.slow
 def test_build_real_corpus_refuses_a_used_folder_and_unknown_sources(fake_source, tmp_path):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").touch()
@@ -377,6 +379,7 @@ def two_fake_sources(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.mark.slow
 def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_path):
     def build(out, sources, **kw):
         real_build.build_real_corpus(out, sources=sources, sample_rate=RATE, utterance_seconds=2.0, min_seconds=3.0,
@@ -404,6 +407,7 @@ def test_adding_a_source_moves_no_speaker_of_the_old_ones(two_fake_sources, tmp_
     assert {r["speaker"]: r["split"] for r in alone.values()} == {s: next(iter(v)) for s, v in new.items()}
 
 
+@pytest.mark.slow
 def test_splits_like_keeps_another_corpus_splits(fake_source, tmp_path):
     def build(out, seed, **kw):
         real_build.build_real_corpus(out, sources=["fake"], sample_rate=RATE, seed=seed, utterance_seconds=3.0,
@@ -536,6 +540,7 @@ def test_queen_reads_speech_from_queen_1c_and_labels_it(tmp_path, monkeypatch):
     assert len(archives.find_queen(root)) == 8 and calls == [8]  # the labels are cached beside the clips
 
 
+@pytest.mark.slow
 def test_a_source_recorded_at_11khz_feeds_8khz_corpora_only(tmp_path, monkeypatch, caplog):
     import logging
 

@@ -37,6 +37,7 @@ def _tone_corpus(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_path, capsys):
     corpus = _tone_corpus(tmp_path / "real")
     wide = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=16000)), tmp_path / "wide.safetensors")
@@ -79,6 +80,7 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
         assert "high_band_si_snri" in next(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_extraction_and_verification_rows(bench, tmp_path, one_thread):
     corpus = _tone_corpus(tmp_path / "real")
     result = bench.extraction_and_verification(corpus, "tunein-online-synth8k", 4, "cpu")

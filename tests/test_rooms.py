@@ -144,6 +144,7 @@ def _bank_files(folder: Path) -> dict[str, np.ndarray]:
     return {p.relative_to(folder).as_posix(): np.load(p) for p in sorted(folder.rglob("*.npy"))}
 
 
+@pytest.mark.slow
 def test_room_bank_is_deterministic_split_and_refuses_other_folders(tmp_path, capsys):
     common = dict(count=5, num_sources=2, sample_rate=RATE, seed=3, rt60=(0.2, 0.3), progress=False)
     one = RoomBank.build(tmp_path / "one", jobs=1, **common)

@@ -33,6 +33,7 @@ RATE, CHUNK_S, OVERLAP_S = 8000, 4.0, 1.0
 HOP = int((CHUNK_S - OVERLAP_S) * RATE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count,samples,switch", [
     (2, 30 * RATE, 3.0),  # many chunks, the louder talker changes inside and across them
     (3, 30 * RATE, 2.5),  # three talkers: the order is a permutation, not a swap

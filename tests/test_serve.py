@@ -205,6 +205,7 @@ def test_private_folder_modes_and_clean_up(band_model):
     assert not store.folder.exists()  # shutdown removes everything
 
 
+@pytest.mark.slow
 def test_extract_keeps_one_voice_and_scores_it(client):
     mixture, references = two_talkers(8000, seconds=2.0)
     enrollment = two_talkers(8000, seconds=1.5, seed=1)[1][1].astype(np.float32)
@@ -274,6 +275,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
+@pytest.mark.slow
 def test_twenty_uploads_at_once_finish_or_are_refused_in_words(band_model):
     mixture, references = two_talkers(16000, seconds=4.0)
     data = wav_bytes(mixture, 16000)
@@ -318,6 +320,7 @@ def test_twenty_uploads_at_once_finish_or_are_refused_in_words(band_model):
     assert growth < 300, f"memory grew by {growth:.0f} MB"
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_ctrl_c_and_leaves_no_files(band_model, tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -371,6 +374,7 @@ def chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
 
 
+@pytest.mark.slow
 def test_a_browser_separates_an_upload_and_shows_two_players(band_model, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -192,6 +192,7 @@ def test_logit_gain_is_the_largest_logit_of_unit_inputs():
     assert attn.logit_gain() == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_qk_norm_bounds_logits_by_the_temperature_however_weights_grow(tmp_path):
     from cocktailparty.inference.export import export_onnx
     from cocktailparty.inference.onnxrun import OnnxRunner
@@ -224,6 +225,7 @@ def test_frames_divide_by_every_stride():
         assert (frames - 1) * h + k >= length + 2 * (k - h)  # every sample under K/H windows
 
 
+@pytest.mark.slow
 def test_jit_trace():
     model = tiny().eval()
     x = torch.randn(1, 4000)
@@ -260,6 +262,7 @@ def test_param_counts_match_paper():
     assert n_params(build_model("tdanet", num_sources=3)) == TDANET_PARAMS + 129 * 33
 
 
+@pytest.mark.slow
 def test_full_size_forward_at_odd_length():
     torch.manual_seed(0)
     model = build_model("tdanet").eval()
@@ -282,6 +285,7 @@ def test_configs_exist():
     assert {"tdanet-lrs2", "tdanet-large-lrs2"} <= names
 
 
+@pytest.mark.slow
 def test_bf16_autocast_keeps_activations_bf16_and_waveform_fp32():
     model = tiny().eval()
     model.channels_last = False
@@ -317,6 +321,7 @@ def test_cuda_layer_norm_path_matches_group_norm_and_its_gradients():
     assert torch.autograd.gradcheck(lambda a, w, b: _GLNFunction.apply(a, w, b, 1e-8), (x64, w64, b64))
 
 
+@pytest.mark.slow
 def test_compile_narrows_to_the_shared_block_and_keeps_parameter_names():
     from cocktailparty.models import build_model
 

@@ -270,6 +270,7 @@ def test_user_errors_are_one_line_messages(tmp_path, corpus_dir, capsys):
 # --- full runs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_writes_logs_checkpoints_and_best_model(reference_run):
     rows = _epoch_rows(reference_run)
     assert [r["epoch"] for r in rows] == ["1", "2"] and [r["step"] for r in rows] == ["6", "12"]
@@ -292,6 +293,7 @@ def test_run_writes_logs_checkpoints_and_best_model(reference_run):
     assert all(float(r["attn_logit_gain"]) > 0 for r in steps)  # the model's training_diagnostics
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_ends_bit_identical(reference_run, config_path, tmp_path):
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd("--config", str(config_path), "--out", str(run_dir)),
@@ -317,6 +319,7 @@ def test_kill_9_mid_epoch_then_resume_ends_bit_identical(reference_run, config_p
     assert _epoch_rows(run_dir) == _epoch_rows(reference_run)
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_is_reported_and_the_previous_one_used(reference_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(reference_run, run_dir)
@@ -334,6 +337,7 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_one_used(refer
     _assert_same_weights(_final_weights(run_dir), _final_weights(reference_run))
 
 
+@pytest.mark.slow
 def test_quiet_keeps_warnings_and_drops_info(reference_run, tmp_path):
     """-q is for scripts: no progress or info lines, but a checkpoint it had to skip is news."""
     run_dir = tmp_path / "copy"
@@ -378,6 +382,7 @@ def _assert_saved_mid_run(run_dir: Path, min_step: int) -> None:
     assert not state["finished"] and state["step"] >= min_step
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_path):
     run_dir = tmp_path / "term"
     proc = _start_and_wait_for_steps(config_path, run_dir, "training.checkpoint_every=100", "training.epochs=3",
@@ -391,6 +396,7 @@ def test_sigterm_saves_and_exits_143_and_set_overrides_apply(config_path, tmp_pa
     assert resolved["training"]["checkpoint_every"] == 100 and resolved["training"]["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
     """GNU timeout signals its child, then the child's process group: two SIGTERMs, which
     Python may deliver one at a time. Only a second Ctrl-C means "quit without saving"."""
@@ -409,6 +415,7 @@ def test_a_second_sigterm_while_saving_still_saves(config_path, tmp_path):
     _assert_saved_mid_run(run_dir, 2)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_path):
     """`timeout ... cocktail train 2>&1 | tail` on a machine where the signal also ends tail:
     the stop message then meets a closed pipe, which must not keep the checkpoint from being
@@ -423,6 +430,7 @@ def test_sigterm_saves_even_when_the_reader_of_stderr_is_gone(config_path, tmp_p
     _assert_saved_mid_run(run_dir, 2)
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_loader_workers_still_saves(config_path, tmp_path):
     """GNU timeout and cluster schedulers signal every process of the group, workers too."""
     run_dir = tmp_path / "group"
@@ -453,6 +461,7 @@ def test_validation_mixtures_follow_valid_seed_not_the_training_seed(corpus_dir)
     assert not torch.equal(first_mixtures(valid_a), first_mixtures(valid_c))
 
 
+@pytest.mark.slow
 def test_fixed_mixture_sets(corpus_dir, tmp_path):
     from cocktailparty.data.mixture_sets import write_mixture_set
 
@@ -484,6 +493,7 @@ def test_fixed_mixture_sets(corpus_dir, tmp_path):
     assert state["early_stopped"] and state["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(config_path, tmp_path):
     """DDP smoke test on 2 CPU processes (gloo): each takes half of the global batch, so
     without dropout the weights match a one-process run (with plain SGD: Adam's first steps
@@ -530,6 +540,7 @@ def _tiny_tunein_run(tmp_path, corpus_dir, name: str, mode: str, *overrides: str
     return out
 
 
+@pytest.mark.slow
 def test_tunein_modes_and_stages_train_through_the_model_hook(corpus_dir, tmp_path):
     """Tune-In brings its own loss and training state (the EMA speaker bank) through
     training_objective; the engine logs its terms and checkpoints its state."""
@@ -579,6 +590,7 @@ def test_a_model_that_cannot_validate_fails_before_training(corpus_dir, tmp_path
     assert not (tmp_path / "r" / "log.csv").exists()
 
 
+@pytest.mark.slow
 def test_time_budget_stops_with_a_checkpoint_and_a_larger_budget_trains_on(config_path, tmp_path):
     run_dir = tmp_path / "budget"
     # A budget of 1 ns is spent by the first step: the run stops there, checkpointed.
@@ -593,6 +605,7 @@ def test_time_budget_stops_with_a_checkpoint_and_a_larger_budget_trains_on(confi
     assert state["step"] == 7 and state["finished"]  # 1 step of epoch 1, all 6 of epoch 2
 
 
+@pytest.mark.slow
 def test_cosine_schedule_sets_the_lr_of_every_step_and_survives_a_resume(config_path, tmp_path):
     run_dir = tmp_path / "cosine"
     schedule = "training.lr_schedule={type: cosine, total_steps: 12, warmup_steps: 2}"
@@ -653,6 +666,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_saves_after_a_library_replaced_the_handler(config_path, tmp_path):
     run_dir = tmp_path / "takeover"
     cmd = [sys.executable, "-c", _TAKEOVER, "train", "--device", "cpu", "--config", str(config_path),
@@ -671,6 +685,7 @@ def test_sigterm_saves_after_a_library_replaced_the_handler(config_path, tmp_pat
     _assert_saved_mid_run(run_dir, 2)
 
 
+@pytest.mark.slow
 def test_stop_after_ends_each_slot_after_a_step_and_the_slots_add_up_to_the_whole_run(
         reference_run, config_path, tmp_path):
     run_dir = tmp_path / "slots"
@@ -690,6 +705,7 @@ def test_stop_after_ends_each_slot_after_a_step_and_the_slots_add_up_to_the_whol
     assert _epoch_rows(run_dir) == _epoch_rows(reference_run)
 
 
+@pytest.mark.slow
 def test_stop_after_must_be_positive(config_path, tmp_path):
     result = subprocess.run(_train_cmd("--config", str(config_path), "--out", str(tmp_path / "r"),
                                        "--stop-after", "0"), env=_env(), capture_output=True, text=True, timeout=60)

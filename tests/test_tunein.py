@@ -181,6 +181,7 @@ def _saved_activation_bytes(model, step) -> int:
     return sum(kept.values())
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_gradients_and_keeps_less():
     """Offline training with checkpointed GALR blocks: the gradients of a plain run (dropout
     included, so the recomputation must replay its RNG), while autograd keeps the blocks'
@@ -233,6 +234,7 @@ def test_autopilot_equals_a_model_without_speaker_space():
     torch.testing.assert_close(steered, plain(x))
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_parameter_in_online_mode():
     model = tiny("online", dropout=0.0).train()
     objective = TuneInObjective(num_speakers=5, dim=8, weight=1.0, step=0.1)
@@ -248,6 +250,7 @@ def test_gradients_reach_every_parameter_in_online_mode():
         assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_embedding_noise_only_at_training_time():
     x = torch.randn(1, 300)
     model = tiny("online", dropout=0.0)  # no other train/eval difference left
@@ -328,6 +331,7 @@ def test_tune_id_and_embedding_permutation():
     assert output_speakers(perm, refs).tolist() == [[1, 0]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", [dict(), dict(permutation="embedding"), dict(supervision="tune-id"),
                                      dict(stage="speaker"), dict(stage="speech")])
 def test_objective_variants_run(setting):
@@ -340,6 +344,7 @@ def test_objective_variants_run(setting):
     terms["loss"].backward()
 
 
+@pytest.mark.slow
 def test_objective_offline_and_music_labels():
     model = tiny("offline").train()
     objective = TuneInObjective(num_speakers=4, dim=8)
@@ -351,6 +356,7 @@ def test_objective_offline_and_music_labels():
     assert torch.isfinite(objective(tiny("online").train(), batch)["ince"])
 
 
+@pytest.mark.slow
 def test_objective_enrolled_permutation_scores_output_j_against_reference_j():
     # Offline extraction relies on output j being enrollment j's talker: the "enrolled"
     # permutation scores it so, where PIT would accept the swapped outputs as well.
@@ -395,6 +401,7 @@ def test_paper_configs_match_table1_parameter_counts(name):
     assert abs(count / TABLE1[model.config.mode] - 1) < 0.05, count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["autopilot", "online"])
 def test_trace_at_one_length_runs_at_others(mode):
     model = tiny(mode).eval()

@@ -210,6 +210,7 @@ def test_verify_uses_the_calibrated_threshold(tmp_path, recordings, capsys):
     assert [Path(r["file"]).name for r in report["results"]] == ["with.wav", "without.wav"]
 
 
+@pytest.mark.slow
 def test_verify_and_extract_default_to_the_bundled_calibrated_tunein(tmp_path, recordings, capsys):
     assert main(["verify", "--json", "--enroll", str(recordings["enroll"]), str(recordings["with"]),
                  "--device", "cpu"]) == 0
@@ -244,6 +245,7 @@ def test_verify_and_extract_refuse_wrong_models_and_short_enrollments(tmp_path, 
     assert "enrollment is 0.20 s long" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_verify_and_extract_show_their_stages_and_files_on_a_terminal_only(tmp_path, recordings, run_cli):
     model = checkpoint.save(tiny("online"), tmp_path / "online.safetensors")
     common = ["--enroll", recordings["enroll"], recordings["with"], recordings["without"], "--model", model,
