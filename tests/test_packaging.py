@@ -1,5 +1,4 @@
-"""A wheel built from the repository works on its own: configs and models are package data
-(issue 20, item 5).
+"""A wheel built from the repository works on its own: configs and models are package data.
 
 The wheel is built from a copy of the package (so the build leaves nothing in the checkout),
 offline, and installed into a fresh venv. Its dependencies (torch, ...) are not installed

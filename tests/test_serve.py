@@ -1,4 +1,4 @@
-"""`cocktail serve` (issue 22): the web page's API in process, under load, and in a real browser.
+"""`cocktail serve`: the web page's API in process, under load, and in a real browser.
 
 A tiny oracle model (tests/toys.py's BandSplit) saved to a checkpoint separates a
 low tone from a high tone, so every check of "it separates" is exact and fast. The browser
