@@ -16,8 +16,8 @@ def test_a_bad_name_is_one_line():
         resolve_device("gpu0")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no CUDA")
-def test_cuda_without_cuda():
+def test_cuda_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, GPU or not
     with pytest.raises(CocktailError, match="CUDA is not available"):
         resolve_device("cuda:0")
 
