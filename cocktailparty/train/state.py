@@ -38,6 +38,7 @@ from torch import nn
 
 from ..core import checkpoint
 from ..core.errors import CocktailError
+from ..models.sample_rate import with_sample_rate
 
 log = logging.getLogger("cocktailparty")
 
@@ -252,8 +253,15 @@ def load_init_weights(model: nn.Module, path: Path, architecture: str) -> None:
     if meta["architecture"] != architecture:
         raise CocktailError(f"training.init_from {path}: a {meta['architecture']} model, but this run "
                             f"trains a {architecture}")
+    rate, own_rate = meta["config"].get("sample_rate"), getattr(model.config, "sample_rate", None)
+    if rate is not None and own_rate is not None and rate != own_rate:
+        # A model of another rate: its filters resampled to this one (models/sample_rate.py).
+        state = with_sample_rate(checkpoint.load(path), own_rate).state_dict()
+        log.info("moved %s from %d Hz to %d Hz (encoder and decoder filters resampled)", path, rate, own_rate)
+    else:
+        state = load_file(str(path))
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise CocktailError(f"training.init_from {path}: weights do not fit this model's config "
                             f"({str(err).splitlines()[0]})") from None
