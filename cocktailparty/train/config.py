@@ -34,9 +34,9 @@ def _key(default: Any, doc: str, *, choices: tuple = (), positive: bool = False)
 
 
 class _Section:
-    """What both sections share: reading one from a mapping, writing it back as one, and
-    reading a key by its YAML name (``t["lr"]``, as code written against the resolved dict
-    does)."""
+    """What both sections share: reading one from a mapping and writing it back as one. Keys
+    are read as attributes (``t.lr``); the resolved dict that ``to_dict`` returns is the
+    place to index by name."""
 
     NAME: ClassVar[str]
     SUMMARY: ClassVar[str]
@@ -61,11 +61,6 @@ class _Section:
     def to_dict(self) -> dict[str, Any]:
         """The section as ``RUN_DIR/config.yaml`` records it, keys in field order."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(key)
-        return getattr(self, key)
 
 
 @dataclass
@@ -222,9 +217,10 @@ def _check(t: TrainingConfig, d: DataConfig, source: str) -> None:
     keys = dataclasses.fields(TrainingConfig)
     for f in keys:
         choices = f.metadata["choices"]
-        if choices and t[f.name] not in choices:
+        value = getattr(t, f.name)
+        if choices and value not in choices:
             raise CocktailError(f"{source}: training.{f.name} must be one of {', '.join(choices)}, "
-                                f"got {t[f.name]!r}")
+                                f"got {value!r}")
     if t.cuda_graph:
         if t.precision == "fp16":
             raise CocktailError(f"{source}: training.cuda_graph does not go with fp16 (its GradScaler "
@@ -252,7 +248,7 @@ def _check(t: TrainingConfig, d: DataConfig, source: str) -> None:
         raise CocktailError(f"{source}: training.high_band_from must lie in (0, 1) (a fraction of the Nyquist "
                             f"frequency) and training.high_band_weight be 0 or more")
     for f in keys:
-        value = t[f.name]
+        value = getattr(t, f.name)
         if f.metadata["positive"] and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             hint = " (the paper leaves it open: set it for your hardware, e.g. --set training.batch_size=4)" \
                 if f.name == "batch_size" and value is None else ""

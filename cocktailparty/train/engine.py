@@ -587,7 +587,7 @@ def run_training(cfg: dict, run_dir: Path, source: str, resume: bool = False, de
     trainer = Trainer(cfg, run_dir, resume=resume, device=device, progress=progress, source=source, stop_at=stop_at)
     if trainer.dist.main and not resume:
         log.info("training %s into %s (%d batches of %d per epoch, %s)", cfg["model"]["architecture"],
-                 run_dir, trainer.n_batches, trainer.t["batch_size"], trainer.device)
+                 run_dir, trainer.n_batches, trainer.t.batch_size, trainer.device)
     try:
         outcome = trainer.fit()
     finally:
