@@ -574,3 +574,107 @@ def test_voice_front_end_and_agglomerate():
     rows = np.concatenate([_around(a, 4, 1), _around(b, 3, 2)])
     assert voices.agglomerate(rows, 0.3).tolist() == [0, 0, 0, 0, 1, 1, 1]
     assert voices.agglomerate(rows, 1.5).tolist() == [0] * 7
+
+
+# --------------------------------------------------------------------------------------
+# Warzone 2100 (base.wz, 11 kHz) and the Codec 2 samples (8 kHz): 8 kHz corpora only
+# --------------------------------------------------------------------------------------
+
+def test_warzone_labels_voices_by_folder_and_leaves_out_the_rest(tmp_path):
+    import io
+    import zipfile
+
+    root = tmp_path / "warzone2100-data"
+    expected = {
+        "audio/memressp/power/pcv343.ogg": "warzone-announcer", "audio/extra/lz.ogg": "warzone-announcer",
+        "audio/tutorial/tut1.ogg": "warzone-announcer", "audio/proxmessages/c1prox1.ogg": "warzone-announcer",
+        "audio/countdown/10min.ogg": "warzone-countdown",
+        "audio/memressp/cmndrvoc/com021.ogg": "warzone-commander", "audio/trnsppil/t-aprolz.ogg": "warzone-commander",
+        "audio/vtoltalk/v-abtrn1.ogg": "warzone-commander", "audio/coltive/col011a.ogg": "warzone-collective",
+        "audio/taunts/taunt1/cmgetit1.ogg": "warzone-taunt-a", "audio/taunts/taunt3/cmgetit3.ogg": "warzone-taunt-a",
+        "audio/taunts/taunt2/cmgetit2.ogg": "warzone-taunt-b"}
+    left_out = ["audio/memressp/power/pcv341.ogg", "audio/countdown/mlaunch.ogg",  # by voice
+                "audio/memressp/cmndrvoc/group.ogg", "audio/taunts/taunt1/haha1.ogg",
+                "audio/taunts/taunt2/hahaha2.ogg",  # laughs
+                "audio/nexus/laugh1.ogg", "audio/sfx/weapons/cannon.ogg", "audio/radclick/radclick1.ogg",
+                "audio/multi/emp.ogg", "sequenceaudio/np1.ogg", "sequenceaudio/cam1/c001.txt", "audio/audio.cfg"]
+    archive_path = root / archives.WARZONE_ARCHIVE
+    archive_path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for i, name in enumerate(list(expected) + left_out):
+            buffer = io.BytesIO()
+            sf.write(buffer, noise(0.5, 11025, i), 11025, format="OGG")
+            archive.writestr(name, buffer.getvalue())
+    clips = archives.find_warzone(root)
+    assert {c.path.relative_to(root / ".wz").as_posix(): c.speaker for c in clips} == expected
+    assert all(sf.info(str(c.path)).samplerate == 11025 and c.language == "en" for c in clips)
+    assert [c.path for c in archives.find_warzone(root)] == [c.path for c in clips]  # extracted once, found again
+
+
+def _raw(path: Path, samples: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.round(samples * 32767).astype("<i2").tobytes())
+
+
+def test_codec2_cuts_labels_and_leaves_out_copies_and_modems(tmp_path):
+    root = tmp_path / "codec2-examples"
+    base = root / "usr/share/codec2"
+    rate = plain_files.CODEC2_RATE
+    hts = np.concatenate([noise(6.0, rate, seed) for seed in range(4)])  # man, woman, man, woman
+    _raw(base / "raw/hts.raw", hts)
+    ve9qrp = noise(20.0, rate, 10)
+    ve9qrp[int(6.5 * rate):int(6.6 * rate)] = 0  # a pause near the first 6 s mark
+    _raw(base / "raw/ve9qrp.raw", ve9qrp)
+    for seed, name in enumerate(["kristoff", "cq_ref", "g3plx", "vk5qi", "f2400", "morig", "700d_end_over"]):
+        _raw(base / f"raw/{name}.raw", noise(3.0, rate, 20 + seed))
+    (base / "wav").mkdir()
+    sf.write(str(base / "wav/kristoff.wav"), noise(3.0, rate, 20), rate)  # a wav twin of a raw file
+    sf.write(str(base / "wav/david4.wav"), noise(3.0, rate, 30), rate)     # a modem signal
+    sf.write(str(base / "wav/all.wav"), noise(57.0, rate, 31), rate)       # copies, then vk5dgr from 47.5 s
+    (base / "raw/odd.raw").write_bytes(b"\x01\x00\x02")
+    clips = plain_files.find_codec2(root)
+    speakers: dict[str, list[np.ndarray]] = {}
+    for clip in clips:
+        data, clip_rate = sf.read(str(clip.path), dtype="float32")
+        assert clip_rate == rate and data.ndim == 1 and clip.language == "en"
+        speakers.setdefault(clip.speaker, []).append(data)
+    assert set(speakers) == {f"codec2-{s}" for s in ("hts1", "hts2", "kristoff", "g3plx", "vk5qi", "vk5dgr", "ve9qrp")}
+    # The raw files are 16-bit little-endian: the pieces give back the samples written.
+    quantised = lambda x: np.round(x * 32767) / 32768
+    assert np.allclose(np.concatenate(speakers["codec2-hts1"]),
+                       quantised(np.concatenate([hts[:6 * rate], hts[12 * rate:18 * rate]])), atol=1e-4)
+    assert np.allclose(np.concatenate(speakers["codec2-hts2"]),
+                       quantised(np.concatenate([hts[6 * rate:12 * rate], hts[18 * rate:]])), atol=1e-4)
+    assert len(speakers["codec2-kristoff"]) == 2  # kristoff and cq_ref: one label
+    assert abs(sum(map(len, speakers["codec2-vk5dgr"])) - 9.5 * rate) <= 1
+    # ve9qrp is cut into pieces at pauses, nothing lost: the first cut falls in its pause.
+    pieces = speakers["codec2-ve9qrp"]
+    assert np.allclose(np.concatenate(pieces), quantised(ve9qrp), atol=1e-4)
+    assert 6.5 * rate <= len(pieces[0]) <= 6.6 * rate
+    assert all(len(p) <= (plain_files.CODEC2_PIECE + plain_files.CODEC2_SLACK) * rate for p in pieces)
+    assert [c.path for c in plain_files.find_codec2(root)] == [c.path for c in clips]  # written once
+
+
+def test_cut_at_pauses_keeps_a_short_recording_whole():
+    samples = noise(7.0, 8000, 3)
+    assert [len(p) for p in plain_files.cut_at_pauses(samples, 8000)] == [len(samples)]
+
+
+def test_warzone_and_codec2_are_8khz_default_sources():
+    sources = real_build.SOURCES
+    assert (sources["warzone"].package, sources["warzone"].licence, sources["warzone"].native_rate) == \
+        ("warzone2100-data", "GPL-2+", 11025)
+    assert (sources["codec2"].package, sources["codec2"].licence, sources["codec2"].native_rate) == \
+        ("codec2-examples", "LGPL-2.1", 8000)
+    assert {"warzone", "codec2"} <= set(real_build.DEFAULT_SOURCES)
+    assert sources["warzone"].split_group is None and sources["codec2"].split_group is None  # groups of their own
+
+
+def test_a_16khz_build_skips_warzone_and_codec2_before_fetching(tmp_path, monkeypatch):
+    def no_fetch(names, cache):
+        raise AssertionError(f"fetched {names}")
+
+    monkeypatch.setattr(real_build, "fetch_packages", no_fetch)
+    with pytest.raises(CocktailError, match="can feed a 16000 Hz"):
+        real_build.build_real_corpus(tmp_path / "c16", sources=["warzone", "codec2"], sample_rate=16000,
+                                     packages=tmp_path / "packages", jobs=1, progress=False)

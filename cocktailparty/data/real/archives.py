@@ -1,5 +1,6 @@
-"""Speech sources packed in a game's archive: nexuiz (a zip, data.pk3) and Flight of the
-Amazon Queen (queen.1c, whose clips name their speaker only in part, so voices label them).
+"""Speech sources packed in a game's archive: nexuiz (a zip, data.pk3), Warzone 2100 (a zip,
+base.wz) and Flight of the Amazon Queen (queen.1c, whose clips name their speaker only in
+part, so voices label them).
 Each ``find_*`` takes the extracted package root and returns its :class:`~.packages.Clip`
 list; the clips are copied out of the archive once, beside it."""
 
@@ -56,6 +57,82 @@ def find_nexuiz(root: Path) -> list[Clip]:
                 atomic.write_bytes(target, archive.read(name))
             label = "torus" if match.group(2) else match.group(1)
             clips.append(Clip(target, f"nexuiz-{label}", "en"))
+    return clips
+
+
+# warzone2100-data: the game's data is one zip, base.wz; its speech is audio/**/*.ogg, mono
+# Ogg Vorbis at 11025 Hz (a few effects are 16-22 kHz), so the source feeds 8 kHz corpora
+# only (native_rate). The folders say what a clip is, not who speaks; the labels below were
+# decided on 4.3.3-3 by folder, then checked by voice (Resemblyzer embeddings of every clip,
+# :mod:`cocktailparty.data.voices`; the build itself needs no embeddings):
+#  - announcer: the in-game voice (pcv*.ogg lines and the tutorial): audio/memressp/*
+#    except cmndrvoc, audio/extra, audio/tutorial, audio/proxmessages. Every folder's mean
+#    voice is 0.90-0.98 cosine to the whole group's (9.9 min of 11 kHz speech).
+#  - countdown: audio/countdown (mission and detonation countdowns), one voice (members
+#    0.88-0.96 to its mean, 0.53-0.63 to the announcer's).
+#  - commander: audio/memressp/cmndrvoc (commander replies), audio/trnsppil (transport
+#    pilot) and audio/vtoltalk (VTOL pilots): cmndrvoc+trnsppil join when the folders' mean
+#    voices are clustered at the threshold calibrated for queen (cosine distance 0.1), and
+#    vtoltalk's mean is at 0.90 to them, on that boundary: one label on the safe side (two
+#    labels of one actor could meet in a mixture; one label of two cannot).
+#  - collective: audio/coltive (the Collective's soldiers), a voice of its own (at most
+#    0.79 to any other).
+#  - taunt-a: audio/taunts/taunt1 and taunt3 (their means 0.91 apart: one actor, merged);
+#    taunt-b: taunt2 (0.80-0.82 to them, median F0 216 Hz against 106 and 86 Hz).
+#  Left out: audio/sfx and audio/radclick (effects); audio/nexus (NEXUS, a processed
+#  machine voice, and its laughs); audio/multi (weapon names in several voices, most of them
+#  22 kHz); sequenceaudio (the briefings' soundtracks: several voices in one file, no
+#  labels); the taunts' laughs (haha*, hahaha*); and by voice, clips nearer another label
+#  than their own or near none: pcv341, pcv355, pcv360 (0.45-0.52 to the announcer, under
+#  0.6 to every label), countdown/mlaunch (0.66 to the countdown, 0.82 to the commander),
+#  cmndrvoc/group (0.53 to the commander). Kept: 6 speakers, 12.8 min before the per-speaker cap.
+WARZONE_ARCHIVE = "usr/share/games/warzone2100/base.wz"
+
+
+WARZONE_FOLDERS = {
+    "audio/extra": "announcer", "audio/tutorial": "announcer", "audio/proxmessages": "announcer",
+    "audio/countdown": "countdown",
+    "audio/memressp/cmndrvoc": "commander", "audio/trnsppil": "commander", "audio/vtoltalk": "commander",
+    "audio/coltive": "collective",
+    "audio/taunts/taunt1": "taunt-a", "audio/taunts/taunt3": "taunt-a", "audio/taunts/taunt2": "taunt-b",
+}
+
+
+WARZONE_LEFT_OUT = {"pcv341.ogg", "pcv355.ogg", "pcv360.ogg", "mlaunch.ogg", "group.ogg"}
+
+
+WARZONE_LAUGH = re.compile(r"(?:ha)+\d\.ogg")
+
+
+def warzone_label(member: str) -> Optional[str]:
+    """The speaker label of a base.wz member (see above), or None when it is left out."""
+    folder, _, name = member.rpartition("/")
+    if not name.endswith(".ogg") or name in WARZONE_LEFT_OUT or WARZONE_LAUGH.fullmatch(name):
+        return None
+    if folder in WARZONE_FOLDERS:
+        return WARZONE_FOLDERS[folder]
+    # The announcer's lines are spread over audio/memressp/<topic>/ (cmndrvoc is matched above).
+    return "announcer" if folder.startswith("audio/memressp/") and folder.count("/") == 2 else None
+
+
+def find_warzone(root: Path) -> list[Clip]:
+    # Like nexuiz: the chosen clips are extracted once into <root>/.wz/.
+    import zipfile
+
+    archive_path, out = root / WARZONE_ARCHIVE, root / ".wz"
+    clips = []
+    if not archive_path.is_file():
+        return clips
+    with zipfile.ZipFile(archive_path) as archive:
+        for name in sorted(archive.namelist()):
+            label = warzone_label(name)
+            if label is None:
+                continue
+            target = out / name
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_bytes(target, archive.read(name))
+            clips.append(Clip(target, f"warzone-{label}", "en"))
     return clips
 
 

@@ -121,3 +121,103 @@ def find_gcin(root: Path) -> list[Clip]:
     base = root / "usr/share/gcin-voice/ogg"
     names = {"3.ogg": "gcin-liu", "5.ogg": "gcin-lo"}
     return [Clip(p, names[p.name], "zh") for p in sorted(base.glob("*/*.ogg")) if p.name in names]
+
+
+# codec2-examples: the speech samples of the Codec 2 project (usr/share/codec2/raw/*.raw:
+# headerless 16-bit little-endian mono at 8000 Hz, which their wav/ copies' headers confirm
+# to the sample; wav/*.wav). The source feeds 8 kHz corpora only (native_rate). Measured on
+# 1.0.5-1 (copies by waveform correlation, voices by Resemblyzer embeddings):
+#  - copies, left out: every wav/ file that has a raw/ twin; hts1*, hts2* (the first two 6 s
+#    of hts.raw); ve9qrp_10s (the start of ve9qrp); wav/all.wav up to 47.5 s
+#    (script/separate_all.sh: it chains hts1, hts2, morig, forig, ve9qrp, cq_ref, kristoff,
+#    vk5qi, then a vk5dgr recording found nowhere else, kept).
+#  - processed, left out: f2400, m2400 (forig, morig through the codec at 2400 bit/s).
+#  - not speech: david4.wav, vk2tpm_004.wav, 700d_end_over, test_datac*, testframes_700d
+#    (modem signals: their energy sits in 1-2 kHz with a flat envelope), sine*.
+#  - too short, left out: morig, forig, mmt1, big_dog, cross (1.6-4 s each, speakers
+#    unnamed); octave/*.raw are resampler test vectors; speech_orig_16k and wia_16kHz are
+#    16 kHz (16 kHz models have better sources).
+#  - labels: the callsigns and names the files carry (g3plx, vk5qi, vk5dgr = David Rowe,
+#    ve9qrp, kristoff) are different people. hts.raw alternates two talkers in 6 s blocks
+#    (0-6 s and 12-18 s: a man, median F0 about 100 Hz, the blocks' voices 0.83 cosine to
+#    each other; 6-12 s and 18-24 s: a woman, F0 180-220 Hz, 0.83; 0.60-0.66 across), named
+#    hts1 and hts2 after their hts1.raw and hts2.raw copies. cq_ref (a CQ call) names no
+#    speaker and its voice is nearest kristoff's (0.74, where two named, different people
+#    here reach 0.75): one label with kristoff, on the safe side (see megaglest above).
+#  ve9qrp is an over-the-air HF recording: 112 s of one voice (its 10 s pieces 0.94-0.97
+#  to each other) over audible band noise. Kept: 7 speakers, 3.2 min.
+CODEC2_RATE = 8000
+
+
+# (file under usr/share/codec2, start s, end s or None, label)
+CODEC2_RECORDINGS = (
+    ("raw/hts.raw", 0.0, 6.0, "hts1"), ("raw/hts.raw", 6.0, 12.0, "hts2"),
+    ("raw/hts.raw", 12.0, 18.0, "hts1"), ("raw/hts.raw", 18.0, None, "hts2"),
+    ("raw/kristoff.raw", 0.0, None, "kristoff"), ("raw/cq_ref.raw", 0.0, None, "kristoff"),
+    ("raw/g3plx.raw", 0.0, None, "g3plx"), ("raw/vk5qi.raw", 0.0, None, "vk5qi"),
+    ("wav/all.wav", 47.5, None, "vk5dgr"), ("raw/ve9qrp.raw", 0.0, None, "ve9qrp"),
+)
+
+
+# Long recordings are cut into pieces of about this length (at the quietest 20 ms within
+# CODEC2_SLACK of each mark), so that the corpus's utterances stay short (join_clips only
+# joins clips; it never cuts one).
+CODEC2_PIECE, CODEC2_SLACK = 6.0, 1.5
+
+
+def read_codec2_samples(path: Path):
+    """float32 ``(time,)`` samples of a codec2 sample at :data:`CODEC2_RATE`: a .raw is
+    headerless 16-bit little-endian mono (an odd trailing byte is dropped)."""
+    import numpy as np
+    import soundfile
+
+    if path.suffix == ".raw":
+        data = path.read_bytes()
+        return np.frombuffer(data[:len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    if rate != CODEC2_RATE:
+        raise ValueError(f"{path}: {rate} Hz, expected {CODEC2_RATE}")
+    return samples.mean(axis=1)
+
+
+def cut_at_pauses(samples, rate: int, piece: float = CODEC2_PIECE, slack: float = CODEC2_SLACK) -> list:
+    """``samples`` cut into pieces of about ``piece`` seconds, each cut at the quietest 20 ms
+    frame within ``slack`` seconds of its mark; a recording under ``piece + slack`` stays whole."""
+    import numpy as np
+
+    frame = int(0.02 * rate)
+    pieces, start = [], 0
+    while len(samples) - start > (piece + slack) * rate:
+        lo, hi = start + int((piece - slack) * rate), start + int((piece + slack) * rate)
+        window = samples[lo:hi][:(hi - lo) // frame * frame].reshape(-1, frame)
+        cut = lo + int(np.argmin((window.astype(np.float64) ** 2).sum(axis=1))) * frame + frame // 2
+        pieces.append(samples[start:cut])
+        start = cut
+    pieces.append(samples[start:])
+    return pieces
+
+
+def find_codec2(root: Path) -> list[Clip]:
+    # The chosen stretches (CODEC2_RECORDINGS) are written once, cut into pieces, as 16-bit
+    # WAV under <root>/.codec2/ (soundfile cannot read a headerless .raw by itself).
+    import soundfile
+
+    from ...core import atomic
+
+    base, out = root / "usr/share/codec2", root / ".codec2"
+    clips = []
+    for index, (name, start, end, label) in enumerate(CODEC2_RECORDINGS):
+        source = base / name
+        if not source.is_file():
+            continue
+        stem = f"{index:02d}-{Path(name).stem}"
+        done = out / f"{stem}.done"
+        if not done.is_file():
+            samples = read_codec2_samples(source)
+            stretch = samples[int(start * CODEC2_RATE):None if end is None else int(end * CODEC2_RATE)]
+            out.mkdir(parents=True, exist_ok=True)
+            for number, piece in enumerate(cut_at_pauses(stretch, CODEC2_RATE)):
+                soundfile.write(str(out / f"{stem}-{number:02d}.wav"), piece, CODEC2_RATE, subtype="PCM_16")
+            atomic.write_text(done, "")
+        clips += [Clip(p, f"codec2-{label}", "en") for p in sorted(out.glob(f"{stem}-*.wav"))]
+    return clips
