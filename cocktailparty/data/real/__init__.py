@@ -24,6 +24,10 @@ megaglest   megaglest-data            unit voice (:data:`.plain_files.MEGAGLEST_
 gcin        gcin-voice                reader, by file name (3.ogg, 5.ogg)    GPL-3/CC-BY-3
 queen       flight-of-the-amazon-     voice cluster (names + embeddings;     freeware
             queen                     in queen.1c; 8 kHz corpora only)       (its licence)
+warzone     warzone2100-data          folder, by a measured table (in        GPL-2+
+                                      base.wz, 11 kHz; 8 kHz corpora only)
+codec2      codec2-examples           callsign/name in the file name, by a   LGPL-2.1
+                                      table (8 kHz; 8 kHz corpora only)
 =========== ========================= ====================================== ============
 
 The packages label recordings by language or pack, not by person: one label may hold more
@@ -32,7 +36,8 @@ two labels (then they could meet, and a split could hold them twice); nothing in
 packages says so for the ones used here. Packages reserved for an independent test of the
 project (:data:`.packages.RESERVED_PACKAGES`) are refused, whatever is asked.
 
-A source recorded at a low rate (``Source.native_rate``: queen's game speech is 11025 Hz)
+A source recorded at a low rate (``Source.native_rate``: queen's and warzone's game speech
+is 11025 Hz, codec2's samples 8000 Hz)
 feeds only corpora at or under that rate: a build at a higher ``sample_rate`` skips it, with
 a log line, before fetching it. Where a package has no speaker labels at all (queen), the
 reader labels clips by voice (:mod:`cocktailparty.data.voices`: Resemblyzer embeddings, clustering), checked
@@ -60,7 +65,8 @@ music) as a noise folder for ``data.noise``, laid out like ``cocktail corpus noi
 
 Modules: :mod:`.packages` (fetching the packages, what a source is, decoding a clip),
 :mod:`.plain_files` (sources whose packages hold audio files in folders),
-:mod:`.archives` (sources packed in a game's archive: nexuiz's data.pk3, queen's queen.1c),
+:mod:`.archives` (sources packed in a game's archive: nexuiz's data.pk3, warzone's base.wz,
+queen's queen.1c),
 :mod:`.build` (the source table and the corpus build: joining, splitting, writing) and
 :mod:`.noise` (the real-noise folder).
 """
