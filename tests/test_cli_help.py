@@ -11,7 +11,8 @@ import soundfile
 import torch
 
 from cocktailparty.cli import build_parser, main
-from cocktailparty.cli.common import DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME, LibraryDefault
+from cocktailparty.cli.common import (DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME, DEFAULT_NARROWBAND_MODEL_NAME,
+                                      LibraryDefault)
 from cocktailparty.core import checkpoint
 from tests.toys import BandSplit, BandSplitConfig
 
@@ -112,9 +113,11 @@ def test_help_names_the_real_default_models():
     """The help texts name the default models by hand (core.checkpoint imports torch)."""
     assert DEFAULT_MODEL_NAME == checkpoint.DEFAULT_MODEL
     assert DEFAULT_ENROLLED_MODEL_NAME == checkpoint.DEFAULT_ENROLLED_MODEL
+    assert DEFAULT_NARROWBAND_MODEL_NAME == checkpoint.DEFAULT_NARROWBAND_MODEL
     helps = {" ".join(path): " ".join(parser.format_help().split()) for path, parser in ALL}
     for command in ("separate", "evaluate", "profile", "export", "serve", "demo"):
-        assert f"(default: the bundled default, {checkpoint.DEFAULT_MODEL})" in helps[command], command
+        ending = f"; {checkpoint.DEFAULT_NARROWBAND_MODEL} when every input" if command == "separate" else ")"
+        assert f"(default: the bundled default, {checkpoint.DEFAULT_MODEL}{ending}" in helps[command], command
     for command in ("extract", "verify"):
         assert f"(default: the bundled {checkpoint.DEFAULT_ENROLLED_MODEL})" in helps[command], command
 

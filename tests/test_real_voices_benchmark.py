@@ -41,15 +41,18 @@ def _tone_corpus(root: Path) -> Path:
 def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_path, capsys):
     corpus = _tone_corpus(tmp_path / "real")
     wide = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=16000)), tmp_path / "wide.safetensors")
-    narrow = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=8000)), tmp_path / "narrow8k.safetensors")
+    narrow = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=8000)), tmp_path / "narrow.safetensors")
+    other = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=8000)), tmp_path / "other8k.safetensors")
     work = tmp_path / "work"
-    status = bench.main(["--real-corpus", str(corpus), "--models", str(wide), str(narrow), "--default", "wide",
+    status = bench.main(["--real-corpus", str(corpus), "--models", str(wide), str(narrow), str(other),
+                         "--default", "wide", "--narrowband", "narrow",
                          "--mixtures", "3", "--trials", "0", "--work", str(work), "--device", "cpu"])
     out = capsys.readouterr().out
     assert status == 1  # the 16 kHz targets are far out of reach of a band splitter, and more
     table = [line.split() for line in out.splitlines() if line.startswith(("real-16k", "real-8k"))]
-    assert [(row[0], row[1]) for row in table] == [("real-16k", "wide"), ("real-8k", "narrow8k")]
+    assert [(row[0], row[1]) for row in table] == [("real-16k", "wide"), ("real-8k", "narrow"), ("real-8k", "other8k")]
     assert table[0][7] == "10.00" and table[1][7] == "9.00"  # each rate's target, on its own model
+    assert "9.00" not in table[2]  # another 8 kHz model is scored, without the 8 kHz default's target
     # The per-source means come from the per-mixture CSV and the set's metadata.
     with open(work / "real-16k" / "metadata.csv", encoding="utf-8") as handle:
         mixtures = list(csv.DictReader(handle))
@@ -65,7 +68,7 @@ def test_scores_each_model_at_its_rate_and_fails_on_missed_targets(bench, tmp_pa
     assert any("tts-16k: not built (no --synth-corpus)" in line for line in missed)
     assert any("extraction" in line for line in missed)
     summary = json.loads((work / "summary.json").read_text())
-    assert len(summary["rows"]) == 2 and summary["failures"] == [line[len("MISSED: "):] for line in missed]
+    assert len(summary["rows"]) == 3 and summary["failures"] == [line[len("MISSED: "):] for line in missed]
     # A second run reuses the sets (same mixtures) and the finished per-mixture rows; results of
     # an earlier run without the top-band column are scored again, not refused.
     before = (work / "real-16k" / "metadata.csv").read_bytes()

@@ -334,3 +334,26 @@ def test_cpu_separator_keeps_freed_memory(monkeypatch):
     assert cpu.keep_freed_memory() == first
     if sys.platform.startswith("linux"):
         assert first and cpu._done == (1024, 256)
+
+
+def test_default_model_follows_the_inputs_rate():
+    assert checkpoint.DEFAULT_NARROWBAND_MODEL in checkpoint.bundled_models()
+    assert checkpoint.default_model_for([8000, 6000]) == checkpoint.DEFAULT_NARROWBAND_MODEL
+    assert checkpoint.default_model_for([8000, 16000]) == checkpoint.DEFAULT_MODEL  # a mixed folder: the 16 kHz one
+    assert checkpoint.default_model_for([]) == checkpoint.DEFAULT_MODEL
+
+
+@pytest.mark.slow
+def test_cli_separate_picks_the_8k_model_for_telephone_audio(tmp_path, caplog):
+    """No --model: 8 kHz inputs go to the bundled 8 kHz model, a 16 kHz one to the default."""
+    caplog.set_level("INFO", logger="cocktailparty")
+    narrowband = alternating_talkers(seconds=0.5).sum(0)
+    soundfile.write(tmp_path / "call.wav", narrowband, 8000)
+    assert main(["separate", str(tmp_path / "call.wav"), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert f"separating with {checkpoint.DEFAULT_NARROWBAND_MODEL}" in caplog.text
+    assert soundfile.info(tmp_path / "out" / "call_s1.wav").samplerate == 8000
+    caplog.clear()
+    soundfile.write(tmp_path / "wide.wav", np.repeat(narrowband, 2), 16000)
+    assert main(["separate", str(tmp_path / "call.wav"), str(tmp_path / "wide.wav"), "-o", str(tmp_path / "out2"),
+                 "--device", "cpu"]) == 0
+    assert "separating with" not in caplog.text

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .common import add_command, examples, model_arguments, writes
+from .common import DEFAULT_MODEL_NAME, DEFAULT_NARROWBAND_MODEL_NAME, add_command, examples, model_arguments, writes
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", default="separated", metavar="DIR",
                    help="output folder; a folder input's subfolders are kept under it (default: %(default)s)")
     writes(p, "--out")
-    model_arguments(p)
+    model_arguments(p, f"the bundled default, {DEFAULT_MODEL_NAME}; {DEFAULT_NARROWBAND_MODEL_NAME} when every "
+                       "input is at 8 kHz or less (telephone audio)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the model with PyTorch, or an exported .onnx (--model X.onnx) with onnxruntime")
@@ -43,7 +45,26 @@ def run(args) -> int:
             raise CocktailError("--backend onnx runs on the CPU; drop --device or use --device cpu")
         separator = Separator.from_onnx(args.model, threads=args.threads)
     else:
-        separator = Separator.from_pretrained(args.model, device=args.device)
+        separator = Separator.from_pretrained(args.model or _default_model(names), device=args.device)
     return process_files(names, separator, Path(args.out), [f"_s{i + 1}.wav" for i in range(separator.num_sources)],
                          desc="separating", force=args.force, quiet=args.quiet,
                          progress=progress_enabled(args.quiet))
+
+
+def _default_model(names) -> str:
+    """The bundled default for these inputs: the 8 kHz model when all are telephone-band."""
+    from ..core import audio
+    from ..core.checkpoint import DEFAULT_MODEL, default_model_for
+    from ..core.errors import AudioError
+
+    rates = []
+    for path in names:
+        try:
+            rates.append(audio.info(path).samplerate)
+        except AudioError:
+            pass  # process_files reports it, in its turn
+    model = default_model_for(rates)
+    if model != DEFAULT_MODEL:
+        logging.getLogger("cocktailparty").info("every input is at 8 kHz or less: separating with %s, the 8 kHz "
+                                                "model (--model %s for the 16 kHz one)", model, DEFAULT_MODEL)
+    return model
