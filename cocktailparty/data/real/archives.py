@@ -10,7 +10,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import soundfile
@@ -37,27 +37,37 @@ NEXUIZ_PK3 = "usr/share/games/nexuiz/data/data.pk3"
 NEXUIZ_VOICE = re.compile(r"sound/(?:player/([^/]+)/.+|announcer/(male)/[^/]+)\.(?:ogg|wav)")
 
 
-def find_nexuiz(root: Path) -> list[Clip]:
-    # The voice clips are extracted once from data.pk3 into <root>/.pk3/ (soundfile cannot
-    # seek inside a zip member); the label is the player-model folder.
+def _zip_clips(archive_path: Path, out: Path, speaker_of: Callable[[str], Optional[str]]) -> list[Clip]:
+    """The members of the zip ``archive_path`` that ``speaker_of`` names a speaker for, as
+    clips, each extracted once under ``out`` (soundfile cannot seek inside a zip member)."""
     import zipfile
 
-    pk3, out = root / NEXUIZ_PK3, root / ".pk3"
     clips = []
-    if not pk3.is_file():
+    if not archive_path.is_file():
         return clips
-    with zipfile.ZipFile(pk3) as archive:
+    with zipfile.ZipFile(archive_path) as archive:
         for name in sorted(archive.namelist()):
-            match = NEXUIZ_VOICE.fullmatch(name)
-            if not match:
+            speaker = speaker_of(name)
+            if speaker is None:
                 continue
             target = out / name
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic.write_bytes(target, archive.read(name))
-            label = "torus" if match.group(2) else match.group(1)
-            clips.append(Clip(target, f"nexuiz-{label}", "en"))
+            clips.append(Clip(target, speaker, "en"))
     return clips
+
+
+def nexuiz_speaker(member: str) -> Optional[str]:
+    """The speaker of a data.pk3 member: the player-model folder, or None when left out."""
+    match = NEXUIZ_VOICE.fullmatch(member)
+    if not match:
+        return None
+    return "nexuiz-" + ("torus" if match.group(2) else match.group(1))
+
+
+def find_nexuiz(root: Path) -> list[Clip]:
+    return _zip_clips(root / NEXUIZ_PK3, root / ".pk3", nexuiz_speaker)
 
 
 # warzone2100-data: the game's data is one zip, base.wz; its speech is audio/**/*.ogg, mono
@@ -117,23 +127,11 @@ def warzone_label(member: str) -> Optional[str]:
 
 def find_warzone(root: Path) -> list[Clip]:
     # Like nexuiz: the chosen clips are extracted once into <root>/.wz/.
-    import zipfile
+    def speaker(member: str) -> Optional[str]:
+        label = warzone_label(member)
+        return None if label is None else f"warzone-{label}"
 
-    archive_path, out = root / WARZONE_ARCHIVE, root / ".wz"
-    clips = []
-    if not archive_path.is_file():
-        return clips
-    with zipfile.ZipFile(archive_path) as archive:
-        for name in sorted(archive.namelist()):
-            label = warzone_label(name)
-            if label is None:
-                continue
-            target = out / name
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(target, archive.read(name))
-            clips.append(Clip(target, f"warzone-{label}", "en"))
-    return clips
+    return _zip_clips(root / WARZONE_ARCHIVE, root / ".wz", speaker)
 
 
 # flight-of-the-amazon-queen: the talkie version's one archive, queen.1c. Its layout, read
