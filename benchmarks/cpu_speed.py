@@ -38,6 +38,33 @@ export._group_norm): 10-s forward 1.180 s against 1.191 s median (11 alternating
 and the 10-s export check's max |diff| 9.1e-5 against 7.5e-3 (which failed the 1e-3 x peak
 check).
 
+Next round (Dec 2026, onnxruntime 1.32), from its profiler on the 10-s forward (load ~3):
+Conv 21%, Mul 15% (most of it the four broadcasting Muls of the gating x * up(gate), which
+onnxruntime runs one factor-long row at a time), ReduceSumSquare 13% (it has no fast
+reduction path: 4.6 ms against ReduceMean's 0.7 ms on 512 x 10016), NCHWc reorders 15%.
+Changed: gLN's mean square is ReduceMean(x * x) on the flat view (see export._group_norm):
+10-s forward 1.152 -> 1.057 s median (11 alternating runs, load ~1.3); this pair on 2 min,
+7 alternating runs each, load 2.6 -> 1.7: torch 18.9 s, onnx 21.7 s before (1.15x), 20.4 s
+after (1.08x). Profile after (load ~1.4): Conv 21%, Mul 17%, reorders 14%, ReduceMean 8%,
+BatchNormalization 8%, MatMul 6%, Resize 6%. Tried without gain:
+- 1x1 convs as MatMul. Traced channels-last (Transpose, MatMul, Transpose): onnxruntime's
+  transpose optimizer does not cancel the Transposes (212 in the file, 323 after its
+  optimisation; it pushes them into the gLN reductions, ReduceMean got ~5x slower) and the
+  depthwise convs keep their NCHWc reorders: 10-s forward 6.2 s against 3.2 s (profiler,
+  load ~4.5). As an NCHW MatMul W @ x (no Transpose; 66 Convs fewer): reorders 730 -> 567
+  ms, but the bias Adds cost 117 ms and the GEMMs as much as the NCHWc 1x1 Convs: 2.98 s
+  against 2.87 s median without it (9 alternating runs, load ~5.6).
+- The gating x * up(gate) as one BatchNormalization over a (1, batch * C * T_S, factor) view
+  with the gate as scale (mean 0, variance 1, epsilon 0: the same product). The Muls went
+  from 810 to 187 ms in the profile at load ~5, but the BatchNormalizations took 186 ms;
+  alternating 10-s runs: 1.256 s against 1.262 s (15 each, load ~1.3), 2.52 s against 2.17 s
+  with two busy-loop processes beside it (9 each). Resize (nearest) + Mul and Expand + Mul
+  were slower than the broadcasting Mul (11-15 and 18-27 ms against 12-15 ms on 512 x 10016).
+- For the mean square: ReduceSum(x * x) on the input (onnxruntime then runs the Mul in the
+  Conv's NCHWc layout and adds one full-size reorder per gLN, 225 more), Pow(x, 2) (slower
+  than ReduceSumSquare), ReduceL2, LayerNormalization's Mean/InvStdDev outputs and a batched
+  MatMul of x with itself (all slower than ReduceSumSquare on 512 x 10016).
+
 The machine's load average is printed before each measurement: other processes on a 2-core
 machine slow every figure here (the thread CPU time of item 1 is printed as a check).
 
