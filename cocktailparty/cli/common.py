@@ -12,8 +12,8 @@ from typing import Any, Callable
 PROG = "cocktail"
 QUIET_HELP = "print warnings and errors only, no progress"
 # The bundled models' names as the help texts give them; core.checkpoint's DEFAULT_MODEL,
-# DEFAULT_ENROLLED_MODEL and DEFAULT_NARROWBAND_MODEL are the real ones (importing them here would import torch), and
-# tests/test_cli_help.py checks that they agree.
+# DEFAULT_ENROLLED_MODEL and DEFAULT_NARROWBAND_MODEL are the real ones (importing them here
+# would import torch), and tests/test_cli_help.py checks that they agree.
 DEFAULT_MODEL_NAME = "tdanet-rooms16k"
 DEFAULT_ENROLLED_MODEL_NAME = "tunein-online-synth8k"
 DEFAULT_NARROWBAND_MODEL_NAME = "tdanet-real8k"

@@ -54,7 +54,7 @@ def with_sample_rate(model: nn.Module, sample_rate: int) -> nn.Module:
     """A copy of ``model`` at ``sample_rate`` (lower than its own), computing what ``model``
     computes on band-limited audio: the encoder and decoder filters ``(..., taps)`` are
     resampled (module docstring), every other weight is copied. The copy is in eval mode on
-    the CPU, in float32."""
+    the CPU, in float32; at the model's own rate, ``model`` itself comes back."""
     config = model.config
     old_rate = getattr(config, "sample_rate", None)
     if old_rate is None or not all(hasattr(config, f) for f in ("kernel_ms", "stride_ms")):
@@ -66,9 +66,8 @@ def with_sample_rate(model: nn.Module, sample_rate: int) -> nn.Module:
         raise CocktailError(f"moving a {old_rate} Hz model to {sample_rate} Hz: only lower rates are "
                             "supported (a higher rate would need bands the model never heard)")
     ratio = Fraction(sample_rate, old_rate)
-    try:  # the config refuses a window or hop that is not a whole number of samples
+    try:  # building it refuses a window or hop that is not a whole number of samples
         new = build_model(model.architecture, **{**dataclasses.asdict(config), "sample_rate": sample_rate})
-        new.config.kernel, new.config.stride
     except ValueError as err:
         raise CocktailError(f"cannot move a {old_rate} Hz model to {sample_rate} Hz: {err}") from None
     state = {name: t.detach().float().cpu() for name, t in model.state_dict().items()}
