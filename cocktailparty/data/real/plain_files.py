@@ -41,6 +41,13 @@ def find_hedgewars(root: Path) -> list[Clip]:
     return clips
 
 
+# festvox-ru ships its speaker's recordings (msu_ru_nsh_clunits/wav). The Indian festvox
+# voices festvox-hi-nsk, festvox-mr-nsk and festvox-te-nsk do not (checked on 0.1-11, 0.1-11
+# and 0.3.3-6): each holds only group/NSKlpc.group, one diphone database (index name
+# DON_tamil_NSK) byte-identical in all three, 1799 diphones of 20th-order LPC frames and an
+# 8-bit mu-law residual at 16 kHz, 6.6 min in all, median 0.18 s a unit (under the 0.25 s a
+# clip needs). One speaker, not festvox-ru's (resynthesised, the diphones' mean voice is 0.61
+# cosine to festvox-ru-nsh's; median F0 168 Hz against 128): not used.
 def find_festvox_ru(root: Path) -> list[Clip]:
     return [Clip(p, "festvox-ru-nsh", "ru") for p in sorted(root.rglob("msu_ru_nsh_clunits/wav/*.wav"))]
 
