@@ -678,3 +678,53 @@ def test_a_16khz_build_skips_warzone_and_codec2_before_fetching(tmp_path, monkey
     with pytest.raises(CocktailError, match="can feed a 16000 Hz"):
         real_build.build_real_corpus(tmp_path / "c16", sources=["warzone", "codec2"], sample_rate=16000,
                                      packages=tmp_path / "packages", jobs=1, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# 0 A.D. (public.zip): unit voices by language and phenotype
+# --------------------------------------------------------------------------------------
+
+def test_0ad_labels_voices_by_language_and_phenotype_then_drops_the_zip(tmp_path):
+    import io
+    import zipfile
+
+    root = tmp_path / "0ad-data"
+    expected = {
+        "audio/voice/greek/civ/civ_female_attack_1.ogg": ("0ad-greek-female", "greek"),
+        "audio/voice/latin/civ/civ_male_build_1.ogg": ("0ad-latin-male", "latin"),
+        "audio/voice/napatan/civ/civ_female_heal_01.ogg": ("0ad-napatan-female", "napatan"),
+        "audio/voice/persian/civ/civ_male_I_will_go_1.ogg": ("0ad-persian-male", "persian")}
+    left_out = ["audio/voice/greek/civ/civ_male_yes_1.ogg",          # greek-male: too little, unsure
+                "audio/voice/persian/civ/civ_female_hello_1.ogg",    # nearer another voice
+                "audio/voice/greek/civ/civ_female_retreat_2.ogg",    # nearer another voice
+                "audio/voice/global/civ_dog_bark.ogg",               # a dog
+                "audio/actor/human/death/male_death_01.ogg",         # a cry
+                "audio/attack/weapon/sword_1.ogg"]
+    archive_path = root / archives.ZEROAD_ARCHIVE
+    archive_path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for i, name in enumerate(list(expected) + left_out):
+            buffer = io.BytesIO()
+            sf.write(buffer, noise(0.5, 44100, i), 44100, format="OGG")
+            archive.writestr(name, buffer.getvalue())
+        archive.writestr("audio/voice/latin/civ/civ_male_build.xml", "<SoundGroup/>")
+        archive.writestr("art/textures/skies/sky.png", b"\x89PNG")
+    clips = archives.find_0ad(root)
+    assert {c.path.relative_to(root / ".voice").as_posix(): (c.speaker, c.language) for c in clips} == expected
+    assert all(sf.info(str(c.path)).samplerate == 44100 for c in clips)
+    # Only the voices are copied out (all of them, labelled or not); the zip is then deleted,
+    # and the clips are found again without it.
+    copied = {p.relative_to(root / ".voice").as_posix() for p in (root / ".voice").rglob("*.ogg")}
+    assert copied == set(expected) | {n for n in left_out if n.startswith("audio/voice/")}
+    assert not archive_path.exists()
+    assert [(c.path, c.speaker) for c in archives.find_0ad(root)] == [(c.path, c.speaker) for c in clips]
+    assert archives.find_0ad(tmp_path / "empty") == []  # neither the zip nor its voices: nothing
+
+
+def test_0ad_is_a_default_16khz_source_of_its_own_split_group():
+    source = real_build.SOURCES["0ad"]
+    assert (source.package, source.licence, source.native_rate, source.split_group) == \
+        ("0ad-data", "CC-BY-SA-3.0", None, None)
+    assert "0ad" in real_build.DEFAULT_SOURCES and source.min_seconds == 5.0
+    assert archives.ZEROAD_VOICES == {f"{lang}-{sex}" for lang in ("greek", "latin", "napatan", "persian")
+                                      for sex in ("female", "male")} - {"greek-male"}

@@ -28,6 +28,8 @@ warzone     warzone2100-data          folder, by a measured table (in        GPL
                                       base.wz, 11 kHz; 8 kHz corpora only)
 codec2      codec2-examples           callsign/name in the file name, by a   LGPL-2.1
                                       table (8 kHz; 8 kHz corpora only)
+0ad         0ad-data                  unit voice: language x man/woman (in   CC-BY-SA-3.0
+                                      public.zip; :data:`.archives.ZEROAD_VOICES`)
 =========== ========================= ====================================== ============
 
 The packages label recordings by language or pack, not by person: one label may hold more
@@ -66,7 +68,7 @@ music) as a noise folder for ``data.noise``, laid out like ``cocktail corpus noi
 Modules: :mod:`.packages` (fetching the packages, what a source is, decoding a clip),
 :mod:`.plain_files` (sources whose packages hold audio files in folders),
 :mod:`.archives` (sources packed in a game's archive: nexuiz's data.pk3, warzone's base.wz,
-queen's queen.1c),
+0ad's public.zip, queen's queen.1c),
 :mod:`.build` (the source table and the corpus build: joining, splitting, writing) and
 :mod:`.noise` (the real-noise folder).
 """

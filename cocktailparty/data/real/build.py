@@ -20,7 +20,7 @@ from ...core.errors import CocktailError
 from ..corpus import CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest
 from ..speech_audio import measure_bandwidths, normalise
 from ..speaker_corpus import SpeakerCorpus
-from .archives import find_nexuiz, find_queen, find_warzone
+from .archives import find_0ad, find_nexuiz, find_queen, find_warzone
 from .packages import (DEFAULT_PACKAGE_CACHE, Clip, Source, fetch_packages, new_folder, package_version,
                        prepare_clip)
 from .plain_files import (find_codec2, find_festvox_ru, find_gcin, find_hedgewars, find_klettres, find_megaglest,
@@ -48,6 +48,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     # (warzone's taunt sets 10-13 s, codec2's talkers 5-14 s bar one): lower floors.
     Source("warzone", "warzone2100-data", "GPL-2+", find_warzone, native_rate=11025, min_seconds=10.0),
     Source("codec2", "codec2-examples", "LGPL-2.1", find_codec2, native_rate=8000, min_seconds=4.0),
+    # 0 A.D.'s unit voices: 7 speakers of 8.5-55 s each (short replies), a lower floor like
+    # megaglest's. A 1.4 GB download for 3 minutes: its 3.2 GB zip is deleted from the cache
+    # once the voices are out (find_0ad).
+    Source("0ad", "0ad-data", "CC-BY-SA-3.0", find_0ad, min_seconds=5.0),
 )}
 
 
