@@ -721,10 +721,10 @@ def test_0ad_labels_voices_by_language_and_phenotype_then_drops_the_zip(tmp_path
     assert archives.find_0ad(tmp_path / "empty") == []  # neither the zip nor its voices: nothing
 
 
-def test_0ad_is_a_default_16khz_source_of_its_own_split_group():
+def test_0ad_is_an_asked_for_16khz_source_of_its_own_split_group():
     source = real_build.SOURCES["0ad"]
     assert (source.package, source.licence, source.native_rate, source.split_group) == \
         ("0ad-data", "CC-BY-SA-3.0", None, None)
-    assert "0ad" in real_build.DEFAULT_SOURCES and source.min_seconds == 5.0
+    assert source.opt_in and "0ad" not in real_build.DEFAULT_SOURCES and source.min_seconds == 5.0
     assert archives.ZEROAD_VOICES == {f"{lang}-{sex}" for lang in ("greek", "latin", "napatan", "persian")
                                       for sex in ("female", "male")} - {"greek-male"}
