@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 from cocktailparty.data.speaker_corpus import MANIFEST_COLUMNS
 
 
@@ -33,3 +36,20 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_tone_corpus(root: Path, rate: int) -> Path:
+    """A speaker corpus at ``root`` for training runs: three train and two valid speakers, two
+    tone 'utterances' of 1 s each."""
+    rows = []
+    for index, (split, speaker) in enumerate([("train", "a"), ("train", "b"), ("train", "c"),
+                                              ("valid", "v"), ("valid", "w")]):
+        for u in range(2):
+            rel = f"{split}/{speaker}/{speaker}-{u}.flac"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            t = np.arange(rate) / rate
+            sf.write(str(root / rel), (0.2 * np.sin(2 * np.pi * (120 + 40 * index) * t + u)).astype(np.float32), rate)
+            rows.append({"utterance_id": f"{speaker}-{u}", "path": rel, "speaker": speaker, "person": speaker,
+                         "split": split, "sample_rate": rate})
+    write_manifest(root, rows)
+    return root

@@ -16,12 +16,17 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Union
 
 from ..core import atomic
 from ..core.errors import CocktailError
 
 Range = list[float]  # [low, high], drawn uniformly
+
+# training.compile and training.cuda_graph: "auto" lets the trainer decide for the device it
+# runs on (resolve_fast_path); true and false are the user's decision.
+AUTO = "auto"
+FAST_PATH_KEYS = ("compile", "cuda_graph")
 
 
 def _key(default: Any, doc: str, *, choices: tuple = (), positive: bool = False) -> Any:
@@ -100,15 +105,20 @@ class TrainingConfig(_Section):
     max_steps_per_epoch: Optional[int] = _key(None, "Cap on an epoch's batches (e.g. to set an epoch length).")
     precision: str = _key("fp32", "`tf32`: fp32 with TensorFloat-32 matrix products; `bf16`/`fp16`: autocast, "
                                   "fp16 adds a GradScaler.", choices=("fp32", "tf32", "bf16", "fp16"))
-    cuda_graph: bool = _key(False, "Capture the whole step (forward, backward, clipping, optimizer) once as a "
-                                   "CUDA graph and replay it: a launch-bound model runs 2-3x faster. Needs CUDA, "
-                                   "one process, fixed-length items (data.segment_seconds), no fp16.")
+    cuda_graph: Union[bool, str] = _key(
+        AUTO, "Capture the whole step (forward, backward, clipping, optimizer) once as a CUDA graph and replay it: "
+              "a launch-bound model runs 2-3x faster. Needs CUDA, one process, fixed-length items "
+              "(data.segment_seconds), no fp16, no activation_checkpointing. `auto`: on when the run meets all "
+              "of that, else off (the log says why); `true` refuses a run that does not; a capture that fails "
+              "under `auto` warns and trains eagerly.")
     activation_checkpointing: bool = _key(
         False, "Recompute each block's activations in backward instead of keeping them: 0.28-0.32x the memory, "
                "1.1x the time (models with set_activation_checkpointing: Tune-In, for 16-s enrollments). "
                "Not with cuda_graph.")
-    compile: bool = _key(False, "torch.compile the model in place (a model may narrow it, e.g. TDANet compiles "
-                                "only its shared block).")
+    compile: Union[bool, str] = _key(
+        AUTO, "torch.compile the model in place (a model may narrow it, e.g. TDANet compiles only its shared "
+              "block). `auto`: on CUDA only. If compiling or the first compiled step fails, one warning names "
+              "the error and training goes on without it (with the CUDA graph still, when that is on).")
     seed: int = _key(0, "Seeds the weights, dropout, the epochs' order and (by default) the training mixtures.")
     deterministic: bool = _key(False, "torch.use_deterministic_algorithms (bitwise GPU resumes).")
     num_workers: Optional[int] = _key(None, "DataLoader worker processes per training process; null: 4, or the "
@@ -221,17 +231,13 @@ def _check(t: TrainingConfig, d: DataConfig, source: str) -> None:
         if choices and value not in choices:
             raise CocktailError(f"{source}: training.{f.name} must be one of {', '.join(choices)}, "
                                 f"got {value!r}")
-    if t.cuda_graph:
-        if t.precision == "fp16":
-            raise CocktailError(f"{source}: training.cuda_graph does not go with fp16 (its GradScaler "
-                                f"decides on the host); use bf16")
-        if d.segment_seconds is None:
-            raise CocktailError(f"{source}: training.cuda_graph replays fixed shapes; set data.segment_seconds")
-        if t.activation_checkpointing:
-            # Recomputation replays dropout's RNG state, which a captured graph would have to
-            # do on the device; not tried yet, so refused rather than risked.
-            raise CocktailError(f"{source}: training.activation_checkpointing does not go with "
-                                f"training.cuda_graph yet; set one of them to false")
+    for name in FAST_PATH_KEYS:
+        value = getattr(t, name)
+        if not (isinstance(value, bool) or value == AUTO):
+            raise CocktailError(f"{source}: training.{name} must be true, false or auto, got {value!r}")
+    obstacle = cuda_graph_obstacle(t, d)
+    if t.cuda_graph is True and obstacle:
+        raise CocktailError(f"{source}: {obstacle}")
     sched = t.lr_schedule or {"type": "none"}
     if not isinstance(sched, dict) or sched.get("type") not in ("plateau", "step", "cosine", "none"):
         raise CocktailError(f"{source}: training.lr_schedule.type must be plateau, step, cosine or none")
@@ -259,6 +265,48 @@ def _check(t: TrainingConfig, d: DataConfig, source: str) -> None:
         raise CocktailError(f"{source}: training.num_workers must be 0 or more")
     if not isinstance(t.objective, dict):
         raise CocktailError(f"{source}: training.objective must be a mapping")
+
+
+def cuda_graph_obstacle(t: TrainingConfig, d: DataConfig, device: Optional[str] = None,
+                        processes: int = 1) -> Optional[str]:
+    """Why this run cannot capture its step as a CUDA graph (a sentence naming the keys), or
+    None. ``device`` (``"cpu"``, ``"cuda:0"``) and ``processes`` are the trainer's to give;
+    without them only the config is judged."""
+    if device is not None and not device.startswith("cuda"):
+        return f"training.cuda_graph needs a CUDA device, not {device}"
+    if processes > 1:
+        return f"training.cuda_graph runs in one process, not under torchrun's {processes}"
+    if t.precision == "fp16":
+        return "training.cuda_graph does not go with fp16 (its GradScaler decides on the host); use bf16"
+    if d.segment_seconds is None:
+        return "training.cuda_graph replays fixed shapes; set data.segment_seconds"
+    if t.activation_checkpointing:
+        # Recomputation replays dropout's RNG state, which a captured graph would have to do on
+        # the device; not tried yet, so refused rather than risked.
+        return "training.activation_checkpointing does not go with training.cuda_graph yet; set one of them to false"
+    return None
+
+
+def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: int, source: str = "config") -> str:
+    """Set ``t.compile`` and ``t.cuda_graph`` to true or false for a run on ``device`` with
+    ``processes`` processes: ``auto`` becomes on where the run allows it (compile: on CUDA; the
+    graph: no :func:`cuda_graph_obstacle`) and off otherwise; an explicit true the run cannot
+    take is refused. Returns one line for the log: what the step uses, and why an ``auto`` is off."""
+    obstacle = cuda_graph_obstacle(t, d, device, processes)
+    if t.cuda_graph is True and obstacle:
+        raise CocktailError(f"{source}: {obstacle}")
+    # Compiling pays on a GPU; on a CPU it needs a C++ toolchain and minutes for little gain.
+    decisions = {"compile": (device.startswith("cuda"), f"not on CUDA but {device}"),
+                 "cuda_graph": (obstacle is None, obstacle)}
+    parts = []
+    for name, label in (("compile", "torch.compile"), ("cuda_graph", "CUDA graph")):
+        note = ""
+        if getattr(t, name) == AUTO:
+            allowed, why_not = decisions[name]
+            setattr(t, name, allowed)
+            note = " (auto)" if allowed else f" (auto: {why_not})"
+        parts.append(f"{label} {'on' if getattr(t, name) else 'off'}{note}")
+    return "training step: " + ", ".join(parts)
 
 
 def default_num_workers() -> int:

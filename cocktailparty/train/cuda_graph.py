@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..core.errors import CocktailError
+from ..core.errors import CocktailError, describe_error
+from .state import StepSnapshot
 
 if TYPE_CHECKING:
     from .engine import Trainer
 
 log = logging.getLogger("cocktailparty")
+
+
+class CaptureFailed(CocktailError):
+    """The step could not be captured; what the attempt changed has been undone."""
 
 
 class GraphedStep:
@@ -29,7 +34,8 @@ class GraphedStep:
     moments decay for one step, nothing is poisoned); the trainer counts it as skipped. Capturing runs
     three warm-up steps on the first batch (torch.compile and cuBLAS set themselves up there);
     their effect on the weights, optimizer, buffers and random streams is undone before the
-    capture, so a graphed run trains on exactly the batches an eager one would.
+    capture, so a graphed run trains on exactly the batches an eager one would. A capture that
+    fails undoes them too and raises :class:`CaptureFailed`, so the trainer may go on without it.
     """
 
     WARMUP_STEPS = 3
@@ -40,7 +46,7 @@ class GraphedStep:
         self.lrs = [torch.tensor(float(g["lr"]), device=trainer.device) for g in groups]
         self.static = {k: v.to(trainer.device).clone() if isinstance(v, torch.Tensor) else v
                        for k, v in batch.items()}
-        saved = self._snapshot()
+        saved = StepSnapshot(trainer.trainee, trainer.optimizer, trainer.device)
         floats = [g["lr"] for g in groups]
         torch.cuda.synchronize()
         stream = torch.cuda.Stream()
@@ -53,15 +59,16 @@ class GraphedStep:
                     trainer.optimizer.zero_grad(set_to_none=True)
                     self._body()
             torch.cuda.current_stream().wait_stream(stream)
-            self._restore(saved)
+            saved.restore()
             trainer.optimizer.zero_grad(set_to_none=True)  # backward allocates .grad from the graph pool
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.outputs = self._body()
         except Exception as err:
-            raise CocktailError(f"training.cuda_graph: the training step could not be captured as a CUDA graph "
-                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                                f"train without it: --set training.cuda_graph=false") from err
+            torch.cuda.synchronize()  # the warm-up's side stream may still be writing
+            saved.restore()
+            raise CaptureFailed(f"training.cuda_graph: the training step could not be captured as a CUDA graph "
+                                f"({describe_error(err)}); train without it: --set training.cuda_graph=false") from err
         finally:
             for group, lr in zip(groups, floats):
                 group["lr"] = lr
@@ -81,27 +88,6 @@ class GraphedStep:
         out = {k: v.detach().float() for k, v in terms.items()}
         out["grad_norm"] = norm.detach().float()
         return out
-
-    def _snapshot(self) -> dict:
-        trainer = self.trainer
-        tensors = {f"m/{k}": v.detach().clone() for k, v in trainer.trainee.state_dict(keep_vars=True).items()}
-        for i, state in enumerate(trainer.optimizer.state.values()):
-            tensors.update({f"o/{i}/{k}": v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)})
-        return {"tensors": tensors, "had_state": len(trainer.optimizer.state),
-                "rng": (torch.get_rng_state(), torch.cuda.get_rng_state(trainer.device))}
-
-    @torch.no_grad()
-    def _restore(self, saved: dict) -> None:
-        trainer, tensors = self.trainer, saved["tensors"]
-        for k, v in trainer.trainee.state_dict(keep_vars=True).items():
-            v.detach().copy_(tensors[f"m/{k}"])
-        for i, state in enumerate(trainer.optimizer.state.values()):
-            for k, v in state.items():
-                if isinstance(v, torch.Tensor):
-                    # State that the warm-up created starts from zero, as a fresh Adam's would.
-                    v.copy_(tensors[f"o/{i}/{k}"]) if saved["had_state"] else v.zero_()
-        torch.set_rng_state(saved["rng"][0])
-        torch.cuda.set_rng_state(saved["rng"][1], trainer.device)
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         for k, v in batch.items():

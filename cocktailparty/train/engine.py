@@ -13,6 +13,12 @@ and the loss built from it (trainee.py), the lr schedule, early stopping and opt
 (schedules.py), processes and process-wide state (distributed.py), the CUDA-graph step
 (cuda_graph.py), stop signals (signals.py). This module holds the :class:`Trainer`, which runs them.
 
+The fast path: ``training.compile`` and ``training.cuda_graph`` at ``auto`` (their default) are
+decided when the trainer starts, for its device (config.py's ``resolve_fast_path``: both on CUDA
+where the run allows the graph, both off on a CPU), and logged. A compile that fails, when called
+or in the first compiled step, is warned about once and dropped; the step is taken again without
+it (still captured, where the graph is on), from the state before the attempt.
+
 Exact resume: a checkpoint holds the data position, every schedule's state, the optimizer's
 and the random streams of every process. The epoch's order is a permutation drawn from
 ``(seed, epoch)`` and every item is a function of ``(seed, epoch, index)``, so a resumed run
@@ -37,22 +43,22 @@ from torch import nn
 
 from ..core import checkpoint
 from ..core.config import apply_overrides, load_config
-from ..core.errors import CocktailError
+from ..core.errors import CocktailError, describe_error
 from ..core.progress import Bar
 from ..eval.metrics.permutations import si_snri
 from ..models import ARCHITECTURES, build_model
-from .config import DataConfig, TrainingConfig, resolve_config
+from .config import AUTO, DataConfig, TrainingConfig, resolve_config, resolve_fast_path
 from .config import write_config
-from .cuda_graph import GraphedStep
+from .cuda_graph import CaptureFailed, GraphedStep
 from .data import EpochBatches, build_datasets, epoch_order, make_loader, to_device
 from .distributed import Distributed, agree, seed_rank, set_process_state, training_device
 from .hooks import TrainingInfo, find_hooks, validation_estimates
 from .logs import CsvLog, fmt
 from .schedules import Recipe, build_optimizer
 from .signals import StopSignals
-from .state import (BEST_FILE, MODEL_FILE, capture_rng, checkpoint_dirs, flatten_optimizer, latest_checkpoint,
-                    load_init_weights, prune_checkpoints, remove_partial_writes, restore_rng, under,
-                    unflatten_optimizer, write_checkpoint)
+from .state import (BEST_FILE, MODEL_FILE, StepSnapshot, capture_rng, checkpoint_dirs, flatten_optimizer,
+                    latest_checkpoint, load_init_weights, prune_checkpoints, remove_partial_writes, restore_rng,
+                    under, unflatten_optimizer, write_checkpoint)
 from .state import no_checkpoint_error
 from .trainee import Trainee
 
@@ -114,14 +120,16 @@ class Trainer:
         if self.t.init_from and not resume:
             load_init_weights(self.model, Path(self.t.init_from), architecture)
         self.model.to(self.device)
-        if self.t.cuda_graph:
-            if self.device.type != "cuda":
-                raise CocktailError(f"{source}: training.cuda_graph needs a CUDA device, not {self.device}")
-            if self.dist.enabled:
-                raise CocktailError(f"{source}: training.cuda_graph runs in one process; under torchrun "
-                                    f"set training.cuda_graph=false")
+        # From here on self.t.compile and self.t.cuda_graph are booleans: what the step uses now
+        # (a failed compile or capture turns them off); self.cfg keeps what the config asked.
+        fast_path = resolve_fast_path(self.t, self.data, str(self.device), self.dist.world, source)
+        if self.dist.main:
+            log.info("%s", fast_path)
+        # torch.compile compiles on the first call, so until one step has run compiled a compile
+        # failure is still to be expected (see _train_step).
+        self.compile_unproven = False
         if self.t.compile:
-            self.model.compile()  # in place: parameter names, so checkpoints, are unchanged
+            self._compile()
         objective = None
         if self.hooks.training_objective is not None:
             info = TrainingInfo(speakers, self.num_sources, self.sample_rate, self.t.stage,
@@ -179,6 +187,23 @@ class Trainer:
             self._start_fresh()
 
     # --- set-up -------------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        try:
+            self.model.compile()  # in place: parameter names, so checkpoints, are unchanged
+        except Exception as err:
+            self._train_without_compile(err)
+            return
+        self.compile_unproven = True
+
+    def _train_without_compile(self, err: Exception) -> None:
+        """A compile that fails costs one warning, never the run: the model runs eagerly on."""
+        # A failed capture (CaptureFailed) names what made it fail as its cause.
+        log.warning("torch.compile failed (%s); training goes on without it (--set training.compile=false "
+                    "skips the attempt)", describe_error(err.__cause__ or err))
+        uncompile(self.model)
+        self.t.compile = False
+        self.compile_unproven = False
 
     def _start_fresh(self) -> None:
         if checkpoint_dirs(self.run_dir):
@@ -359,14 +384,32 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=cache)
 
     def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        if not self.compile_unproven:
+            return self._step(batch)
+        # The first compiled step (or CUDA graph capture of it) is where compiling happens and
+        # fails: undo what the attempt changed and take the same step again without compile.
+        before = StepSnapshot(self.trainee, self.optimizer, self.device)
+        try:
+            out = self._step(batch)
+        except Exception as err:
+            before.restore()
+            self._train_without_compile(err)
+            out = self._step(batch)
+        self.compile_unproven = False
+        return out
+
+    def _step(self, batch: dict) -> dict[str, torch.Tensor]:
         self.wrapped.train()
-        if self.t.cuda_graph:
-            if self.graphed is None:
-                self.graphed = GraphedStep(self, batch)
-            out = self.graphed(batch)
-            if not torch.isfinite(out["grad_norm"]):  # a host sync, as _accumulate's that follows
-                self._count_non_finite("gradients zeroed")
-            return out
+        if self.t.cuda_graph and self.graphed is None:
+            self.graphed = self._capture(batch)
+        if self.graphed is None:
+            return self._eager_step(batch)
+        out = self.graphed(batch)
+        if not torch.isfinite(out["grad_norm"]):  # a host sync, as _accumulate's that follows
+            self._count_non_finite("gradients zeroed")
+        return out
+
+    def _eager_step(self, batch: dict) -> dict[str, torch.Tensor]:
         batch = to_device(batch, self.device)
         with self._autocast():
             terms = self.wrapped(batch)
@@ -387,6 +430,21 @@ class Trainer:
         out = {k: v.detach().float() for k, v in terms.items()}
         out["grad_norm"] = norm.detach().float()
         return out
+
+    def _capture(self, batch: dict) -> Optional[GraphedStep]:
+        """The step captured as a CUDA graph; None when capture failed under training.cuda_graph
+        auto (warned once; eager from then on). An explicit true, or a capture with a compiled
+        model not yet proven (_train_step retries it without compile), raises instead."""
+        try:
+            return GraphedStep(self, batch)
+        except CaptureFailed as err:
+            if self.compile_unproven or self.cfg["training"]["cuda_graph"] != AUTO:
+                raise
+            log.warning("the training step could not be captured as a CUDA graph (%s); training goes on without "
+                        "it (--set training.cuda_graph=false skips the attempt)", describe_error(err.__cause__ or err))
+            # The optimizer stays capturable (its step count on the GPU): eagerly that costs little.
+            self.t.cuda_graph = False
+            return None
 
     def _count_non_finite(self, action: str) -> None:
         self.skipped += 1
@@ -534,6 +592,13 @@ class Trainer:
             prune_checkpoints(self.run_dir, int(self.t.keep_checkpoints))
         if self.dist.enabled:
             torch.distributed.barrier()
+
+
+def uncompile(model: nn.Module) -> None:
+    """Undo ``nn.Module.compile`` on ``model`` and its submodules: their calls run eagerly again."""
+    for module in model.modules():
+        # Where nn.Module.compile keeps the compiled call; torch has no public way to undo it.
+        module._compiled_call_impl = None
 
 
 # --------------------------------------------------------------------------------------

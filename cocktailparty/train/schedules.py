@@ -19,8 +19,9 @@ from .config import TrainingConfig
 def build_optimizer(params: Iterable[torch.nn.Parameter], t: TrainingConfig) -> torch.optim.Optimizer:
     """``training.optimizer`` over ``params`` at ``training.lr``."""
     lr, wd = float(t.lr), float(t.weight_decay)
-    # capturable: Adam keeps its step count on the GPU, so a CUDA graph can replay the update.
-    adam = dict(lr=lr, weight_decay=wd, betas=tuple(t.betas), capturable=bool(t.cuda_graph))
+    # capturable: Adam keeps its step count on the GPU, so a CUDA graph can replay the update
+    # (the trainer has turned an `auto` cuda_graph into true or false by now).
+    adam = dict(lr=lr, weight_decay=wd, betas=tuple(t.betas), capturable=t.cuda_graph is True)
     if t.optimizer == "adam":
         return torch.optim.Adam(params, **adam)
     if t.optimizer == "adamw":

@@ -247,6 +247,32 @@ def restore_rng(meta: dict, tensors: dict[str, torch.Tensor], device: torch.devi
         torch.cuda.set_rng_state(tensors["cuda"], device)
 
 
+class StepSnapshot:
+    """What training steps change, kept in memory to undo them: the weights and buffers of
+    ``trainee`` (model and objective), ``optimizer``'s state and this process's random streams.
+    Taken before a CUDA graph's warm-up steps and before a first compiled step, so that a run
+    that captured, or fell back to eager, trains on exactly as if those steps had never run."""
+
+    def __init__(self, trainee: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.trainee, self.optimizer, self.device = trainee, optimizer, device
+        self.module = {k: v.detach().clone() for k, v in trainee.state_dict(keep_vars=True).items()}
+        self.optimizer_state = [{k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
+                                for state in optimizer.state.values()]
+        self.rng = capture_rng(device)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, v in self.trainee.state_dict(keep_vars=True).items():
+            v.detach().copy_(self.module[k])
+        for i, state in enumerate(self.optimizer.state.values()):
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    # State created since the snapshot starts from zero, as a fresh Adam's does (it
+                    # stays allocated: a captured graph may already hold its address).
+                    v.copy_(self.optimizer_state[i][k]) if i < len(self.optimizer_state) else v.zero_()
+        restore_rng(*self.rng, self.device)
+
+
 def load_init_weights(model: nn.Module, path: Path, architecture: str) -> None:
     """Load ``training.init_from`` (a model .safetensors of the same architecture) into ``model``."""
     meta = checkpoint.read_metadata(path)
