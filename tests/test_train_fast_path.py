@@ -108,7 +108,15 @@ def _batches(n: int = 3) -> list[dict]:
 
 
 def _train(trainer: Trainer) -> tuple[list[float], dict[str, torch.Tensor]]:
-    losses = [float(trainer._train_step(batch)["loss"]) for batch in _batches()]
+    """Three steps on one thread: with several, torch's CPU reductions may round differently
+    from run to run, and Adam magnifies that in weights whose gradients are near zero, while
+    the runs compared here must agree bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = [float(trainer._train_step(batch)["loss"]) for batch in _batches()]
+    finally:
+        torch.set_num_threads(threads)
     return losses, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
