@@ -226,9 +226,10 @@ class _Graph(nn.Module):
         return self.model(mixture, **dict(zip(self.extra_names, extras)))
 
 
-def _talkers(batch: int, length: int, rate: int, generator: torch.Generator) -> torch.Tensor:
+def speech_like_mixtures(batch: int, length: int, rate: int, generator: torch.Generator) -> torch.Tensor:
     """``(batch, length)`` speech-like mixtures: two harmonic talkers (random pitch, 3-6
-    syllables a second) over a little noise, at about -20 dBFS."""
+    syllables a second) over a little noise, at about -20 dBFS. (Also the probe on which the
+    Separator's CUDA path measures bf16 against fp32: :mod:`.cuda_path`.)"""
     t = torch.arange(length, dtype=torch.float64) / rate
     out = 0.003 * torch.randn(batch, length, generator=generator, dtype=torch.float64)
     for _ in range(2):
@@ -247,11 +248,11 @@ def _example_inputs(model: nn.Module, length: int, batch: int, seed: int) -> tup
     PyTorch disagree by 0.3% while agreeing to 80 dB on speech.)"""
     generator = torch.Generator().manual_seed(seed)
     rate = int(getattr(model.config, "sample_rate", 8000))
-    inputs = [_talkers(batch, length, rate, generator)]
+    inputs = [speech_like_mixtures(batch, length, rate, generator)]
     for extra in extra_inputs(model):
         # Of another length than the mixture, so that the time axes stay separate.
         rows = model.config.num_sources if extra.per_source else 1
-        audio = _talkers(batch * rows, length * 3 // 4 + 7, rate, generator)
+        audio = speech_like_mixtures(batch * rows, length * 3 // 4 + 7, rate, generator)
         inputs.append(audio.reshape(batch, rows, -1) if extra.per_source else audio)
     return tuple(inputs)
 
