@@ -29,9 +29,10 @@ from cocktailparty.cli import main
 
 # command line ({out}: the output location, {wav}: a real input, {dir}: a folder), whether the
 # output is a folder (else a file), and the module attribute that does the command's work.
+SEPARATING = "cocktailparty.inference.separate:Separator.separate_batched"
 COMMANDS = {
-    "separate": ("separate {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
-    "extract": ("extract --enroll {wav} {wav} -o {out}", True, "cocktailparty.inference.separate:Separator.__call__"),
+    "separate": ("separate {wav} -o {out}", True, SEPARATING),
+    "extract": ("extract --enroll {wav} {wav} -o {out}", True, SEPARATING),
     "demo": ("demo --out {out}", True, "cocktailparty.eval.demo:build_corpus"),
     "corpus build": ("corpus build --out {out}", True, "cocktailparty.data.corpus:build_corpus"),
     "corpus noise": ("corpus noise --out {out}", True, "cocktailparty.data.noise:build_noise_folder"),

@@ -70,9 +70,9 @@ class _Reporting(Separator):
         self._total, self._done = len(self.chunk_starts(mixture.shape[0])), 0
         return super().separate_at_model_rate(mixture, progress)
 
-    def _run(self, mixture: np.ndarray) -> np.ndarray:
-        out = super()._run(mixture)
-        self._done += 1
+    def _run_batch(self, pieces: np.ndarray):
+        out = super()._run_batch(pieces)
+        self._done += len(pieces)
         if self.job is not None:
             lo, hi = self.span
             self.job.report(f"separating: part {self._done} of {self._total}", lo + (hi - lo) * self._done / self._total)

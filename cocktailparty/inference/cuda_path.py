@@ -1,0 +1,333 @@
+"""The Separator's path on a CUDA device: batches through CUDA graphs, in bf16 where it is safe.
+
+A :class:`~cocktailparty.inference.separate.Separator` on CUDA hands every batch of
+equal-length pieces (chunks of long recordings, or whole short ones, side by side) to a
+:class:`CudaBatchRunner`, which
+
+- decides once per model (:func:`model_profile`) whether bf16 autocast keeps the output within
+  :data:`BF16_MIN_SNR_DB` of fp32, and how many bytes of GPU memory a sample of input costs
+  (which sizes the batches);
+- runs a batch shape eagerly the first time it meets it and captures it as a CUDA graph the
+  second time (:class:`ShapeGraphs`): fixed-length chunks repeat their shape batch after
+  batch, so the graph's launch-free replays pay off, while a length met once (one file of
+  an odd length) is never captured;
+- puts every estimate back at its mixture's scale on the device (:func:`rescale_batch`), so
+  the host only copies finished rows out.
+
+Everything except the CUDA calls themselves (:func:`capture_graph`,
+:func:`warm_up_on_side_stream`, the memory figures of :func:`run_measuring_peak` and
+:func:`free_memory`) runs on any device, so the CPU tests cover the logic. The CPU path of
+the Separator does not come here: it keeps its per-chunk numpy code, bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger("cocktailparty")
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# bf16 is used only if its output stays this close to fp32's (the SNR of bf16's output
+# against fp32's as reference, on the probe). Issue #19's bar: at 40 dB bf16's deviation is
+# some 30 dB below the error separation itself leaves (the bundled models' SI-SNRi is 5-10 dB).
+BF16_MIN_SNR_DB = 40.0
+# The most audio one model call takes by default, at the model's rate: 32 chunks of 10 s or
+# 80 files of 4 s. Meant to keep an H200 busy (not yet tuned on one: `--batch-seconds` of
+# benchmarks/separate_throughput.py compares others) while the activations stay a few GB: a
+# bundled TDANet peaks at 54 MB for 4 s of 16-kHz audio on the CPU, ~4.4 GB for 320 s.
+MAX_BATCH_SECONDS = 320.0
+# The share of free GPU memory one batch's activations may take: the graphs' shared pool holds
+# as much again (see CudaBatchRunner), and the rest is headroom for fragmentation.
+MEMORY_FRACTION = 0.4
+MAX_GRAPHS = 8  # batch shapes captured per Separator; later new shapes run eagerly
+PROBE_BATCH = 2
+PROBE_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What the CUDA path measured of a model, once.
+
+    precision: ``"bf16"`` or ``"fp32"``, as it runs.
+    bytes_per_sample: peak GPU memory of an fp32 forward per input sample, measured on a batch
+        of pieces of ``probe_samples`` (0 off CUDA).
+    probe_samples: the probe's length. Longer pieces run one per call: memory per sample
+        grows with length (TDANet's global attention is quadratic in it).
+    """
+
+    precision: str
+    bytes_per_sample: float
+    probe_samples: int
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def check_precision(precision: str, name: str = "precision") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; else a ValueError naming ``name``
+    (the argument, or the environment variable it came from)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def snr_db(estimate: torch.Tensor, reference: torch.Tensor) -> float:
+    """SNR of ``estimate`` against ``reference`` (any equal shapes), in dB; inf when equal."""
+    estimate, reference = estimate.double(), reference.double()
+    error = (estimate - reference).square().sum()
+    if error == 0:
+        return float("inf")
+    return float(10 * torch.log10(reference.square().sum() / error))  # NaN stays NaN
+
+
+def choose_precision(requested: str, measure_bf16_snr: Callable[[], float]) -> str:
+    """``"bf16"`` or ``"fp32"``: ``requested`` unless it is ``"auto"``; then bf16 only when
+    ``measure_bf16_snr()`` (bf16's output against fp32's, in dB) reaches
+    :data:`BF16_MIN_SNR_DB`. A NaN, or a model that fails in bf16, means fp32."""
+    if check_precision(requested) != "auto":
+        return requested
+    try:
+        snr = measure_bf16_snr()
+    except RuntimeError as err:  # an op without a bf16 kernel: not worth failing the run for
+        log.info("bf16 autocast failed on the probe (%s): running in fp32", _one_line(err))
+        return "fp32"
+    chosen = "bf16" if snr >= BF16_MIN_SNR_DB else "fp32"
+    log.info("bf16 output is %.1f dB SNR from fp32's on the probe (needed: %g dB): running in %s",
+             snr, BF16_MIN_SNR_DB, chosen)
+    return chosen
+
+
+def forward_in(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """``model(x)`` as float32 ``(B, C, T)`` from ``x (B, T)``, under bf16 autocast for ``"bf16"``.
+
+    Autocast's weight-cast cache is off: a cache filled while a CUDA graph is captured would
+    hold casts made in the graph's pool, stale for the next call.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+        return model(x).float()
+
+
+def run_measuring_peak(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """``fn()`` and the peak GPU memory it allocated beyond what was allocated before (0 off CUDA)."""
+    if device.type != "cuda":
+        return fn(), 0
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    return out, torch.cuda.max_memory_allocated(device) - before
+
+
+@torch.inference_mode()
+def measure_model(model: nn.Module, probe: torch.Tensor, requested: str) -> ModelProfile:
+    """A model's :class:`ModelProfile` from one fp32 forward of ``probe (B, T)`` (on the model's
+    device) and, for ``requested == "auto"``, one in bf16 compared with it."""
+    reference, peak = run_measuring_peak(lambda: forward_in(model, probe, "fp32"), probe.device)
+    precision = choose_precision(requested, lambda: snr_db(forward_in(model, probe, "bf16"), reference))
+    return ModelProfile(precision, peak / probe.numel(), probe.shape[-1])
+
+
+# Per model object, so that Separators made again and again for one loaded model (the serve
+# page makes one per job) measure it once. Weak: a model dropped by its owner is forgotten.
+_PROFILES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def model_profile(model: nn.Module, device: torch.device, requested: str, probe_samples: int,
+                  sample_rate: int) -> ModelProfile:
+    """:func:`measure_model` on a speech-like probe of ``PROBE_BATCH x probe_samples``, once
+    per (model, requested precision, probe length). GPUs without native bf16 run fp32."""
+    from .export import speech_like_mixtures  # the export check's inputs: what a separator meets
+
+    key = (requested, probe_samples)
+    cached = _PROFILES.setdefault(model, {})
+    if key not in cached:
+        if requested == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            requested = "fp32"
+        generator = torch.Generator().manual_seed(PROBE_SEED)
+        probe = speech_like_mixtures(PROBE_BATCH, probe_samples, sample_rate, generator).to(device)
+        cached[key] = measure_model(model, probe, requested)
+    return cached[key]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a batch may use on a CUDA ``device``: free on the device plus what torch's
+    allocator holds unused."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def batch_budget(free_bytes: int, bytes_per_sample: float, sample_rate: int,
+                 max_seconds: float = MAX_BATCH_SECONDS) -> int:
+    """Input samples per model call: ``max_seconds`` of audio, fewer if their activations
+    would take more than :data:`MEMORY_FRACTION` of ``free_bytes``; at least 1."""
+    by_memory = MEMORY_FRACTION * free_bytes / bytes_per_sample if bytes_per_sample > 0 else float("inf")
+    return max(1, int(min(max_seconds * sample_rate, by_memory)))
+
+
+# ----------------------------------------------------------------------------- CUDA graphs
+
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def warm_up_on_side_stream(forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    """``forward(x)`` run eagerly on a side stream, as torch asks of a shape before its capture
+    (cuBLAS and cuDNN set themselves up on a first call, which a capture must not see)."""
+    current = torch.cuda.current_stream(x.device)
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        out = forward(x)
+    current.wait_stream(side)
+    return out
+
+
+def capture_graph(forward: Forward, example: torch.Tensor, pool=None) -> Forward:
+    """``forward`` captured as a CUDA graph for ``example``'s shape; returns a call that copies
+    its input into the graph's static input, replays, and returns the static output, which
+    the next call overwrites. ``pool``: a memory pool shared with other graphs that never run
+    at the same time (the caller consumes each output before the next replay)."""
+    static_in = example.clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        static_out = forward(static_in)
+
+    def replay(x: torch.Tensor) -> torch.Tensor:
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+class ShapeGraphs:
+    """``forward`` for inputs of any shape, replayed from a CUDA graph per shape once it repeats.
+
+    The first input of a shape runs eagerly through ``warm_up`` (on CUDA: on a side stream,
+    which a later capture needs); the second is captured with ``capture`` and replayed, as is
+    every later one. At most ``max_graphs`` shapes are captured; others stay eager. If a
+    capture fails (a model that syncs with the host mid-forward), that is logged once and
+    everything runs eagerly from then on. The returned tensor may be overwritten by the next
+    call: use it first.
+
+    ``capture`` and ``warm_up`` are parameters so that this policy is tested without a GPU.
+    """
+
+    def __init__(self, forward: Forward, capture: Callable[[Forward, torch.Tensor], Forward] = capture_graph,
+                 warm_up: Callable[[Forward, torch.Tensor], torch.Tensor] = warm_up_on_side_stream,
+                 max_graphs: int = MAX_GRAPHS):
+        self.forward, self.capture, self.warm_up, self.max_graphs = forward, capture, warm_up, max_graphs
+        self.graphs: dict[tuple[int, ...], Forward] = {}
+        self.seen: set[tuple[int, ...]] = set()
+        self.enabled = True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        replay = self.graphs.get(shape)
+        if replay is not None:
+            return replay(x)
+        if not self.enabled or len(self.graphs) >= self.max_graphs:
+            return self.forward(x)
+        if shape not in self.seen:
+            self.seen.add(shape)
+            return self.warm_up(self.forward, x)
+        try:
+            replay = self.capture(self.forward, x)
+        except Exception as err:  # any failure to capture leaves the eager path, which works
+            log.warning("could not capture the model as a CUDA graph (%s); running it eagerly", _one_line(err))
+            self.enabled = False
+            return self.forward(x)
+        self.graphs[shape] = replay
+        return replay(x)
+
+
+# ----------------------------------------------------------------------------- scale
+
+
+def rescale_batch(estimates: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
+    """:func:`~cocktailparty.inference.separate.match_mixture_scale` for a batch, on the
+    estimates' device: ``(B, C, T)``, ``(B, T)`` -> float32 ``(B, C, T)``.
+
+    The same fit: the gains that best rebuild each mixture from its estimates (least squares,
+    signs included), or, where a track would then exceed twice the mixture's RMS (or the fit
+    is not finite), each estimate's own projection gain. Solved in float64 through the
+    C x C normal equations with a pseudo-inverse (minimum-norm gains for a rank-deficient fit,
+    as numpy's lstsq gives), so it agrees with the numpy version to rounding. Why a second
+    version: numpy's lstsq costs about 1 ms of host time per piece, a second per 1,000 files,
+    which is as long as an H200 takes to separate them. The CPU path keeps the numpy one, so
+    its outputs stay bit-identical.
+    """
+    est, mix = estimates.double(), mixtures.double()
+    energy = est.square().sum(-1)  # (B, C)
+    correlation = (est @ mix.unsqueeze(-1)).squeeze(-1)  # (B, C): each estimate with its mixture
+    gram = est @ est.transpose(1, 2)  # (B, C, C)
+    gains = (torch.linalg.pinv(gram, hermitian=True) @ correlation.unsqueeze(-1)).squeeze(-1)
+    mixture_energy = mix.square().sum(-1, keepdim=True)  # (B, 1)
+    # Written as "not all within bounds" so that a NaN gain counts as too loud.
+    too_loud = ~(gains.square() * energy <= 4.0 * mixture_energy).all(-1, keepdim=True)
+    gains = torch.where(too_loud, correlation / energy.clamp_min(1e-20), gains)
+    return (est * gains.unsqueeze(-1)).float()
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+class CudaBatchRunner:
+    """A model on a CUDA device as the Separator's batch call: ``(B, T)`` float32 numpy pieces
+    at the model's rate -> ``(B, C, T)`` float32 numpy estimates, each at its piece's scale.
+
+    Args:
+        model: in eval mode, on ``device``.
+        precision: ``"auto"`` (bf16 where it is safe for this model), ``"fp32"`` or ``"bf16"``.
+        graphs: replay repeated batch shapes from CUDA graphs (:class:`ShapeGraphs`); False
+            runs every batch eagerly (for debugging).
+        probe_samples: the longest piece the Separator batches (its chunk length): the probe
+            is this long.
+        sample_rate: the model's rate (for the probe and the budget).
+
+    All graphs share one memory pool: batches run one after another and each output is
+    copied out before the next replay, so a pool as large as the biggest shape's forward
+    serves them all (the budget's :data:`MEMORY_FRACTION` counts it once).
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str, graphs: bool, probe_samples: int,
+                 sample_rate: int):
+        self.model, self.device = model, device
+        self.requested, self.probe_samples, self.sample_rate = check_precision(precision), probe_samples, sample_rate
+        self._profile: ModelProfile | None = None
+        self.graphs = None
+        if graphs:
+            capture = functools.partial(capture_graph, pool=torch.cuda.graph_pool_handle())
+            self.graphs = ShapeGraphs(self._forward, capture=capture)
+
+    @property
+    def profile(self) -> ModelProfile:
+        """Measured at the first use (two forwards of the probe), once per model."""
+        if self._profile is None:
+            self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
+                                          self.sample_rate)
+        return self._profile
+
+    def budget_samples(self, max_seconds: float) -> int:
+        """Input samples per call: ``max_seconds`` of audio, or what fits in memory."""
+        return batch_budget(free_memory(self.device), self.profile.bytes_per_sample, self.sample_rate, max_seconds)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_in(self.model, x, self.profile.precision)
+
+    @torch.inference_mode()
+    def __call__(self, pieces: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pieces).to(self.device)
+        estimates = self.graphs(x) if self.graphs is not None else self._forward(x)
+        return rescale_batch(estimates, x).cpu().numpy()

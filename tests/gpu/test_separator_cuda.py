@@ -1,0 +1,111 @@
+"""The Separator's CUDA path (cocktailparty/inference/cuda_path.py) on a real GPU.
+
+Batches replayed from CUDA graphs give what eager batches give; batching across files and
+chunks gives what each file alone gives; the CUDA output agrees with the CPU's; the bf16
+decision on a bundled model is the one its measured SNR calls for, and the output it leads
+to stays near fp32's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cocktailparty.core.checkpoint import DEFAULT_MODEL, load_model
+from cocktailparty.inference import cuda_path
+from cocktailparty.inference.export import speech_like_mixtures
+from cocktailparty.inference.separate import Separator
+from cocktailparty.models import build_model
+
+RATE = 16000
+TINY = dict(sample_rate=RATE, basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2, ffn_channels=16,
+            dropout=0.0, drop_path=0.0)
+
+
+def speech(count: int, seconds: float, seed: int) -> list[np.ndarray]:
+    generator = torch.Generator().manual_seed(seed)
+    return list(speech_like_mixtures(count, int(seconds * RATE), RATE, generator).numpy())
+
+
+def snr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
+    return cuda_path.snr_db(torch.from_numpy(estimate), torch.from_numpy(reference))
+
+
+def tiny_model(device: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("tdanet", **TINY).to(device).eval()
+
+
+def test_graph_replays_equal_eager_batches():
+    clips = [(x, RATE) for x in speech(12, 1.0, seed=0)]
+    model = tiny_model("cuda")
+    # 3 clips a call: 4 calls of one shape, so eager, capture + replay, replay, replay
+    graphed = Separator(model, device="cuda", batch_seconds=3.0, precision="fp32", cuda_graphs=True)
+    eager = Separator(model, device="cuda", batch_seconds=3.0, precision="fp32", cuda_graphs=False)
+    with_graphs = list(graphed.separate_many(clips))
+    without = list(eager.separate_many(clips))
+    assert list(graphed._cuda.graphs.graphs) == [(3, RATE)]
+    for a, b in zip(with_graphs, without):
+        np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
+
+
+def test_batches_across_files_and_chunks_equal_each_file_alone():
+    model = tiny_model("cuda")
+    recordings = [(x, RATE) for x in speech(9, 4.0, seed=1)] + [(speech(1, 95.0, seed=2)[0], RATE)]
+    recordings.insert(3, (speech(1, 2.5, seed=3)[0], RATE))
+    batched = Separator(model, device="cuda", precision="fp32")  # the default budget: all 4-s clips in one call
+    alone = Separator(model, device="cuda", precision="fp32", batch_seconds=0.0)  # one piece per call
+    for (mixture, rate), out in zip(recordings, batched.separate_many(recordings)):
+        expected = alone(mixture, rate)
+        assert out.shape == expected.shape
+        assert snr_db(out, expected) > 60, "a row of a batch differs from the piece run alone"
+
+
+def test_cuda_output_agrees_with_the_cpu():
+    mixture = speech(1, 25.0, seed=4)[0]  # three chunks
+    cuda = Separator.from_pretrained(DEFAULT_MODEL, device="cuda", precision="fp32")(mixture, RATE)
+    cpu = Separator.from_pretrained(DEFAULT_MODEL, device="cpu")(mixture, RATE)
+    # cuDNN's convolutions may run in TF32 (torch's default): close to, not equal to, fp32
+    assert snr_db(cuda, cpu) > 40
+
+
+def test_bf16_decision_on_the_bundled_model():
+    model = load_model(DEFAULT_MODEL, "cuda")
+    separator = Separator(model, device="cuda")  # precision auto
+    profile = separator._cuda.profile
+    assert profile.bytes_per_sample > 0 and profile.probe_samples == separator.chunk
+    generator = torch.Generator().manual_seed(cuda_path.PROBE_SEED)
+    probe = speech_like_mixtures(cuda_path.PROBE_BATCH, separator.chunk, RATE, generator).cuda()
+    with torch.inference_mode():
+        fp32_out = cuda_path.forward_in(model, probe, "fp32")
+        measured = cuda_path.snr_db(cuda_path.forward_in(model, probe, "bf16"), fp32_out)
+    print(f"{DEFAULT_MODEL}: bf16 is {measured:.1f} dB from fp32 on the probe; chosen: {profile.precision}")
+    assert profile.precision == ("bf16" if measured >= cuda_path.BF16_MIN_SNR_DB else "fp32")
+    # On other speech than the probe, the chosen precision stays near fp32 (5 dB of margin
+    # below the probe's threshold: another input is not the probe).
+    mixture = speech(1, 30.0, seed=5)[0]
+    fp32 = Separator(model, device="cuda", precision="fp32")(mixture, RATE)
+    chosen = separator(mixture, RATE)
+    assert snr_db(chosen, fp32) > cuda_path.BF16_MIN_SNR_DB - 5
+
+
+def test_the_batch_budget_is_sized_by_measured_memory():
+    separator = Separator(tiny_model("cuda"), device="cuda")
+    budget = separator._budget_samples()
+    assert separator.chunk <= budget <= cuda_path.MAX_BATCH_SECONDS * RATE
+    assert separator.pieces_per_batch(separator.chunk) == budget // separator.chunk
+    assert separator.pieces_per_batch(separator.chunk + 1) == 1  # longer than the probe
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_hour_long_file_runs_in_batches_of_chunks(precision):
+    """A shortened stand-in (3 minutes): 22 full chunks in calls of 8, 8 and 6 (the second
+    captured as a graph), then the short last one."""
+    model = tiny_model("cuda")
+    mixture = speech(1, 180.0, seed=6)[0]
+    batched = Separator(model, device="cuda", precision=precision, batch_seconds=80.0)
+    out = batched(mixture, RATE)
+    assert list(batched._cuda.graphs.graphs) == [(8, batched.chunk)]
+    alone = Separator(model, device="cuda", precision=precision, batch_seconds=0.0)(mixture, RATE)
+    assert snr_db(out, alone) > (60 if precision == "fp32" else 30)

@@ -1,0 +1,373 @@
+"""Batched separation (issue #19 item 2): pieces of equal length share model calls, within
+and across recordings, and give what separating each recording alone gives; on the CPU,
+by default, nothing changes at all. Also the device-independent parts of the CUDA path
+(cocktailparty/inference/cuda_path.py): the bf16/fp32 choice, the batch budget, the
+capture-on-repeat policy of the CUDA graphs, and the on-device rescaling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cocktailparty.inference import cuda_path
+from cocktailparty.inference.separate import Separator, best_order, match_mixture_scale, process_files
+from cocktailparty.models import build_model
+from tests.toys import BandSplit, BandSplitConfig, Halves, HalvesConfig
+
+RATE = 8000
+TINY_TDANET = dict(sample_rate=RATE, basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2,
+                   ffn_channels=16, dropout=0.0, drop_path=0.0)
+
+
+def tiny_tdanet() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("tdanet", **TINY_TDANET).eval()
+
+
+def speech(seconds: float, seed: int) -> np.ndarray:
+    """A two-talker speech-like mixture (float32, ``(time,)``) at RATE."""
+    generator = torch.Generator().manual_seed(seed)
+    from cocktailparty.inference.export import speech_like_mixtures
+
+    return speech_like_mixtures(1, int(seconds * RATE), RATE, generator)[0].numpy()
+
+
+class Recorder(nn.Module):
+    """Wraps a model and records the shape of every batch it is given."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.config, self.shapes = model, model.config, []
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(mixture.shape))
+        return self.model(mixture)
+
+
+def one_chunk_at_a_time(model: nn.Module, mixture: np.ndarray, chunk: int, overlap: int) -> np.ndarray:
+    """The Separator's loop as it was before batching (one model call per chunk, stitched as
+    it ran): the CPU output must stay exactly this."""
+
+    def run(piece):
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(piece)).unsqueeze(0)
+            return match_mixture_scale(model(x)[0].float().numpy(), piece)
+
+    length = mixture.shape[0]
+    if length <= chunk:
+        return run(mixture)
+    hop = chunk - overlap
+    starts = list(range(0, max(length - overlap, 1), hop))
+    output = np.zeros((model.config.num_sources, length), np.float32)
+    fade_in = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
+    previous_tail = None
+    for start in starts:
+        piece = mixture[start : start + chunk]
+        estimate = run(piece)
+        if previous_tail is not None:
+            o = min(overlap, piece.shape[0])
+            estimate = estimate[best_order(previous_tail[:, :o], estimate[:, :o])]
+            ramp = fade_in[:o]
+            output[:, start : start + o] *= 1.0 - ramp
+            estimate[:, :o] *= ramp
+        output[:, start : start + estimate.shape[1]] += estimate
+        previous_tail = estimate[:, hop:]
+    return output
+
+
+@pytest.mark.parametrize("make_model", [tiny_tdanet, lambda: BandSplit(BandSplitConfig())], ids=["tdanet", "band"])
+def test_cpu_output_is_bit_identical_to_one_chunk_at_a_time(make_model):
+    model = make_model()
+    separator = Separator(model, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    chunk, overlap = RATE, RATE // 4
+    # one chunk; several with a short last one; a last chunk flush with the end
+    for samples in (RATE - 7, 3 * RATE + 123, 3 * (chunk - overlap) + overlap):
+        mixture = speech(samples / RATE, seed=samples)
+        expected = one_chunk_at_a_time(model, mixture, chunk, overlap)
+        np.testing.assert_array_equal(separator.separate_at_model_rate(mixture), expected)
+        np.testing.assert_array_equal(next(separator.separate_many([(mixture, RATE)])), expected)
+
+
+def test_cpu_default_runs_one_piece_per_call():
+    model = Recorder(Halves(HalvesConfig()))
+    separator = Separator(model, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    list(separator.separate_many([(speech(0.5, 0), RATE), (speech(0.5, 1), RATE), (speech(2.5, 2), RATE)]))
+    assert model.shapes == [(1, 4000), (1, 4000), (1, 8000), (1, 8000), (1, 8000)]
+
+
+@pytest.mark.parametrize("make_model", [tiny_tdanet, lambda: BandSplit(BandSplitConfig())], ids=["tdanet", "band"])
+def test_recordings_batched_across_files_equal_each_alone(make_model):
+    """Same-length clips share calls, a long recording's chunks share calls (its short last
+    chunk goes with nothing), and every output is what separating the recording alone gives."""
+    model = make_model()
+    lengths = [1.0, 0.7, 1.0, 3.3, 1.0, 0.7, 1.0, 1.0, 2.2, 1.0]
+    recordings = [(speech(s, seed=i), RATE) for i, s in enumerate(lengths)]
+    alone = Separator(model, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    recorder = Recorder(model)
+    batched = Separator(recorder, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25, batch_seconds=4.0)
+    outputs = list(batched.separate_many(recordings))
+    assert len(outputs) == len(recordings)
+    for (mixture, rate), out in zip(recordings, outputs):
+        expected = alone(mixture, rate)
+        assert out.shape == expected.shape
+        np.testing.assert_allclose(out, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+    # Pieces: 1-s clips and full chunks (8000 samples, four a call), the 0.7-s clips and the
+    # 2.2-s recording's last chunk (5600), the 3.3-s recording's last chunk (2400). Full
+    # batches run as they fill; once leftovers add up to 4 s, every length runs as it is.
+    assert recorder.shapes == [(4, 8000),  # clips 0, 2 and two chunks of recording 3
+                               (3, 8000), (1, 5600), (1, 2400),  # leftovers: 4 s of them with clip 4
+                               (4, 8000),  # clips 6, 7 and both chunks of recording 8
+                               (2, 5600), (1, 8000)]  # the end: clip 5, recording 8's last chunk; clip 9
+
+
+def test_a_folder_of_equal_clips_runs_as_a_few_large_batches():
+    model = Recorder(Halves(HalvesConfig()))
+    clips = [(np.random.default_rng(i).standard_normal(40).astype(np.float32), RATE) for i in range(1000)]
+    separator = Separator(model, device="cpu", batch_seconds=128 * 40 / RATE)
+    outputs = list(separator.separate_many(clips))
+    assert [s[0] for s in model.shapes] == [128] * 7 + [1000 - 7 * 128]
+    alone = Separator(Halves(HalvesConfig()), device="cpu")
+    for index in (0, 127, 128, 999):
+        np.testing.assert_allclose(outputs[index], alone(*clips[index]), atol=1e-6)
+
+
+def test_recordings_are_read_only_a_batch_ahead():
+    """Memory stays bounded: mixtures are pulled as batches fill and outputs leave in order."""
+    pulled, model = [], Recorder(Halves(HalvesConfig()))
+    rng = np.random.default_rng(0)
+    lengths = [400] * 9 + [401 + i for i in range(30)]  # a run of one length, then all different
+
+    def recordings():
+        for i, n in enumerate(lengths):
+            pulled.append(i)
+            yield rng.standard_normal(n).astype(np.float32), RATE
+
+    separator = Separator(model, device="cpu", batch_seconds=4 * 400 / RATE)
+    for done, out in enumerate(separator.separate_many(recordings())):
+        assert out.shape == (2, lengths[done])
+        ahead = len(pulled) - done  # read but not yet given back
+        assert ahead <= 5, (done, ahead)
+    assert pulled == list(range(len(lengths)))
+    assert model.shapes[:2] == [(4, 400), (4, 400)]
+
+
+def test_process_files_batches_a_folder_and_reports_a_bad_file(tmp_path, caplog):
+    import soundfile
+
+    from cocktailparty.core import audio
+
+    names = {}
+    for i in range(7):
+        path = tmp_path / "in" / f"clip{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        if i == 3:
+            path.write_bytes(b"RIFF not really a wav file")
+        else:
+            soundfile.write(path, speech(1.0, seed=i), RATE)
+        names[path] = path.relative_to(tmp_path / "in").with_suffix("")
+    model = Recorder(BandSplit(BandSplitConfig()))
+    separator = Separator(model, device="cpu", batch_seconds=4.0)
+    status = process_files(names, separator, tmp_path / "out", ["_s1.wav", "_s2.wav"], desc="separating",
+                           force=False, quiet=True)
+    assert status == 1 and "clip3.wav: not a sound file" in caplog.text
+    assert [s[0] for s in model.shapes] == [4, 2]
+    alone = Separator(BandSplit(BandSplitConfig()), device="cpu")
+    for i in (0, 4, 6):
+        samples, rate = audio.read(tmp_path / "in" / f"clip{i}.wav")
+        written = np.stack([soundfile.read(tmp_path / "out" / f"clip{i}_s{k}.wav")[0] for k in (1, 2)])
+        np.testing.assert_allclose(written, alone(samples, rate), atol=1e-4)  # 16-bit WAV
+    assert not (tmp_path / "out" / "clip3_s1.wav").exists()
+
+
+def test_precision_is_checked_on_any_device(monkeypatch):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+        Separator(Halves(HalvesConfig()), device="cpu", precision="fp16")
+    monkeypatch.setenv("COCKTAIL_PRECISION", "half")
+    with pytest.raises(ValueError, match="COCKTAIL_PRECISION"):
+        Separator(Halves(HalvesConfig()), device="cpu")
+
+
+# --- the bf16 / fp32 choice --------------------------------------------------------------
+
+
+def test_choose_precision_needs_40_db():
+    assert cuda_path.choose_precision("auto", lambda: 40.0) == "bf16"
+    assert cuda_path.choose_precision("auto", lambda: 39.9) == "fp32"
+    assert cuda_path.choose_precision("auto", lambda: float("nan")) == "fp32"
+    assert cuda_path.choose_precision("auto", lambda: float("inf")) == "bf16"
+
+    def fails():
+        raise RuntimeError("no bf16 kernel for this op")
+
+    assert cuda_path.choose_precision("auto", fails) == "fp32"
+
+    def never():
+        raise AssertionError("an explicit precision is not measured")
+
+    assert cuda_path.choose_precision("fp32", never) == "fp32"
+    assert cuda_path.choose_precision("bf16", never) == "bf16"
+
+
+class AutocastError(nn.Module):
+    """Two halves of the mixture, off by a relative ``error`` (or NaN, or an exception) under
+    autocast; no op that autocast changes, so the error is exactly the one given."""
+
+    def __init__(self, error: float | str):
+        super().__init__()
+        self.error, self.calls = error, 0
+        self.config = HalvesConfig()
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = torch.stack([0.5 * mixture, 0.5 * mixture], 1)
+        if not torch.is_autocast_enabled(mixture.device.type):
+            return out
+        if self.error == "nan":
+            return out * float("nan")
+        if self.error == "raise":
+            raise RuntimeError("no bf16 kernel")
+        return out * (1 + self.error)
+
+
+@pytest.mark.parametrize("error,expected", [(1e-3, "bf16"), (0.05, "fp32"), ("nan", "fp32"), ("raise", "fp32")])
+def test_measure_model_picks_bf16_only_within_40_db(error, expected):
+    probe = torch.from_numpy(np.stack([speech(0.5, 0), speech(0.5, 1)]))
+    profile = cuda_path.measure_model(AutocastError(error).eval(), probe, "auto")
+    assert profile.precision == expected  # 1e-3 relative is 60 dB, 5% is 26 dB
+    assert profile.probe_samples == 4000 and profile.bytes_per_sample == 0  # no CUDA memory here
+
+
+def test_a_model_is_measured_once():
+    model = AutocastError(1e-3).eval()
+    first = cuda_path.model_profile(model, torch.device("cpu"), "auto", 800, RATE)
+    assert model.calls == 2  # fp32 and bf16
+    assert cuda_path.model_profile(model, torch.device("cpu"), "auto", 800, RATE) is first
+    assert model.calls == 2
+    assert cuda_path.model_profile(model, torch.device("cpu"), "fp32", 800, RATE).precision == "fp32"
+    assert model.calls == 3  # another requested precision: measured again (fp32 only)
+
+
+def test_snr_db():
+    ref = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert cuda_path.snr_db(ref, ref) == math.inf
+    assert cuda_path.snr_db(ref * 1.01, ref) == pytest.approx(40.0)
+    assert math.isnan(cuda_path.snr_db(ref * float("nan"), ref))
+
+
+def test_batch_budget():
+    # 320 s at 16 kHz, unless 40% of free memory holds fewer samples' activations
+    assert cuda_path.batch_budget(10**12, 1000.0, 16000) == 320 * 16000
+    assert cuda_path.batch_budget(10**9, 1000.0, 16000) == 400_000
+    assert cuda_path.batch_budget(10**9, 1000.0, 16000, max_seconds=10.0) == 160_000
+    assert cuda_path.batch_budget(10, 1000.0, 16000) == 1
+    assert cuda_path.batch_budget(10**9, 0.0, 16000) == 320 * 16000
+
+
+# --- CUDA graphs: captured when a shape repeats ------------------------------------------
+
+
+class FakeGraphs:
+    """Stand-ins for the CUDA calls that record what the policy asked for."""
+
+    def __init__(self, fail: bool = False):
+        self.log, self.fail = [], fail
+
+    def warm_up(self, forward, x):
+        self.log.append(("warm up", tuple(x.shape)))
+        return forward(x)
+
+    def capture(self, forward, example):
+        self.log.append(("capture", tuple(example.shape)))
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+        def replay(x):
+            self.log.append(("replay", tuple(x.shape)))
+            return forward(x)
+
+        return replay
+
+
+def test_a_shape_is_captured_the_second_time_and_replayed_after():
+    fake = FakeGraphs()
+    graphs = cuda_path.ShapeGraphs(lambda x: x * 2, capture=fake.capture, warm_up=fake.warm_up)
+    a, b = torch.ones(4, 10), torch.ones(1, 7)
+    for x in (a, a, a, b, a):
+        torch.testing.assert_close(graphs(x), x * 2)
+    assert fake.log == [("warm up", (4, 10)), ("capture", (4, 10)), ("replay", (4, 10)), ("replay", (4, 10)),
+                        ("warm up", (1, 7)), ("replay", (4, 10))]
+
+
+def test_at_most_max_graphs_shapes_are_captured():
+    fake = FakeGraphs()
+    graphs = cuda_path.ShapeGraphs(lambda x: x, capture=fake.capture, warm_up=fake.warm_up, max_graphs=1)
+    for x in (torch.ones(2), torch.ones(2), torch.ones(3), torch.ones(3)):
+        graphs(x)
+    assert [entry for entry in fake.log if entry[0] == "capture"] == [("capture", (2,))]
+    assert list(graphs.graphs) == [(2,)]
+
+
+def test_a_failed_capture_leaves_everything_eager(caplog):
+    fake = FakeGraphs(fail=True)
+    graphs = cuda_path.ShapeGraphs(lambda x: x + 1, capture=fake.capture, warm_up=fake.warm_up)
+    x = torch.zeros(3)
+    with caplog.at_level(logging.WARNING, logger="cocktailparty"):
+        for _ in range(4):
+            torch.testing.assert_close(graphs(x), x + 1)
+    assert fake.log == [("warm up", (3,)), ("capture", (3,))]
+    assert "could not capture the model as a CUDA graph (RuntimeError: operation not permitted" in caplog.text
+    assert caplog.text.count("could not capture") == 1
+
+
+# --- the mixture's scale, on the device ---------------------------------------------------
+
+
+def scale_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(estimates (C, T), mixture (T,)) pairs: the numpy function's own test cases."""
+    rng = np.random.default_rng(0)
+    true = np.linalg.qr(rng.standard_normal((8000, 2)))[0].T.astype(np.float32)
+    a, b = rng.standard_normal((2, 8000))
+    a -= b * (a @ b) / (b @ b)
+    return [
+        (true * np.array([[0.1], [3.0]], np.float32), true.sum(0)),  # recoverable gains
+        (np.stack([-40.0 * a, 7.0 * b]).astype(np.float32), (a + b).astype(np.float32)),  # inverted
+        (50.0 * np.stack([a + 0.5 * b, 0.3 * b + 0.2 * a]).astype(np.float32),
+         (a + 0.3 * b).astype(np.float32)),  # leaky: a negative gain
+        (30.0 * np.stack([a, a + 0.01 * b]).astype(np.float32), (a + b).astype(np.float32)),  # collinear
+        (np.stack([a, np.zeros_like(a)]).astype(np.float32), (a + b).astype(np.float32)),  # a silent track
+    ]
+
+
+def test_rescale_batch_agrees_with_match_mixture_scale():
+    cases = scale_cases()
+    estimates = torch.from_numpy(np.stack([e for e, _ in cases]))
+    mixtures = torch.from_numpy(np.stack([m for _, m in cases]))
+    out = cuda_path.rescale_batch(estimates, mixtures)
+    assert out.dtype == torch.float32 and out.shape == estimates.shape
+    for row, (e, m) in zip(out.numpy(), cases):
+        expected = match_mixture_scale(e, m)
+        np.testing.assert_allclose(row, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+def test_the_cuda_batch_call_runs_on_the_cpu_too():
+    """Without graphs, CudaBatchRunner needs no GPU: the Separator's CUDA plumbing (the probe,
+    batches across files, rescaling on the device) run on the CPU gives the CPU path's output
+    to rounding. Only the budget, measured from free GPU memory, is set by hand."""
+    model = tiny_tdanet()
+    recordings = [(speech(s, seed=i), RATE) for i, s in enumerate([1.0, 1.0, 3.3, 0.7, 1.0])]
+    separator = Separator(model, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    separator._cuda = cuda_path.CudaBatchRunner(model, torch.device("cpu"), "fp32", False, separator.chunk, RATE)
+    separator._budget = 4 * RATE  # what budget_samples would measure on a GPU
+    outputs = list(separator.separate_many(recordings))
+    assert separator._cuda.profile == cuda_path.ModelProfile("fp32", 0.0, RATE)
+    alone = Separator(model, device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    for (mixture, rate), out in zip(recordings, outputs):
+        expected = alone(mixture, rate)
+        np.testing.assert_allclose(out, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
