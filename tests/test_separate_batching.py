@@ -371,3 +371,21 @@ def test_the_cuda_batch_call_runs_on_the_cpu_too():
         expected = alone(mixture, rate)
         np.testing.assert_allclose(out, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
 
+
+# --- benchmarks/separate_throughput.py -----------------------------------------------------
+
+
+def test_the_throughput_benchmark_refuses_without_cuda(monkeypatch, capsys):
+    from tests.helpers import load_benchmark
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_benchmark("separate_throughput").main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_the_throughput_benchmark_smoke_run_prints_its_table(capsys):
+    from tests.helpers import load_benchmark
+
+    assert load_benchmark("separate_throughput").main(["--smoke", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "folder: 20 x 0.5 s" in out and "one file of 0.5 min" in out and "x real time" in out
