@@ -346,6 +346,32 @@ def test_megaglest_keeps_human_voice_lines_and_merges_copies(tmp_path):
         "factions/persian/units/princess/sounds/princess_select1.wav": "megaglest-persian-princess"}
 
 
+def test_hedgewars_leaves_out_classic_and_the_recordings_packs_share(tmp_path):
+    import shutil
+
+    root = tmp_path / "hedgewars-data"
+    voices = root / HW / "Sounds/voices"
+    own = {"Classic": ["Amazing", "Drat"], "Default": ["Amazing", "Drat", "Ouch", "PoisonMoan"],
+           "Default_uk": ["Amazing", "Firepunch1"], "HillBilly": ["Amazing"],
+           "Default_pl": ["PoisonCough"], "Russian": ["Amazing"]}
+    for i, (pack, lines) in enumerate(sorted(own.items())):
+        for j, line in enumerate(lines):
+            _ogg(voices / pack / f"{line}.ogg", seed=10 * i + j)
+    copies = {"Classic/Drat": "Default/Drat", "Default_uk/Ouch": "Default/Ouch",  # borrowed from Default
+              "HillBilly/PoisonMoan": "Default/PoisonMoan", "Default_uk/Firepunch2": "Default_uk/Firepunch1",
+              "Russian_pl/PoisonCough": "Default_pl/PoisonCough"}  # shared by two other packs: whose is unknown
+    for copy, original in copies.items():
+        (voices / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(voices / f"{original}.ogg", voices / f"{copy}.ogg")
+    clips = plain_files.find_hedgewars(root)
+    assert [(c.path.relative_to(voices).as_posix(), c.speaker, c.language) for c in clips] == [
+        ("Default/Amazing.ogg", "hedgewars-Default", "en"), ("Default/Drat.ogg", "hedgewars-Default", "en"),
+        ("Default/Ouch.ogg", "hedgewars-Default", "en"), ("Default/PoisonMoan.ogg", "hedgewars-Default", "en"),
+        ("Default_uk/Amazing.ogg", "hedgewars-Default_uk", "uk"),
+        ("Default_uk/Firepunch1.ogg", "hedgewars-Default_uk", "uk"),
+        ("HillBilly/Amazing.ogg", "hedgewars-HillBilly", "en"), ("Russian/Amazing.ogg", "hedgewars-Russian", "ru")]
+
+
 def test_gcin_tells_the_two_readers_apart_by_file_name(tmp_path):
     root = tmp_path / "gcin-voice"
     base = root / "usr/share/gcin-voice/ogg"

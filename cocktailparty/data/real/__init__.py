@@ -35,7 +35,8 @@ codec2      codec2-examples           callsign/name in the file name, by a   LGP
 The packages label recordings by language or pack, not by person: one label may hold more
 than one person (harmless: they never meet in a mixture) and one person may stand behind
 two labels (then they could meet, and a split could hold them twice); nothing in the
-packages says so for the ones used here. Packages reserved for an independent test of the
+packages says so for the ones used here, but packs can share recordings (hedgewars': see
+:func:`.plain_files.find_hedgewars`). Packages reserved for an independent test of the
 project (:data:`.packages.RESERVED_PACKAGES`) are refused, whatever is asked.
 
 A source recorded at a low rate (``Source.native_rate``: queen's and warzone's game speech
