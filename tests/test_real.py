@@ -460,6 +460,24 @@ def test_splits_like_keeps_another_corpus_splits(fake_source, tmp_path):
         build(tmp_path / "e", seed=0, splits_like=tmp_path / "nowhere")
 
 
+def test_a_left_out_label_keeps_its_place_in_the_split_draw(fake_source, tmp_path, monkeypatch):
+    """Leaving a label out (hedgewars' Classic) must not move the other speakers of its group:
+    the benchmarks' test speakers would change people."""
+    def build(out, finder, placeholders=()):
+        source = packages.Source("fake", "fake-speech-data", "CC0", finder, split_placeholders=placeholders)
+        monkeypatch.setattr(real_build, "SOURCES", {"fake": source})
+        real_build.build_real_corpus(out, sources=["fake"], sample_rate=RATE, seed=3, utterance_seconds=3.0,
+                                     max_minutes=0.1, min_seconds=2.0, packages=fake_source, jobs=1, progress=False)
+        with open(out / "manifest.csv", encoding="utf-8") as handle:
+            return {r["speaker"]: r["split"] for r in csv.DictReader(handle)}
+
+    everyone = build(tmp_path / "all", _finder("fake"))
+    without_v5 = lambda root: [c for c in _finder("fake")(root) if c.speaker != "fake-v5"]  # noqa: E731
+    assert build(tmp_path / "held", without_v5, ("fake-v5",)) == {s: v for s, v in everyone.items() if s != "fake-v5"}
+    # Without the placeholder the draw is over fewer speakers and, with this seed, moves some.
+    assert build(tmp_path / "moved", without_v5) != {s: v for s, v in everyone.items() if s != "fake-v5"}
+
+
 # --------------------------------------------------------------------------------------
 # Flight of the Amazon Queen: queen.1c, labels by voice, 11 kHz sources
 # --------------------------------------------------------------------------------------

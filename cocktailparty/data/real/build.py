@@ -35,7 +35,8 @@ PAUSE_SECONDS = (0.15, 0.4)
 SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("tuxpaint", "tuxpaint-stamps-default", "GPL-2", find_tuxpaint, split_group="v1"),
     Source("klettres", "klettres-data", "GPL-2+", find_klettres, split_group="v1"),
-    Source("hedgewars", "hedgewars-data", "GFDL-1.3", find_hedgewars, split_group="v1"),
+    Source("hedgewars", "hedgewars-data", "GFDL-1.3", find_hedgewars, split_group="v1",
+           split_placeholders=("hedgewars-Classic",)),
     Source("festvox-ru", "festvox-ru", "BSD-like (festvox-ru copyright)", find_festvox_ru, split_group="v1"),
     Source("nexuiz", "nexuiz-data", "GPL-2+", find_nexuiz),
     Source("megaglest", "megaglest-data", "CC-BY-SA-3.0", find_megaglest, min_seconds=5.0),
@@ -184,13 +185,14 @@ def build_real_corpus(out, sources: Sequence[str] = DEFAULT_SOURCES, sample_rate
         raise CocktailError(f"only {len(kept)} speaker(s) with enough usable speech; a corpus needs 3 or more")
     # Each split group on its own (Source.split_group), sources interleaved within a group:
     # adding a source never moves the speakers of another group.
-    groups: dict[str, list[str]] = {}
-    for speaker in kept:
-        source = source_of[speaker]
+    groups: dict[str, list[tuple[str, str]]] = {}
+    drawn = [(speaker, source_of[speaker]) for speaker in kept]
+    drawn += [(label, source) for source in chosen for label in source.split_placeholders if label not in kept]
+    for speaker, source in drawn:
         if speaker not in fixed:
-            groups.setdefault(source.split_group or source.name, []).append(speaker)
-    assignment = {speaker: split_name for group in sorted(groups) for speaker, split_name in
-                  _split_persons([(s, source_of[s].name) for s in groups[group]], fractions, seed).items()}
+            groups.setdefault(source.split_group or source.name, []).append((speaker, source.name))
+    assignment = {speaker: split_name for group in sorted(groups)
+                  for speaker, split_name in _split_persons(groups[group], fractions, seed).items() if speaker in kept}
     assignment.update({speaker: fixed[speaker] for speaker in kept if speaker in fixed})
     for speaker in sorted(kept):
         split_name = assignment[speaker]

@@ -58,6 +58,10 @@ class Source:
     # Built only when asked for by name (--sources): queen needs Resemblyzer's weights
     # (pip install --no-deps resemblyzer), which the project's install does not bring.
     opt_in: bool = False
+    # Labels this source no longer keeps (see its finder) that still take their place in the
+    # split draw, so that leaving them out moves no other speaker of the group to another split
+    # (the benchmarks' test speakers stay the same people).
+    split_placeholders: tuple[str, ...] = ()
 
 
 def check_not_reserved(packages: Sequence[str]) -> None:
