@@ -44,7 +44,7 @@ class Source:
     licence: str
     find: Callable[[Path], list[Clip]]  # extracted package root -> clips
     # Speakers are split among themselves, group by group (see build_real_corpus): the four
-    # first sources form one group, "v1", so their 44 speakers keep the splits of the first
+    # first sources form one group, "v1", so their speakers (44, 43 since hedgewars-Classic left) keep the splits of the first
     # corpus; a later source is a group of its own (None: its name), so adding it moves no
     # one else.
     split_group: Optional[str] = None
