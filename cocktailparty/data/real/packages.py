@@ -44,9 +44,9 @@ class Source:
     licence: str
     find: Callable[[Path], list[Clip]]  # extracted package root -> clips
     # Speakers are split among themselves, group by group (see build_real_corpus): the four
-    # first sources form one group, "v1", so their speakers (44, 43 since hedgewars-Classic left) keep the splits of the first
-    # corpus; a later source is a group of its own (None: its name), so adding it moves no
-    # one else.
+    # first sources form one group, "v1", so their speakers (44; 43 since hedgewars-Classic
+    # left, see split_placeholders) keep the splits of the first corpus; a later source is a
+    # group of its own (None: its name), so adding it moves no one else.
     split_group: Optional[str] = None
     # Lower floor of usable speech per speaker for this source's (short) voices, in seconds;
     # None: build_real_corpus's min_seconds.
