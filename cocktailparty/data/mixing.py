@@ -43,13 +43,20 @@ Definitions (levels in dB):
   levels above (SIR, SNR, SMR) are set on the dry talkers; the bank's RIRs are scaled so that
   an early image keeps about its dry talker's level (a voice's can move by a few dB, see
   :mod:`~cocktailparty.data.rooms`), and the reverberant images add the late tail on top.
+* **Channel effects** (``eq``, ``band_limit``, ``codec``; definitions in
+  :mod:`cocktailparty.data.channel_effects`): each talker's recording may be equalised, and
+  the talkers, noise and music band-limited alike, before any level is set (the filtered
+  signal *is* the talker: targets carry it, and the levels above are measured on it); the
+  finished mixture may go through a lossy codec and back, its targets staying clean. Each
+  draws from a random stream of its own, so turning one on changes nothing else in an item.
 * **Clipping**: when the peak of the mixture, any source, the noise or the music (and any
   reverberant image) exceeds ``max_peak`` (0.9, as in wsj0-2mix), every gain is lowered by
   the same dB, so ``mixture == sources[0] + sources[1] + ... + noise + music`` still holds
   exactly, in float32, summed in that order. With a room,
   ``mixture == reverberant[0] + reverberant[1] + ... + noise + music`` holds instead (the
   early images in ``sources`` do not add up to the mixture: the late reverberation is not in
-  any target).
+  any target). A coded mixture sums nothing exactly (the codec's error is in it alone), and
+  may peak a little over ``max_peak``.
 * Talkers in one mixture are distinct speakers and, where the corpus says so (the manifest's
   ``person`` column), distinct underlying persons: one person's recordings behind several TTS
   voices never meet in one mixture.
@@ -70,14 +77,19 @@ from ..core.errors import CocktailError
 from .noise import NoiseFolder
 from .speaker_corpus import SpeakerCorpus
 from .levels import DEFAULT_MAX_PEAK, draw_levels, peak_limit, power_db, talker_gains_db
-from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, load_interference, load_speech, looped, \
-    placed_source, render_plan
+from .channel_effects import BandLimitSettings, CodecSettings, EqSettings
+from .mixture_plan import InterferencePlan, MixturePlan, SourcePlan, load_interference, load_speech, \
+    placed_interference, placed_source, render_plan
 from .rooms import RoomBank
 
 log = logging.getLogger("cocktailparty")
 
 PathLike = audio.PathLike
 Range = tuple[float, float]
+
+# The channel effects' random streams: (seed, epoch, index, stream). WithEnrollment
+# (train/data.py) uses 0xE7.
+EQ_STREAM, BAND_STREAM, CODEC_STREAM = 0xEA, 0xBA, 0xC0
 
 
 class DynamicMixer(Dataset):
@@ -96,7 +108,7 @@ class DynamicMixer(Dataset):
     which a DataLoader batches to ``mixture (batch, time)``, ``sources (batch, C, time)``.
     ``speaker_ids`` index :attr:`speakers` (the corpus's speakers, sorted). With
     ``music_as_source`` ``sources`` has ``C + 1`` rows, the last being the music.
-    ``mixture == sum(sources) + noise + music`` exactly for a dry item. When a room was
+    ``mixture == sum(sources) + noise + music`` exactly for a dry, uncoded item. When a room was
     applied, ``sources`` holds the talkers' early images and
     ``mixture == sum(reverberant) + noise + music`` exactly instead (music as a source stays
     dry: it is the last row of ``sources`` and is added to the mixture as it is). Level and
@@ -133,6 +145,11 @@ class DynamicMixer(Dataset):
             per item. Its sample rate must be the mixer's, and its rooms must hold at least
             ``num_speakers`` sources (the first ``num_speakers`` are used).
         reverb_probability: the chance that an item gets a room (the rest stay dry).
+        eq, band_limit, codec: the channel effects'
+            :class:`~cocktailparty.data.channel_effects.EqSettings`,
+            :class:`~cocktailparty.data.channel_effects.BandLimitSettings` and
+            :class:`~cocktailparty.data.channel_effects.CodecSettings`, or mappings of their
+            fields (missing ones take the defaults); ``None``: off.
         max_peak: peak limit of every output signal.
         distinct_persons: also keep one underlying person out of a mixture twice.
         length: items per epoch; default one per utterance (each utterance is the first
@@ -169,6 +186,9 @@ class DynamicMixer(Dataset):
         seed: int = 0,
         rooms: Union[RoomBank, PathLike, None] = None,
         reverb_probability: float = 1.0,
+        eq: Union[EqSettings, dict, None] = None,
+        band_limit: Union[BandLimitSettings, dict, None] = None,
+        codec: Union[CodecSettings, dict, None] = None,
     ):
         parts = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
         parts = [c if isinstance(c, SpeakerCorpus) else SpeakerCorpus.open(c, split=split) for c in parts]
@@ -200,6 +220,9 @@ class DynamicMixer(Dataset):
         self.music_as_source = bool(music_as_source)
         self.rooms = rooms if rooms is None or isinstance(rooms, RoomBank) else RoomBank(rooms, split=split)
         self.reverb_probability = float(reverb_probability)
+        self.eq = EqSettings.from_config(eq, "eq")
+        self.band_limit = BandLimitSettings.from_config(band_limit, "band_limit")
+        self.codec = CodecSettings.from_config(codec, "codec")
         self.max_peak = float(max_peak)
         self.distinct_persons = bool(distinct_persons)
         self.first_talker = first_talker
@@ -246,6 +269,9 @@ class DynamicMixer(Dataset):
         if self.rooms is not None and self.rooms.num_sources < self.num_speakers:
             raise CocktailError(f"{self.rooms.folder}: rooms hold {self.rooms.num_sources} sources but mixtures have "
                                 f"{self.num_speakers} talkers; build a bank with --sources {self.num_speakers}")
+        for name in ("eq", "band_limit", "codec"):
+            if getattr(self, name) is not None:
+                getattr(self, name).check_rate(self.sample_rate, name)
         available = len(self.corpus.persons) if self.distinct_persons else len(self.corpus.speakers)
         if available < self.num_speakers:
             what = "distinct persons" if self.distinct_persons else "speakers"
@@ -317,6 +343,7 @@ class DynamicMixer(Dataset):
             sources.append(SourcePlan(utt.path, utt.id, utt.speaker, utt.person, f, start, place, take, 0.0))
         plan = MixturePlan(id="", length=total, sample_rate=rate, sources=sources,
                            music_as_source=self.music_as_source)
+        self._draw_channel(plan, index, epoch)
         raws = [placed_source(s, plan, x) for s, x in zip(sources, loaded)]
 
         relative, reference = draw_levels(rng, len(sources), self.sir, self.level)
@@ -336,13 +363,15 @@ class DynamicMixer(Dataset):
             samples = load_interference(path, rate)
             n = samples.shape[-1]
             start = int(rng.integers(0, n - total + 1)) if n >= total else int(rng.integers(0, n))
-            raw = looped(samples, start, total)
+            part = InterferencePlan(path, start, 0.0)
+            raw = placed_interference(part, plan, samples)
             ratio = float(rng.uniform(*bounds))
             gain = power_db(speech) - ratio - power_db(raw)
             if not np.isfinite(gain):
                 log.warning("%s: silent (or the speech is); added unscaled", path)
                 gain = 0.0
-            setattr(plan, key, InterferencePlan(path, start, float(gain)))
+            part.gain_db = float(gain)
+            setattr(plan, key, part)
             setattr(plan, "snr_db" if key == "noise" else "smr_db", ratio)
             signals[key] = raw
 
@@ -356,6 +385,21 @@ class DynamicMixer(Dataset):
         first, rest = sources[0], sources[1:]
         plan.id = f"e{epoch}_{index}_" + "_".join(s.utterance_id for s in [first] + rest)
         return plan, signals, rendered
+
+    def _draw_channel(self, plan: MixturePlan, index: int, epoch: int) -> None:
+        """Draw the item's channel effects into ``plan``: each talker's EQ, the band limit and
+        the codec (each switch that is on)."""
+        # Each switch draws from its own stream of (seed, epoch, index), apart from the main
+        # one: with the switches off every item is as it always was, and turning one on
+        # changes neither the rest of the item nor another switch's draws.
+        if self.eq is not None:
+            rng = np.random.default_rng([self.seed, epoch, index, EQ_STREAM])
+            for source in plan.sources:
+                source.eq = self.eq.draw(rng, plan.sample_rate)
+        if self.band_limit is not None:
+            plan.band_limit_hz = self.band_limit.draw(np.random.default_rng([self.seed, epoch, index, BAND_STREAM]))
+        if self.codec is not None:
+            plan.codec = self.codec.draw(np.random.default_rng([self.seed, epoch, index, CODEC_STREAM]))
 
     def _choose_utterances(self, index: int, rng: np.random.Generator) -> list[int]:
         corpus = self.corpus

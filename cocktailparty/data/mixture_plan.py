@@ -1,7 +1,8 @@
 """The recipe of one mixture (:class:`MixturePlan`): which utterances, cut where, placed
-where, at what gains, with which noise, music and room; enough to rebuild the mixture from the
-source files, bit for bit (:func:`render_plan`). The dynamic mixer draws plans; the fixed
-sets write them to metadata.csv and read them back."""
+where, at what gains, with which noise, music and room, and what the channel did (each
+talker's EQ, the band limit, the codec; :mod:`cocktailparty.data.channel_effects`); enough
+to rebuild the mixture from the source files, bit for bit (:func:`render_plan`). The dynamic
+mixer draws plans; the fixed sets write them to metadata.csv and read them back."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..core import audio
 from ..core.errors import CocktailError
+from .channel_effects import CodecPlan, EqBand, codec_round_trip, equalise, low_pass
 from .rooms import reverberate
 
 PathLike = audio.PathLike
@@ -21,7 +23,8 @@ PathLike = audio.PathLike
 @dataclass
 class SourcePlan:
     """One talker: ``utterance[start:start+length]`` (after resampling and speed change)
-    placed at ``place`` in the mixture and scaled by ``gain_db``."""
+    placed at ``place`` in the mixture, equalised by ``eq`` (none: as recorded) and scaled by
+    ``gain_db``."""
 
     path: Path
     utterance_id: str
@@ -32,6 +35,7 @@ class SourcePlan:
     place: int
     length: int
     gain_db: float
+    eq: list[EqBand] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +62,10 @@ class MixturePlan:
     smr_db: Optional[float] = None
     # The RoomBank file (room-NNNNN.npy) whose RIRs reverberate the talkers; None: dry.
     room: Optional[Path] = None
+    # The cutoff that band-limits the talkers, noise and music alike, Hz; None: full band.
+    band_limit_hz: Optional[float] = None
+    # The lossy codec the finished mixture went through and back; None: uncoded.
+    codec: Optional[CodecPlan] = None
 
 
 def load_speech(path: PathLike, sample_rate: int, speed: float = 1.0) -> np.ndarray:
@@ -79,11 +87,13 @@ def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, 
     """Build the signals of a plan: ``{"mixture": (time,), "sources": (C, time)}`` float32,
     plus ``"noise"`` and ``"music"`` (time,) when the plan has them as interference, and
     ``"reverberant"`` (talkers, time) when it has a room (``sources`` are then the talkers'
-    early images, and the mixture sums the reverberant ones).
+    early images, and the mixture sums the reverberant ones). With a codec, the mixture is
+    the coded sum; everything else stays clean.
 
-    ``signals`` may hold already loaded, placed raw signals (``"sources"``, ``"noise"``,
-    ``"music"``) and the room's RIRs (``"rirs"``, (talkers, taps)) to avoid reading the files
-    again; the result is identical either way.
+    ``signals`` may hold already loaded raw signals as :func:`placed_source` and
+    :func:`placed_interference` return them (``"sources"``, ``"noise"``, ``"music"``) and the
+    room's RIRs (``"rirs"``, (talkers, taps)) to avoid reading the files again; the result is
+    identical either way.
     """
     signals = signals or {}
     raws = signals.get("sources") or [placed_source(s, plan) for s in plan.sources]
@@ -93,7 +103,7 @@ def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, 
         if part is not None:
             raw = signals.get(key)
             if raw is None:
-                raw = looped(load_interference(part.path, plan.sample_rate), part.start, plan.length)
+                raw = placed_interference(part, plan)
             out[key] = _scaled(raw, part.gain_db)
     if plan.music is not None and plan.music_as_source:
         components.append(out.pop("music"))
@@ -115,6 +125,8 @@ def render_plan(plan: MixturePlan, signals: Optional[dict] = None) -> dict[str, 
     for key in ("noise", "music"):
         if key in out:
             mixture += out[key]
+    if plan.codec is not None:
+        mixture = codec_round_trip(mixture, plan.sample_rate, plan.codec)
     out["mixture"] = mixture
     out["sources"] = np.stack(components)
     return out
@@ -138,6 +150,10 @@ def _scaled(raw: np.ndarray, gain_db: float) -> np.ndarray:
 
 
 def placed_source(source: SourcePlan, plan: MixturePlan, loaded: Optional[np.ndarray] = None) -> np.ndarray:
+    """The talker as recorded, before its gain: (plan.length,) float32, its cut placed in
+    silence, then equalised and band-limited as the plan says (filtered after the cut: the
+    filters settle within milliseconds, and the placed cut is shorter than the utterance).
+    ``loaded``: the utterance as :func:`load_speech` reads it, if already read."""
     samples = loaded if loaded is not None else load_speech(source.path, plan.sample_rate, source.speed)
     if source.start + source.length > samples.shape[-1] or source.place + source.length > plan.length:
         raise CocktailError(
@@ -147,6 +163,21 @@ def placed_source(source: SourcePlan, plan: MixturePlan, loaded: Optional[np.nda
         )
     out = np.zeros(plan.length, dtype=np.float32)
     out[source.place:source.place + source.length] = samples[source.start:source.start + source.length]
+    if source.eq:
+        out = equalise(out, source.eq, plan.sample_rate)
+    if plan.band_limit_hz is not None:
+        out = low_pass(out, plan.band_limit_hz, plan.sample_rate)
+    return out
+
+
+def placed_interference(part: InterferencePlan, plan: MixturePlan, loaded: Optional[np.ndarray] = None) -> np.ndarray:
+    """Noise or music as the mixture hears it, before its gain: (plan.length,) float32, read
+    from ``part.start`` (looping) and band-limited as the plan says. ``loaded``: the file as
+    :func:`load_interference` reads it, if already read."""
+    samples = loaded if loaded is not None else load_interference(part.path, plan.sample_rate)
+    out = looped(samples, part.start, plan.length)
+    if plan.band_limit_hz is not None:
+        out = low_pass(out, plan.band_limit_hz, plan.sample_rate)
     return out
 
 

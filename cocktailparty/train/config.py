@@ -193,6 +193,21 @@ class DataConfig(_Section):
     rooms: Optional[str] = _key(None, "Room bank folder (cocktail corpus rooms): reverberant mixtures, early "
                                       "images as targets.")
     reverb_probability: float = _key(1.0, "With rooms: the share of mixtures put in a room (the rest stay dry).")
+    eq: Optional[dict[str, Any]] = _key(
+        None, "Dynamic mixing, training mixtures: random EQ of each talker's recording, which the target keeps. "
+              "`{probability, bands, gain_db}`: a talker, with `probability`, gets `bands` biquads in series "
+              "(low shelf, peaking or high shelf; 80 Hz to 0.8 x Nyquist, log-uniform), gains uniform within "
+              "+-`gain_db`. Keys left out: `{probability: 0.5, bands: 3, gain_db: 6}`; null: off.")
+    band_limit: Optional[dict[str, Any]] = _key(
+        None, "Dynamic mixing, training mixtures: low-pass a mixture's talkers, noise and music alike (one "
+              "channel), so the targets carry the input's band. `{probability, cutoff_hz}`: with `probability`, "
+              "a cutoff uniform in `cutoff_hz` [low, high] (below Nyquist; 6th-order elliptic, -60 dB from "
+              "1.32 x the cutoff). Keys left out: `{probability: 0.5, cutoff_hz: [3400, 7000]}`; null: off.")
+    codec: Optional[dict[str, Any]] = _key(
+        None, "Dynamic mixing, training mixtures: a lossy codec round trip of the mixture; the targets stay "
+              "clean. `{probability, codecs, kbps}`: with `probability`, one of `codecs` (`opus`, `mp3`) at whole "
+              "kbps uniform in `kbps` (10 to 64); length and alignment kept. Keys left out: "
+              "`{probability: 0.5, codecs: [opus, mp3], kbps: [12, 32]}`; null: off.")
     distinct_persons: bool = _key(True, "Also keep one underlying person out of a mixture twice.")
     epoch_length: Optional[int] = _key(None, "Dynamic mixing: mixtures per epoch; null: one per utterance.")
     enrollment_seconds: Optional[float] = _key(None, "Dynamic mixing: add an enrollment per talker (Tune-In "
@@ -265,6 +280,20 @@ def _check(t: TrainingConfig, d: DataConfig, source: str) -> None:
         raise CocktailError(f"{source}: training.num_workers must be 0 or more")
     if not isinstance(t.objective, dict):
         raise CocktailError(f"{source}: training.objective must be a mapping")
+    _check_channel_effects(d, source)
+
+
+def _check_channel_effects(d: DataConfig, source: str) -> None:
+    """Check data.eq, data.band_limit and data.codec, and fill in the keys a mapping left out
+    (so config.yaml records every value used)."""
+    from ..data.channel_effects import BandLimitSettings, CodecSettings, EqSettings
+
+    for name, settings in (("eq", EqSettings), ("band_limit", BandLimitSettings), ("codec", CodecSettings)):
+        try:
+            parsed = settings.from_config(getattr(d, name), f"data.{name}")
+        except CocktailError as err:
+            raise CocktailError(f"{source}: {err}") from None
+        setattr(d, name, parsed.to_config() if parsed is not None else None)
 
 
 def cuda_graph_obstacle(t: TrainingConfig, d: DataConfig, device: Optional[str] = None,

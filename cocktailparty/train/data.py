@@ -68,8 +68,10 @@ def build_datasets(d: DataConfig, sample_rate: int, num_sources: int, training_s
                       rooms=d.rooms, reverb_probability=d.reverb_probability,
                       distinct_persons=d.distinct_persons, corpus_weights=d.corpus_weights,
                       min_bandwidth=d.min_bandwidth, seed=seed)
+        # Speed and the channel effects are augmentations of the training mixtures only, so that
+        # runs with and without them validate on the same items.
         train = DynamicMixer(d.corpus, split=d.train_split, segment=segment, speed=d.speed,
-                             length=d.epoch_length, **common)
+                             length=d.epoch_length, eq=d.eq, band_limit=d.band_limit, codec=d.codec, **common)
         speakers = list(train.speakers)
         if d.valid_set:
             valid = open_mixture_dataset(d.valid_set, d.valid_split, sample_rate=sample_rate,
@@ -84,6 +86,10 @@ def build_datasets(d: DataConfig, sample_rate: int, num_sources: int, training_s
     elif d.enrollment_seconds:
         raise CocktailError(f"{source}: data.enrollment_seconds needs dynamic mixing from a speaker-labelled "
                             f"corpus (data.corpus): fixed mixture sets do not say who speaks")
+    elif any(getattr(d, key) is not None for key in ("eq", "band_limit", "codec")):
+        keys = ", ".join(f"data.{key}" for key in ("eq", "band_limit", "codec") if getattr(d, key) is not None)
+        raise CocktailError(f"{source}: {keys}: the channel effects are drawn with each mixture, so they need "
+                            f"dynamic mixing from data.corpus, not a fixed mixture set")
     else:
         train = open_mixture_dataset(d.train_set, d.train_split, sample_rate=sample_rate,
                                      segment=segment, seed=seed, mode=d.mode)
