@@ -12,10 +12,18 @@ target is missed or a set cannot be built:
   real-8k      real-16k's recipe at 8 kHz (telephone-band models)
   tts-16k      the TTS corpus's test voices (the README's synthetic test set)
 
-and, with the bundled Tune-In model (or --enrolled-model), real-voice trials: a clean
-enrollment of a test speaker and a 0-5 dB two-talker mixture, half of them with that
-speaker in it. Extraction (``cocktail extract``) on the target trials: how often the
-enrolled talker comes out, and its SI-SNRi; verification: the EER of its steering vectors.
+and real-voice trials: a clean enrollment of a test speaker and a 0-5 dB two-talker
+mixture, half of them with that speaker in it. Extraction (``cocktail extract``) on the
+target trials: how often the enrolled talker comes out, and its SI-SNRi; verification
+(``cocktail verify``): the EER of its scores. Two ways are scored on them:
+
+  separate, then select   the default separator (or --select-separator) and each embedder
+                          of --select (``cocktail extract --embedder E``), with verify's
+                          threshold calibrated on trials of the corpus's valid split; the
+                          extraction and verification targets apply to the default
+                          embedder (what ``cocktail extract`` runs by default)
+  Tune-In                 the bundled Tune-In model (or --enrolled-model): its own
+                          extractor and steering vectors, for comparison
 
 The ">4kHz" column is the SI-SNRi of the band above half the Nyquist frequency alone:
 negative when a model's outputs keep less of the top band than the unprocessed mixture (a
@@ -144,6 +152,104 @@ def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str
             "si_snri_ci95": float(1.96 * np.std(gains, ddof=1) / np.sqrt(len(gains)))}
 
 
+def selection(corpus: Path, separator_name: str, embedders: list[str], num_trials: int, device: str | None,
+              split: str = "test") -> dict[str, dict]:
+    """Separate, then select by voice (``cocktail extract --embedder E``), on real-voice trials
+    of the corpus's ``split`` at the separator's rate: each trial's mixture is separated once
+    and every embedder picks from the same outputs.
+
+    Returns embedder -> the row of :func:`extraction_and_verification` (right talker and
+    SI-SNRi on the target trials, EER of the verification scores), with ``scores`` and
+    ``labels`` (``(N,)``) for calibration, or ``{"error": why}`` when the embedder cannot
+    run (Resemblyzer not installed). The key ``"best output"`` is the better of the outputs
+    by SI-SNR: what a perfect selector would reach.
+    """
+    import torch
+
+    with torch.no_grad():
+        return _selection_scores(corpus, separator_name, embedders, num_trials, device, split)
+
+
+def _selection_scores(corpus: Path, separator_name: str, embedders: list[str], num_trials: int,
+                      device: str | None, split: str) -> dict[str, dict]:
+    from cocktailparty.eval.metrics.detection import eer
+    from cocktailparty.eval.metrics.signal_ratios import si_snr
+    from cocktailparty.eval.verification import labels, make_trials, render_trial
+    from cocktailparty.inference.separate import Separator
+    from cocktailparty.inference.voice_select import VoiceSelector, load_embedder
+
+    separator = Separator.from_pretrained(separator_name, device=device)
+    rate = separator.sample_rate
+    loaded, results = {}, {}
+    for name in embedders:
+        try:
+            loaded[name] = load_embedder(name, device or "cpu")
+        except CocktailError as err:
+            results[name] = {"error": str(err)}
+    trials = make_trials(corpus, num_trials, seed=0, sir=(0.0, 5.0), sample_rate=rate, split=split)
+    y = labels(trials)
+    scores = {name: np.zeros(len(trials)) for name in loaded}
+    right = {name: [] for name in [*loaded, "best output"]}
+    gains = {name: [] for name in right}
+    selectors: dict[tuple[str, str], VoiceSelector] = {}
+    for i, trial in enumerate(trials):
+        rendered = render_trial(trial)
+        tracks = separator(rendered.mixture, rate)  # (C, time)
+        to_target = [float(si_snr(t, rendered.clean)) for t in tracks]
+        to_other = [float(si_snr(t, rendered.mixture - rendered.clean)) for t in tracks]
+        baseline = float(si_snr(rendered.mixture, rendered.clean))
+        picks = {}
+        for name, embedder in loaded.items():
+            key = (name, str(trial.enrollment))
+            if key not in selectors:
+                selectors[key] = VoiceSelector(embedder, rendered.enrollment, rate)
+            similarity = selectors[key].similarities(tracks, rate)
+            scores[name][i] = similarity.max()
+            picks[name] = int(similarity.argmax())
+        if trial.label == 1:
+            picks["best output"] = int(np.argmax(to_target))
+            for name, k in picks.items():
+                right[name].append(to_target[k] > to_other[k])
+                gains[name].append(to_target[k] - baseline)
+    for name in right:
+        g = np.array(gains[name])
+        results[name] = {"separator": Path(separator_name).stem, "embedder": name, "rate": rate,
+                         "trials": len(trials), "right_talker": float(np.mean(right[name])),
+                         "si_snri": float(g.mean()), "si_snri_ci95": float(1.96 * g.std(ddof=1) / np.sqrt(len(g)))}
+        if name in scores:
+            results[name].update(eer=float(eer(scores[name], y)), scores=scores[name], labels=y)
+    return results
+
+
+def print_selection(test: dict[str, dict], valid: dict[str, dict], separator: str) -> None:
+    """The separate-then-select table: per embedder, extraction on the test trials, their EER,
+    and verify's threshold calibrated on the validation trials (the EER point there) with
+    the test trials' miss and false-alarm rates at it."""
+    from cocktailparty.eval.verification import eer_threshold
+
+    first = next((row for row in test.values() if "error" not in row), None)
+    if first is None:
+        print(f"\nseparate, then select ({separator}): " + "; ".join(f"{n}: {r['error']}" for n, r in test.items()))
+        return
+    print(f"\nseparate with {first['separator']} ({first['rate']} Hz), then select by voice, on {first['trials']} "
+          f"real-voice trials (0-5 dB); threshold: EER point of the validation trials")
+    print(f"{'embedder':14s} {'right talker':>12s} {'SI-SNRi':>16s} {'EER':>6s} {'threshold':>9s} "
+          f"{'miss':>5s} {'FA':>5s}  (targets {TARGET_RIGHT_TALKER:.0%}, {TARGET_EXTRACTION_DB:.1f} dB, EER "
+          f"{TARGET_EER:.2f})")
+    for name, row in test.items():
+        if "error" in row:
+            print(f"{name:14s} not run: {row['error']}")
+            continue
+        line = f"{name:14s} {row['right_talker']:12.1%} {row['si_snri']:7.2f} +-{row['si_snri_ci95']:4.2f} dB"
+        if "eer" in row:
+            line += f" {row['eer']:6.3f}"
+            if "scores" in valid.get(name, {}):
+                threshold, _ = eer_threshold(valid[name]["scores"], valid[name]["labels"])
+                accepted, target = row["scores"] >= threshold, row["labels"] == 1
+                line += (f" {threshold:9.4f} {np.mean(~accepted[target]):5.2f} {np.mean(accepted[~target]):5.2f}")
+        print(line)
+
+
 def scored(model: str, test_set: Path, out: Path, device: str | None) -> dict:
     """``cocktail evaluate``'s summary, with the top band scored too (``high_band_si_snri``: the
     SI-SNRi of the band above half the Nyquist frequency, negative when a model's outputs keep
@@ -191,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixtures", type=int, default=150)
     p.add_argument("--trials", type=int, default=120, help="extraction / verification trials, half with the "
                    "enrolled talker in the mixture (0: skip)")
-    p.add_argument("--enrolled-model", help="the Tune-In model for extract / verify (default: the bundled one)")
+    p.add_argument("--enrolled-model", help="a Tune-In model to compare, by its own extractor and steering "
+                   "vectors (default: the bundled one)")
+    p.add_argument("--select", nargs="*", default=None, metavar="E", help="embedders for separate-then-select "
+                   "(cocktail extract --embedder E; default: tunein resemblyzer; none: skip)")
+    p.add_argument("--select-separator", default=None, metavar="M", help="the separator they select from "
+                   "(default: the bundled default)")
+    p.add_argument("--sets", nargs="*", choices=list(SETS), default=list(SETS), help="test sets to build and "
+                   "score (default: all; none: only the trials)")
     p.add_argument("--work", type=Path, default=Path("data/bench-real"), help="test sets and per-mixture CSVs")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
@@ -203,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     corpora = {"real": args.real_corpus, "synth": args.synth_corpus}
     rows, failures = [], []
     for set_name, (which, rate, _) in SETS.items():
+        if set_name not in args.sets:
+            failures.append(f"{set_name}: not scored (--sets)")
+            continue
         corpus = corpora[which]
         if corpus is None:
             failures.append(f"{set_name}: not built (no --{which}-corpus)")
@@ -226,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             if target is not None and not score >= target:
                 failures.append(f"{Path(model).stem} on {set_name}: {score:.2f} dB SI-SNRi, target {target:.2f}")
     for (set_name, rate), target in TARGETS.items():
-        if rate == 8000 and not any(r[0] == set_name and r[6] is not None for r in rows):
+        if rate == 8000 and set_name in args.sets and not any(r[0] == set_name and r[6] is not None for r in rows):
             failures.append(f"{set_name}: {narrowband} not scored; it has the {target:.1f} dB target")
 
     print(f"{'set':12s} {'model':24s} {'SI-SNRi':>16s} {'SDRi':>7s} {'>4kHz':>7s} {'target':>7s}  per source (SI-SNRi)")
@@ -236,27 +352,48 @@ def main(argv: list[str] | None = None) -> int:
         breakdown = ", ".join(f"{s} {v:.1f}" for s, v in by_source.items())
         print(f"{set_name:12s} {model:24s} {score:7.2f} +-{ci:4.2f} dB {sdri:7.2f} {high:7.2f} {target_text:>7s}{verdict:7s} "
               f"{breakdown}")
-    enrolled = None
+    enrolled, selected = None, {}
     if args.trials:
         from cocktailparty.core.checkpoint import DEFAULT_ENROLLED_MODEL
+        from cocktailparty.inference.voice_select import DEFAULT_EMBEDDER, ENROLLED_MODEL_ALIAS, RESEMBLYZER
 
+        separator = args.select_separator or DEFAULT_MODEL
+        embedders = [ENROLLED_MODEL_ALIAS, RESEMBLYZER] if args.select is None else args.select
+        if embedders:
+            selected = selection(args.real_corpus, separator, embedders, args.trials, args.device)
+            runnable = [e for e in embedders if "error" not in selected[e]]
+            try:  # verify's threshold comes from other voices than the ones it is scored on
+                calibration = selection(args.real_corpus, separator, runnable, args.trials, args.device,
+                                        split="valid") if runnable else {}
+            except CocktailError as err:
+                print(f"no threshold calibrated: {err}")
+                calibration = {}
+            print_selection(selected, calibration, separator)
         enrolled = extraction_and_verification(args.real_corpus, args.enrolled_model or DEFAULT_ENROLLED_MODEL,
                                                args.trials, args.device)
-        print(f"\n{enrolled['model']} ({enrolled['rate']} Hz) on {enrolled['trials']} real-voice trials "
-              f"(0-5 dB): extraction picks the enrolled talker in {enrolled['right_talker']:.0%} of target "
-              f"trials, SI-SNRi {enrolled['si_snri']:.2f} +-{enrolled['si_snri_ci95']:.2f} dB (targets "
-              f"{TARGET_RIGHT_TALKER:.0%}, {TARGET_EXTRACTION_DB:.1f} dB); verification EER {enrolled['eer']:.3f} "
-              f"(target {TARGET_EER:.2f})")
-        if enrolled["rate"] != 16000:
-            failures.append(f"extraction and verification: the targets are for a 16 kHz model; "
-                            f"{enrolled['model']} runs at {enrolled['rate']} Hz")
-        if not (enrolled["right_talker"] >= TARGET_RIGHT_TALKER and enrolled["si_snri"] >= TARGET_EXTRACTION_DB):
-            failures.append(f"extraction: {enrolled['right_talker']:.0%} right talker, {enrolled['si_snri']:.2f} dB")
-        if not enrolled["eer"] <= TARGET_EER:
-            failures.append(f"verification: EER {enrolled['eer']:.3f}")
+        print(f"\n{enrolled['model']} ({enrolled['rate']} Hz, its own extractor and steering vectors) on "
+              f"{enrolled['trials']} real-voice trials (0-5 dB): extraction picks the enrolled talker in "
+              f"{enrolled['right_talker']:.0%} of target trials, SI-SNRi {enrolled['si_snri']:.2f} "
+              f"+-{enrolled['si_snri_ci95']:.2f} dB; verification EER {enrolled['eer']:.3f}")
+        # The targets are cocktail extract's and verify's: the default separator selecting
+        # with the default embedder.
+        default_row = selected.get(DEFAULT_EMBEDDER) if separator == DEFAULT_MODEL else None
+        if default_row is None or "error" in default_row:
+            failures.append(f"extraction and verification: {DEFAULT_MODEL} with --embedder {DEFAULT_EMBEDDER} "
+                            f"(cocktail extract's default) not measured")
+        else:
+            if not (default_row["right_talker"] >= TARGET_RIGHT_TALKER
+                    and default_row["si_snri"] >= TARGET_EXTRACTION_DB):
+                failures.append(f"extraction: {default_row['right_talker']:.0%} right talker, "
+                                f"{default_row['si_snri']:.2f} dB")
+            if not default_row["eer"] <= TARGET_EER:
+                failures.append(f"verification: EER {default_row['eer']:.3f}")
     else:
         failures.append("extraction and verification: not measured (--trials 0)")
-    (args.work / "summary.json").write_text(json.dumps({"rows": rows, "enrolled": enrolled, "failures": failures},
+    selected = {name: {k: v for k, v in row.items() if k not in ("scores", "labels")} for name, row in selected.items()}
+    args.work.mkdir(parents=True, exist_ok=True)  # with --sets and nothing else, nothing made it yet
+    (args.work / "summary.json").write_text(json.dumps({"rows": rows, "enrolled": enrolled, "selected": selected,
+                                                        "failures": failures},
                                                        indent=1))
     return finish(failures)
 

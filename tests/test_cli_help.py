@@ -11,8 +11,8 @@ import soundfile
 import torch
 
 from cocktailparty.cli import build_parser, main
-from cocktailparty.cli.common import (DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME, DEFAULT_NARROWBAND_MODEL_NAME,
-                                      LibraryDefault)
+from cocktailparty.cli.common import (DEFAULT_EMBEDDER_NAME, DEFAULT_ENROLLED_MODEL_NAME, DEFAULT_MODEL_NAME,
+                                      DEFAULT_NARROWBAND_MODEL_NAME, LibraryDefault)
 from cocktailparty.core import checkpoint
 from tests.toys import BandSplit, BandSplitConfig
 
@@ -118,8 +118,12 @@ def test_help_names_the_real_default_models():
     for command in ("separate", "evaluate", "profile", "export", "serve", "demo"):
         ending = f"; {checkpoint.DEFAULT_NARROWBAND_MODEL} when every input" if command == "separate" else ")"
         assert f"(default: the bundled default, {checkpoint.DEFAULT_MODEL}{ending}" in helps[command], command
+    from cocktailparty.inference.voice_select import DEFAULT_EMBEDDER
+
+    assert DEFAULT_EMBEDDER_NAME == DEFAULT_EMBEDDER
     for command in ("extract", "verify"):
-        assert f"(default: the bundled {checkpoint.DEFAULT_ENROLLED_MODEL})" in helps[command], command
+        assert f"(default: the bundled {checkpoint.DEFAULT_MODEL}, keeping the output closest" in helps[command]
+        assert f"(default: {DEFAULT_EMBEDDER}, for any --model but a Tune-In one)" in helps[command], command
 
 
 LIBRARY_DEFAULTS = [(" ".join(path), action) for path, parser in ALL for action in parser._actions

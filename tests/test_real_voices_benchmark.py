@@ -92,3 +92,55 @@ def test_extraction_and_verification_rows(bench, tmp_path, one_thread):
     # Two target trials: each picks one talker or the other, and the EER is a rate.
     assert result["right_talker"] in (0.0, 0.5, 1.0) and 0.0 <= result["eer"] <= 1.0
     assert np.isfinite(result["si_snri"])
+
+
+def _pitch_corpus(root: Path) -> Path:
+    """Talkers as sines at their own pitch (the known-steering toy's range), three test and
+    three validation persons of two utterances each, at 16 kHz."""
+    rows, rate = [], 16000
+    t = np.arange(int(1.5 * rate)) / rate
+    for split, pitches in (("test", (150.0, 260.0, 380.0)), ("valid", (170.0, 280.0, 400.0))):
+        for f0 in pitches:
+            speaker = f"{split}-{f0:g}"
+            (root / split / speaker).mkdir(parents=True)
+            for u in range(2):
+                rel = f"{split}/{speaker}/{speaker}_{u}.flac"
+                envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 3 * t + u)
+                sf.write(str(root / rel), (0.3 * np.sin(2 * np.pi * f0 * t + u) * envelope).astype(np.float32), rate)
+                rows.append(dict(utterance_id=f"{speaker}_{u}", path=rel, speaker=speaker, person=speaker,
+                                 split=split, duration=1.5, sample_rate=rate, source="pitch"))
+    write_manifest(root, rows)
+    return root
+
+
+def test_separate_then_select_rows_and_table(bench, tmp_path, monkeypatch, one_thread, capsys):
+    import importlib.util
+
+    from cocktailparty.models import build_model
+
+    corpus = _pitch_corpus(tmp_path / "real")
+    separator = checkpoint.save(BandSplit(BandSplitConfig(sample_rate=16000, cutoff_hz=320.0)),
+                                tmp_path / "split.safetensors")
+    embedder = str(checkpoint.save(build_model("known-steering-test"), tmp_path / "known.safetensors"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "resemblyzer" else real_find_spec(name, *a))
+    rows = bench.selection(corpus, str(separator), [embedder, "resemblyzer"], 8, "cpu")
+    assert torch.is_grad_enabled()
+    assert "pip install --no-deps resemblyzer" in rows["resemblyzer"]["error"]  # a row saying why, no failure
+    row, best = rows[embedder], rows["best output"]
+    assert row["separator"] == "split" and row["rate"] == 16000 and row["trials"] == 8
+    assert row["right_talker"] in (0.0, 0.25, 0.5, 0.75, 1.0) and 0.0 <= row["eer"] <= 1.0
+    assert row["scores"].shape == row["labels"].shape == (8,) and row["labels"].sum() == 4
+    # The better output by SI-SNR bounds what any selector reaches.
+    assert best["si_snri"] >= row["si_snri"] - 1e-9 and "eer" not in best
+
+    valid = bench.selection(corpus, str(separator), [embedder], 8, "cpu", split="valid")
+    bench.print_selection(rows, valid, str(separator))
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(embedder))
+    threshold = float(line.split()[-3])
+    assert -1.0 <= threshold <= 1.0
+    accepted = row["scores"] >= threshold
+    assert line.split()[-2:] == [f"{np.mean(~accepted[:: 2]):.2f}", f"{np.mean(accepted[1:: 2]):.2f}"]
+    assert "resemblyzer    not run: " in out

@@ -12,11 +12,13 @@ from typing import Any, Callable
 PROG = "cocktail"
 QUIET_HELP = "print warnings and errors only, no progress"
 # The bundled models' names as the help texts give them; core.checkpoint's DEFAULT_MODEL,
-# DEFAULT_ENROLLED_MODEL and DEFAULT_NARROWBAND_MODEL are the real ones (importing them here
-# would import torch), and tests/test_cli_help.py checks that they agree.
+# DEFAULT_ENROLLED_MODEL and DEFAULT_NARROWBAND_MODEL (and inference.voice_select's
+# DEFAULT_EMBEDDER) are the real ones (importing them here would import torch), and
+# tests/test_cli_help.py checks that they agree.
 DEFAULT_MODEL_NAME = "tdanet-rooms16k"
 DEFAULT_ENROLLED_MODEL_NAME = "tunein-online-synth8k"
 DEFAULT_NARROWBAND_MODEL_NAME = "tdanet-real8k"
+DEFAULT_EMBEDDER_NAME = "tunein"
 
 # -q also after the subcommand (cocktail separate x.wav -q); SUPPRESS keeps the one before it.
 _quiet = argparse.ArgumentParser(add_help=False)
@@ -58,6 +60,17 @@ def model_arguments(p: argparse.ArgumentParser, default: str = f"the bundled def
     p.add_argument("--model", "-m", default=None, metavar="M",
                    help=f"bundled model name, architecture name or checkpoint path (default: {default})")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
+
+
+def talker_arguments(p: argparse.ArgumentParser) -> None:
+    """extract / verify: the model and the speaker embedder that picks the enrolled talker."""
+    model_arguments(p, f"the bundled {DEFAULT_MODEL_NAME}, keeping the output closest to the enrollment's voice; "
+                       f"a Tune-In model such as {DEFAULT_ENROLLED_MODEL_NAME} uses its own speaker vectors")
+    p.add_argument("--embedder", default=None, metavar="E",
+                   help=f"separate with --model, then keep the output whose voice embedding is closest (cosine) to "
+                        f"the enrollment's: 'tunein' (the bundled {DEFAULT_ENROLLED_MODEL_NAME}'s speaker vectors), "
+                        f"'resemblyzer' (Resemblyzer's encoder; pip install --no-deps resemblyzer) or a talker-aware "
+                        f"model (default: {DEFAULT_EMBEDDER_NAME}, for any --model but a Tune-In one)")
 
 
 class LibraryDefault:

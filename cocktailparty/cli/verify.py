@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .common import DEFAULT_ENROLLED_MODEL_NAME, add_command, examples, model_arguments
+from .common import DEFAULT_ENROLLED_MODEL_NAME, add_command, examples, talker_arguments
 
 log = logging.getLogger("cocktailparty")
 
@@ -13,10 +13,11 @@ log = logging.getLogger("cocktailparty")
 def register(subparsers) -> None:
     p = add_command(subparsers, "verify", "score whether the enrolled talker speaks in each recording", run,
                     epilog=examples("cocktail verify --enroll alice.wav calls/ --json",
-                                    "cocktail verify --enroll alice.wav call1.wav call2.wav --threshold 0.6"))
+                                    "cocktail verify --enroll alice.wav call1.wav call2.wav --threshold 0.6",
+                                    f"cocktail verify --enroll alice.wav calls/ --model {DEFAULT_ENROLLED_MODEL_NAME}"))
     p.add_argument("--enroll", required=True, metavar="E.wav")
     p.add_argument("inputs", nargs="+", metavar="IN")
-    model_arguments(p, f"the bundled {DEFAULT_ENROLLED_MODEL_NAME}")
+    talker_arguments(p)
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -26,7 +27,7 @@ def run(args) -> int:
     from ..inference.separate import verify_files
 
     report = verify_files(args.enroll, args.inputs, model=args.model, device=args.device, threshold=args.threshold,
-                          progress=progress_enabled(args.quiet))
+                          progress=progress_enabled(args.quiet), embedder=args.embedder)
     threshold, results = report["threshold"], report["results"]
     if args.json:
         print(json.dumps({"enrollment": str(args.enroll), "threshold": threshold,

@@ -26,7 +26,7 @@ import os
 import sys
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Union
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -428,9 +428,11 @@ def output_names(inputs: list[str]) -> dict[Path, Path]:
 
 
 def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, endings: list[str], desc: str,
-                  force: bool, quiet: bool, progress: bool = False) -> int:
+                  force: bool, quiet: bool, progress: bool = False,
+                  keep: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
     """Run ``separator`` over the files of ``names`` (from :func:`output_names`), writing its
-    output ``i`` for a file to ``out_dir / (name + endings[i])``.
+    output ``i`` for a file to ``out_dir / (name + endings[i])``; ``keep``, when given, first
+    maps a file's outputs ``(C, time)`` at the model's rate to the ``(K, time)`` to write.
 
     Files are read a few batches ahead of the model, so that pieces of several files share
     a model call (:meth:`Separator.separate_batched`); outputs are written as each file
@@ -463,6 +465,8 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
         for (path, targets, rate, length), estimates in separator.separate_batched(readable(), progress=progress):
             try:
                 # All tracks of a file appear together or not at all (see audio.write_all).
+                if keep is not None:
+                    estimates = keep(estimates)
                 audio.write_all(targets, separator._to_input_rate(estimates, rate, length)[: len(targets)], rate)
             except AudioError as err:
                 log.error("%s", err)
@@ -483,17 +487,54 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
 # --------------------------------------------------------------------------------------------
 
 
-def load_talker_model(model: str | None, device: str | torch.device | None, what: str) -> nn.Module:
-    """A talker-aware model (``model``: a name or checkpoint; None: the bundled enrolled default)
-    for the command ``what``, refused in words when it cannot tell talkers apart
-    (:func:`~cocktailparty.models.conditioning.require_talkers`)."""
-    from ..core.checkpoint import DEFAULT_ENROLLED_MODEL
-    from ..models.conditioning import require_talkers
+class TalkerPicker(NamedTuple):
+    """How ``extract`` and ``verify`` find the enrolled talker.
 
-    model = model or DEFAULT_ENROLLED_MODEL  # the default separator has no speaker space
-    loaded = load_model(model, resolve_device(device))
-    require_talkers(loaded, f"'{what}'", model)
-    return loaded
+    ``embedder`` None: ``model`` is talker-aware and its own speaker vectors decide (Tune-In's
+    extractor and steering vectors). Otherwise ``model`` separates and ``embedder`` picks the
+    output closest to the enrollment (:mod:`.voice_select`).
+    """
+
+    model: nn.Module
+    name: str  # the model's name or path, as given or the bundled default's
+    embedder: Any = None  # a voice_select.SpeakerEmbedder
+    embedder_name: str | None = None
+
+
+def load_talker_picker(model: str | None, device: str | torch.device | None, what: str,
+                       embedder: str | None = None) -> TalkerPicker:
+    """The model (and embedder) that ``extract`` / ``verify`` (``what``) run.
+
+    - no ``model`` and no ``embedder``: the bundled default separator, selecting with the
+      default embedder (on real voices this beats the bundled Tune-In model: README);
+    - ``embedder`` given: ``model`` (default: the bundled default separator) separates and
+      ``embedder`` (``voice_select.load_embedder``) selects;
+    - a talker-aware ``model`` (Tune-In): its own speaker vectors;
+    - any other ``model``: a plain separator, selecting with the default embedder.
+
+    A model that needs more than the mixture, or gives one output, cannot separate first:
+    refused in words.
+    """
+    from ..core.checkpoint import DEFAULT_MODEL
+    from ..models.conditioning import extra_inputs, require_talkers
+    from .voice_select import DEFAULT_EMBEDDER, load_embedder
+
+    device = resolve_device(device)
+    name = model or DEFAULT_MODEL
+    loaded = load_model(name, device)
+    talker_aware = callable(getattr(loaded, "speaker_vectors", None))
+    if embedder is None and talker_aware:
+        try:
+            require_talkers(loaded, f"'{what}'", name)
+        except CocktailError as err:  # e.g. Tune-In in Autopilot mode, a separator all the same
+            raise CocktailError(f"{err}; or pass --embedder to separate with it and keep the output closest to "
+                                f"the enrollment's voice") from None
+        return TalkerPicker(loaded, name)
+    if extra_inputs(loaded) or int(loaded.config.num_sources) < 2:
+        raise CocktailError(f"'{what}' with a separator keeps the output closest to the enrollment's voice, and "
+                            f"model {name!r} does not separate two or more talkers from the mixture alone")
+    embedder = embedder or DEFAULT_EMBEDDER
+    return TalkerPicker(loaded, name, load_embedder(embedder, device), embedder)
 
 
 def _read_enrollment(path, sample_rate: int) -> np.ndarray:
@@ -510,55 +551,88 @@ def _read_enrollment(path, sample_rate: int) -> np.ndarray:
 
 def extract_files(enroll: str | Path, inputs: list[str], out: str | Path, model: str | None = None,
                   device: str | torch.device | None = None, force: bool = False, quiet: bool = False,
-                  progress: bool = False) -> int:
+                  progress: bool = False, embedder: str | None = None) -> int:
     """Keep the talker of the recording ``enroll`` in every audio file under ``inputs``:
     ``out/NAME_E.wav`` (NAME from :func:`output_names`, E the enrollment's stem), written by
     :func:`process_files` (``force``, ``quiet``, ``progress`` and the exit status as there).
-    ``model``: a talker-aware model's name or checkpoint (None: the bundled enrolled default)."""
+    ``model`` and ``embedder``: see :func:`load_talker_picker` (None, None: the bundled default
+    separator, selecting by voice)."""
+    from .voice_select import VoiceSelector
+
     names = output_names(inputs)
     with Stages("extract", 2, progress) as stages:
         stages.start("loading the model")
-        talker_model = load_talker_model(model, device, "extract")
+        picker = load_talker_picker(model, device, "extract", embedder)
         enroll_path = Path(enroll)
-        enrollment = _read_enrollment(enroll_path, talker_model.config.sample_rate)
+        rate = int(picker.model.config.sample_rate)
+        enrollment = _read_enrollment(enroll_path, rate)
         stages.start("embedding the enrollment")
-        separator = Separator(talker_model.extractor(enrollment), device=next(talker_model.parameters()).device)
+        keep = None
+        if picker.embedder is None:
+            separator = Separator(picker.model.extractor(enrollment), device=next(picker.model.parameters()).device)
+        else:
+            separator = Separator(picker.model, device=next(picker.model.parameters()).device)
+            selector = VoiceSelector(picker.embedder, enrollment, rate)
+
+            def keep(tracks: np.ndarray) -> np.ndarray:  # (C, time) -> (1, time)
+                return tracks[[selector.pick(tracks, rate)]]
     return process_files(names, separator, Path(out), [f"_{enroll_path.stem}.wav"],
-                         desc="extracting", force=force, quiet=quiet, progress=progress)
+                         desc="extracting", force=force, quiet=quiet, progress=progress, keep=keep)
 
 
 def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None,
                  device: str | torch.device | None = None, threshold: float | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, embedder: str | None = None) -> dict:
     """Score whether the talker of the recording ``enroll`` speaks in each audio file under
-    ``inputs``. ``threshold`` None: the model's calibrated one (its checkpoint's
-    ``verify_threshold``), or no decisions when it has none.
+    ``inputs``. ``model`` and ``embedder``: see :func:`load_talker_picker`. ``threshold`` None:
+    the calibrated one (a Tune-In checkpoint's ``verify_threshold``; for a bundled separator
+    and embedder, :data:`~.voice_select.CALIBRATED_THRESHOLDS`), or no decisions without one.
 
     Returns ``{"threshold", "threshold_source", "results": [{"file", "score", "decision"}],
     "failed": files that could not be read, "files": files found}``.
     """
-    from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, read_metadata
+    from ..core.checkpoint import checkpoint_file, read_metadata
     from ..eval.verification import SteeringScorer
+    from .voice_select import VoiceSelector, calibrated_threshold
 
     files = audio.find_audio_files(inputs)
     if not files:
         raise CocktailError(f"no audio files found in {', '.join(map(str, inputs))}")
     with Stages("verify", 2, progress) as stages:
         stages.start("loading the model")
-        talker_model = load_talker_model(model, device, "verify")
-        scorer = SteeringScorer(talker_model)
-        rate = scorer.sample_rate
+        picker = load_talker_picker(model, device, "verify", embedder)
+        rate = int(picker.model.config.sample_rate)
         stages.start("embedding the enrollment")
-        enrollment = scorer.embed_enrollment(_read_enrollment(enroll, rate), rate)
+        enrollment = _read_enrollment(enroll, rate)
+        if picker.embedder is None:
+            scorer = SteeringScorer(picker.model)
+            target = scorer.embed_enrollment(enrollment, rate)
+
+            def score(samples: np.ndarray, file_rate: int) -> float:
+                return scorer.score(target, samples, file_rate)
+        else:
+            separator = Separator(picker.model, device=next(picker.model.parameters()).device)
+            selector = VoiceSelector(picker.embedder, enrollment, rate)
+
+            def score(samples: np.ndarray, file_rate: int) -> float:
+                return selector.score(separator(samples, file_rate), file_rate)
     source = "--threshold"
     if threshold is None:
-        ckpt = checkpoint_file(model or DEFAULT_ENROLLED_MODEL)
-        threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
-        source = f"calibrated in {ckpt.name}" if threshold is not None else None
-        if threshold is None:
+        if picker.embedder is None:
+            ckpt = checkpoint_file(picker.name)
+            threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
+            source = f"calibrated in {ckpt.name}" if threshold is not None else None
+        else:
+            threshold = calibrated_threshold(picker.name, picker.embedder_name)
+            source = f"calibrated for {picker.name} with {picker.embedder_name}" if threshold is not None else None
+        if threshold is None and picker.embedder is None:
             log.warning("the model has no calibrated threshold (checkpoint metadata 'verify_threshold'); printing "
                         "scores without decisions: calibrate with 'python benchmarks/verification.py --calibrate "
                         "OUT.safetensors' or pass --threshold")
+        elif threshold is None:
+            log.warning("no calibrated threshold for %s with embedder %s; printing scores without decisions: pass "
+                        "--threshold (benchmarks/real_voices.py --select-separator M --select E prints the EER "
+                        "point of validation trials)", picker.name, picker.embedder_name)
     results, failed = [], 0
     with Bar(files, enabled=progress, tick=1.0, desc="verifying", unit="file") as bar:
         for path in bar:
@@ -568,8 +642,8 @@ def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None
                 log.error("%s", err)
                 failed += 1
                 continue
-            score = scorer.score(enrollment, samples, file_rate)
-            decision = None if threshold is None else bool(score >= threshold)
-            results.append({"file": str(path), "score": round(score, 6), "decision": decision})
+            value = score(samples, file_rate)
+            decision = None if threshold is None else bool(value >= threshold)
+            results.append({"file": str(path), "score": round(value, 6), "decision": decision})
     return {"threshold": threshold, "threshold_source": source, "results": results, "failed": failed,
             "files": len(files)}
