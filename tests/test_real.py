@@ -293,21 +293,28 @@ def _ogg(path: Path, seconds: float = 0.5, seed: int = 0, rate: int = 22050) -> 
     sf.write(str(path), noise(seconds, rate, seed), rate, format="WAV" if path.suffix == ".wav" else "OGG")
 
 
-def test_nexuiz_reads_player_voices_from_the_pk3(tmp_path):
+def _ogg_zip(path: Path, names: list[str], rate: int):
+    """A game archive (zip) holding a 0.5-s OGG noise clip under each of ``names``; returned
+    open for writing, so a test may add other members."""
     import io
     import zipfile
+
+    path.parent.mkdir(parents=True)
+    archive = zipfile.ZipFile(path, "w")
+    for i, name in enumerate(names):
+        buffer = io.BytesIO()
+        sf.write(buffer, noise(0.5, rate, i), rate, format="OGG")
+        archive.writestr(name, buffer.getvalue())
+    return archive
+
+
+def test_nexuiz_reads_player_voices_from_the_pk3(tmp_path):
 
     root = tmp_path / "nexuiz-data"
     inside = ["sound/player/fricka/coms/taunt1.ogg", "sound/player/fricka/player/pain25.ogg",
               "sound/player/torus/attack.ogg", "sound/announcer/male/impressive.ogg",
               "sound/announcer/robotic/1.ogg", "sound/tutorial/1-welcome.ogg", "sound/weapons/nexfire.ogg"]
-    pk3 = root / archives.NEXUIZ_PK3
-    pk3.parent.mkdir(parents=True)
-    with zipfile.ZipFile(pk3, "w") as archive:
-        for i, name in enumerate(inside):
-            buffer = io.BytesIO()
-            sf.write(buffer, noise(0.5, 22050, i), 22050, format="OGG")
-            archive.writestr(name, buffer.getvalue())
+    _ogg_zip(root / archives.NEXUIZ_PK3, inside, 22050).close()
     clips = archives.find_nexuiz(root)
     by_name = {c.path.relative_to(root / ".pk3").as_posix(): c.speaker for c in clips}
     # The announcer is the torus voice (nexuiz-credits.txt); the robot, tutorial and effects are left out.
@@ -625,8 +632,6 @@ def test_voice_front_end_and_agglomerate():
 # --------------------------------------------------------------------------------------
 
 def test_warzone_labels_voices_by_folder_and_leaves_out_the_rest(tmp_path):
-    import io
-    import zipfile
 
     root = tmp_path / "warzone2100-data"
     expected = {
@@ -642,13 +647,7 @@ def test_warzone_labels_voices_by_folder_and_leaves_out_the_rest(tmp_path):
                 "audio/taunts/taunt2/hahaha2.ogg",  # laughs
                 "audio/nexus/laugh1.ogg", "audio/sfx/weapons/cannon.ogg", "audio/radclick/radclick1.ogg",
                 "audio/multi/emp.ogg", "sequenceaudio/np1.ogg", "sequenceaudio/cam1/c001.txt", "audio/audio.cfg"]
-    archive_path = root / archives.WARZONE_ARCHIVE
-    archive_path.parent.mkdir(parents=True)
-    with zipfile.ZipFile(archive_path, "w") as archive:
-        for i, name in enumerate(list(expected) + left_out):
-            buffer = io.BytesIO()
-            sf.write(buffer, noise(0.5, 11025, i), 11025, format="OGG")
-            archive.writestr(name, buffer.getvalue())
+    _ogg_zip(root / archives.WARZONE_ARCHIVE, list(expected) + left_out, 11025).close()
     clips = archives.find_warzone(root)
     assert {c.path.relative_to(root / ".wz").as_posix(): c.speaker for c in clips} == expected
     assert all(sf.info(str(c.path)).samplerate == 11025 and c.language == "en" for c in clips)
@@ -729,8 +728,6 @@ def test_a_16khz_build_skips_warzone_and_codec2_before_fetching(tmp_path, monkey
 # --------------------------------------------------------------------------------------
 
 def test_0ad_labels_voices_by_language_and_phenotype_then_drops_the_zip(tmp_path):
-    import io
-    import zipfile
 
     root = tmp_path / "0ad-data"
     expected = {
@@ -744,13 +741,7 @@ def test_0ad_labels_voices_by_language_and_phenotype_then_drops_the_zip(tmp_path
                 "audio/voice/global/civ_dog_bark.ogg",               # a dog
                 "audio/actor/human/death/male_death_01.ogg",         # a cry
                 "audio/attack/weapon/sword_1.ogg"]
-    archive_path = root / archives.ZEROAD_ARCHIVE
-    archive_path.parent.mkdir(parents=True)
-    with zipfile.ZipFile(archive_path, "w") as archive:
-        for i, name in enumerate(list(expected) + left_out):
-            buffer = io.BytesIO()
-            sf.write(buffer, noise(0.5, 44100, i), 44100, format="OGG")
-            archive.writestr(name, buffer.getvalue())
+    with _ogg_zip(root / archives.ZEROAD_ARCHIVE, list(expected) + left_out, 44100) as archive:
         archive.writestr("audio/voice/latin/civ/civ_male_build.xml", "<SoundGroup/>")
         archive.writestr("art/textures/skies/sky.png", b"\x89PNG")
     clips = archives.find_0ad(root)
@@ -760,7 +751,7 @@ def test_0ad_labels_voices_by_language_and_phenotype_then_drops_the_zip(tmp_path
     # and the clips are found again without it.
     copied = {p.relative_to(root / ".voice").as_posix() for p in (root / ".voice").rglob("*.ogg")}
     assert copied == set(expected) | {n for n in left_out if n.startswith("audio/voice/")}
-    assert not archive_path.exists()
+    assert not (root / archives.ZEROAD_ARCHIVE).exists()
     assert [(c.path, c.speaker) for c in archives.find_0ad(root)] == [(c.path, c.speaker) for c in clips]
     assert archives.find_0ad(tmp_path / "empty") == []  # neither the zip nor its voices: nothing
 
