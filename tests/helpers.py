@@ -53,3 +53,35 @@ def write_tone_corpus(root: Path, rate: int) -> Path:
                          "split": split, "sample_rate": rate})
     write_manifest(root, rows)
     return root
+
+
+# --- Two toy talkers to tell apart by voice (test_voice_select, test_serve) ---
+
+# Their pitches, on either side of the cutoff of voice_models()' band split.
+LOW_PITCH, HIGH_PITCH = 220.0, 310.0
+
+
+def voice(f0: float, seconds: float, seed: int, rate: int = 8000) -> np.ndarray:
+    """``(time,)`` a talker as a sine at its own pitch with a syllable-rate envelope."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * f0 * t + seed) * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t + seed))).astype(
+        np.float32)
+
+
+def pitch_share(samples: np.ndarray, f0: float, rate: int) -> float:
+    """How much of ``samples`` ``(time,)`` is a sine at ``f0``: the correlation with one, any phase."""
+    t = np.arange(len(samples)) / rate
+    return float(np.hypot(samples @ np.sin(2 * np.pi * f0 * t), samples @ np.cos(2 * np.pi * f0 * t)))
+
+
+def voice_models(folder: Path) -> dict[str, str]:
+    """Checkpoints under ``folder`` to separate, then select by voice: a band-split separator
+    with its cutoff between the two pitches, and the known-steering model as a talker-aware
+    embedder (its vector is a bump at the strongest pitch: same talker -> cosine ~1)."""
+    from cocktailparty.core import checkpoint
+    from cocktailparty.models import build_model
+    from tests.toys import BandSplit, BandSplitConfig
+
+    split = BandSplit(BandSplitConfig(cutoff_hz=(LOW_PITCH + HIGH_PITCH) / 2))
+    return {"separator": str(checkpoint.save(split, folder / "split.safetensors")),
+            "embedder": str(checkpoint.save(build_model("known-steering-test"), folder / "known.safetensors"))}

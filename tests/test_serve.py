@@ -1,7 +1,10 @@
 """`cocktail serve`: the web page's API in process, under load, and in a real browser.
 
 A tiny oracle model (tests/toys.py's BandSplit) saved to a checkpoint separates a
-low tone from a high tone, so every check of "it separates" is exact and fast. The browser
+low tone from a high tone, so every check of "it separates" is exact and fast. Extraction
+runs as `cocktail extract` does, separating first and keeping the closest voice; with the
+toys of tests/helpers.py's voice_models (a band split between two pitched voices, and an
+embedder that reads the pitch), which output is the enrolled talker is known. The browser
 test drives Debian's chromium through its packaged chromedriver; it fails (never skips) when
 they are missing, saying to run `make install`.
 """
@@ -30,10 +33,17 @@ from starlette.testclient import TestClient
 
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
+from cocktailparty.core.audio import resample
 from cocktailparty.eval.metrics.permutations import si_snri
+from cocktailparty.inference import voice_select
+from cocktailparty.inference.separate import Separator
+from cocktailparty.inference.voice_select import VoiceSelector, load_embedder
+from cocktailparty.serve import work
 from cocktailparty.serve.app import Limits, create_app
+from cocktailparty.serve.jobs import Job
 from cocktailparty.serve.server import address, make_server, open_socket
-from tests.toys import BandSplit, BandSplitConfig
+from tests.helpers import HIGH_PITCH, LOW_PITCH, pitch_share, voice, voice_models
+from tests.toys import BandSplit, BandSplitConfig, TinyConfig, TinyModel
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "http://127.0.0.1:8000"  # the server answers to loopback names only
@@ -72,6 +82,12 @@ def band_model(tmp_path_factory) -> str:
     return str(checkpoint.save(BandSplit(BandSplitConfig()), tmp_path_factory.mktemp("model") / "band.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def pickers(tmp_path_factory) -> dict[str, str]:
+    """The toy separator and embedder that extraction runs here (tests/helpers.py)."""
+    return voice_models(tmp_path_factory.mktemp("voices"))
+
+
 @pytest.fixture()
 def client(band_model):
     app = create_app(band_model, limits=Limits(max_seconds=3.0, max_pending=4, keep_seconds=60))
@@ -92,6 +108,14 @@ def wait(get, job_id: str, timeout: float = 30.0) -> dict:
 def upload(client, mixture: bytes, name="meeting.wav", model=None):
     data = {"model": model} if model else {}
     return client.post("/api/separate", files={"mixture": (name, mixture, "audio/wav")}, data=data)
+
+
+def extract(client, mixture: bytes, enrollment: bytes) -> dict:
+    """Upload a recording and an enrollment to the extract tab's API; the finished job."""
+    answer = client.post("/api/extract", files={"mixture": ("meeting.wav", mixture),
+                                                "enrollment": ("alice.wav", enrollment)})
+    assert answer.status_code == 202, answer.text
+    return wait(lambda url: client.get(url).json(), answer.json()["id"], timeout=60)
 
 
 # --- in process ------------------------------------------------------------------------------
@@ -205,27 +229,96 @@ def test_private_folder_modes_and_clean_up(band_model):
     assert not store.folder.exists()  # shutdown removes everything
 
 
+# --- extraction: separate, then keep the closest voice ------------------------------------------
+
+
+def test_extract_keeps_the_separated_output_closest_to_the_enrollment(band_model, pickers, monkeypatch):
+    loads, stages = [], []
+    load = work.load_talker_picker
+    monkeypatch.setattr(work, "load_talker_picker", lambda *args: loads.append(args) or load(*args))
+    report = Job.report
+    monkeypatch.setattr(Job, "report", lambda job, stage, fraction: (stages.append((stage, fraction)),
+                                                                    report(job, stage, fraction))[1])
+    app = create_app(band_model, extract_model=pickers["separator"], embedder=pickers["embedder"])
+    rate = 16000  # the toys run at 8 kHz: resampled both ways, the kept voice comes back at 16 kHz
+    mixture = voice(LOW_PITCH, 1.2, 1, rate) + 0.7 * voice(HIGH_PITCH, 1.2, 2, rate)
+    with TestClient(app, base_url=BASE) as client:
+        extraction = client.get("/api/info").json()["extract"]
+        assert extraction == {"model": pickers["separator"], "embedder": pickers["embedder"]}
+        for kept, dropped in ((HIGH_PITCH, LOW_PITCH), (LOW_PITCH, HIGH_PITCH)):
+            stages.clear()
+            enrollment = voice(kept, 1.5, 0, rate)
+            job = extract(client, wav_bytes(mixture, rate), wav_bytes(enrollment, rate))
+            assert job["state"] == "done", job
+            result = job["result"]
+            assert (result["model"], result["embedder"]) == (pickers["separator"], pickers["embedder"])
+            (output,) = result["outputs"]
+            download = client.get(f"/api/jobs/{job['id']}/files/{output['audio']}?download=1")
+            assert download.headers["content-disposition"] == 'attachment; filename="meeting_alice.wav"'
+            samples, samples_rate = soundfile.read(io.BytesIO(download.content))
+            assert samples_rate == rate and samples.shape == mixture.shape
+            assert pitch_share(samples, kept, rate) > 10 * pitch_share(samples, dropped, rate)
+            # The score is `cocktail verify`'s: the largest cosine between the enrollment and an
+            # output. No threshold was calibrated for the toys: no decision.
+            selector = VoiceSelector(load_embedder(pickers["embedder"]), resample(enrollment, rate, 8000), 8000)
+            expected = selector.score(Separator.from_pretrained(pickers["separator"], "cpu")(mixture, rate), rate)
+            assert result["verification"]["score"] == pytest.approx(expected, abs=1e-4)
+            assert result["verification"] | {"score": None} == {"score": None, "threshold": None,
+                                                                 "threshold_source": None, "decision": None}
+            # Progress: the separator's chunks, then one step per output embedded, never backwards.
+            names = [stage for stage, _ in stages]
+            assert names[names.index("embedding the enrollment"):] == [
+                "embedding the enrollment", "separating: part 1 of 1", "comparing voices: output 1 of 2",
+                "comparing voices: output 2 of 2", "drawing spectrograms", "done"]
+            fractions = [fraction for _, fraction in stages]
+            assert fractions == sorted(fractions), stages
+
+        short = extract(client, wav_bytes(mixture, rate), wav_bytes(voice(HIGH_PITCH, 0.2, 0, rate), rate))
+        assert short["state"] == "error" and short["error"].startswith("alice.wav: the enrollment is 0.20 s long")
+    assert len(loads) == 1  # the separator and the embedder load once, for every job
+
+
+def test_extract_decides_with_the_threshold_calibrated_for_its_separator_and_embedder(band_model, pickers,
+                                                                                       monkeypatch):
+    monkeypatch.setitem(voice_select.CALIBRATED_THRESHOLDS, (pickers["separator"], pickers["embedder"]), 0.7)
+    app = create_app(band_model, extract_model=pickers["separator"], embedder=pickers["embedder"])
+    mixture = wav_bytes(voice(LOW_PITCH, 1.2, 1) + 0.7 * voice(HIGH_PITCH, 1.2, 2), 8000)
+    source = f"calibrated for {pickers['separator']} with {pickers['embedder']}"
+    with TestClient(app, base_url=BASE) as client:
+        for enrolled, decision in ((HIGH_PITCH, "present"), (150.0, "absent")):  # 150 Hz: neither talker
+            verification = extract(client, mixture, wav_bytes(voice(enrolled, 1.5, 0), 8000))["result"]["verification"]
+            assert verification["threshold"] == 0.7 and verification["decision"] == decision, verification
+            assert verification["threshold_source"] == source
+
+
+def test_extract_with_a_model_that_cannot_separate_first_fails_in_words(band_model, pickers, tmp_path):
+    single = checkpoint.save(TinyModel(TinyConfig(num_sources=1)), tmp_path / "one.safetensors")
+    app = create_app(band_model, extract_model=str(single), embedder=pickers["embedder"])
+    with TestClient(app, base_url=BASE) as client:
+        job = extract(client, wav_bytes(voice(LOW_PITCH, 1.2, 1), 8000), wav_bytes(voice(LOW_PITCH, 1.5, 0), 8000))
+    assert job["state"] == "error" and "does not separate two or more talkers" in job["error"]
+
+
 @pytest.mark.slow
-def test_extract_keeps_one_voice_and_scores_it(client):
+def test_extract_with_the_bundled_separator_and_embedder_decides_at_their_calibrated_threshold(client):
+    """What the page runs by default: the bundled default separator and the bundled Tune-In
+    model's speaker vectors, as `cocktail extract` and `cocktail verify` do."""
+    pair = (checkpoint.DEFAULT_MODEL, voice_select.DEFAULT_EMBEDDER)
+    assert client.get("/api/info").json()["extract"] == {"model": pair[0], "embedder": pair[1]}
     mixture, references = two_talkers(8000, seconds=2.0)
     enrollment = two_talkers(8000, seconds=1.5, seed=1)[1][1].astype(np.float32)
-    answer = client.post("/api/extract", files={"mixture": ("meeting.wav", wav_bytes(mixture, 8000)),
-                                                "enrollment": ("alice.wav", wav_bytes(enrollment, 8000))})
-    assert answer.status_code == 202, answer.text
-    job = wait(lambda url: client.get(url).json(), answer.json()["id"], timeout=60)
+    job = extract(client, wav_bytes(mixture, 8000), wav_bytes(enrollment, 8000))
     assert job["state"] == "done", job
+    assert (job["result"]["model"], job["result"]["embedder"]) == pair
     (output,) = job["result"]["outputs"]
-    download = client.get(f"/api/jobs/{job['id']}/files/{output['audio']}?download=1")
-    assert download.headers["content-disposition"] == 'attachment; filename="meeting_alice.wav"'
-    header = soundfile.info(io.BytesIO(download.content))
+    header = soundfile.info(io.BytesIO(client.get(f"/api/jobs/{job['id']}/files/{output['audio']}").content))
     assert header.samplerate == 8000 and header.frames == mixture.shape[0]
     verification = job["result"]["verification"]
-    assert -1 <= verification["score"] <= 1 and verification["decision"] in ("present", "absent")
-
-    short = client.post("/api/extract", files={"mixture": ("meeting.wav", wav_bytes(mixture, 8000)),
-                                               "enrollment": ("alice.wav", wav_bytes(enrollment[:1600], 8000))})
-    job = wait(lambda url: client.get(url).json(), short.json()["id"], timeout=60)
-    assert job["state"] == "error" and job["error"].startswith("alice.wav: the enrollment is 0.20 s long")
+    threshold = voice_select.CALIBRATED_THRESHOLDS[pair]
+    assert verification["threshold"] == threshold
+    assert verification["threshold_source"] == f"calibrated for {pair[0]} with {pair[1]}"
+    assert -1 <= verification["score"] <= 1
+    assert verification["decision"] == ("present" if verification["score"] >= threshold else "absent")
 
 
 # --- a real server ------------------------------------------------------------------------------
@@ -375,14 +468,17 @@ def chromium():
 
 
 @pytest.mark.slow
-def test_a_browser_separates_an_upload_and_shows_two_players(band_model, tmp_path):
+def test_a_browser_separates_an_upload_and_shows_two_players(band_model, pickers, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     mixture, references = two_talkers(16000, seconds=2.0)
     path = tmp_path / "meeting.wav"
     soundfile.write(path, mixture, 16000, subtype="FLOAT")
-    app = create_app(band_model)
+    soundfile.write(tmp_path / "voices.wav", voice(LOW_PITCH, 1.2, 1) + 0.7 * voice(HIGH_PITCH, 1.2, 2), 8000)
+    soundfile.write(tmp_path / "alice.wav", voice(HIGH_PITCH, 1.5, 0), 8000)
+    monkeypatch.setitem(voice_select.CALIBRATED_THRESHOLDS, (pickers["separator"], pickers["embedder"]), 0.7)
+    app = create_app(band_model, extract_model=pickers["separator"], embedder=pickers["embedder"])
     with running(app) as base:
         driver = chromium()
         try:
@@ -415,6 +511,23 @@ def test_a_browser_separates_an_upload_and_shows_two_players(band_model, tmp_pat
             assert driver.find_element(By.ID, "error").text == ("error: notes.txt: not a sound file that can be "
                                                                "read (Format not recognised)")
             assert not driver.find_element(By.ID, "results").is_displayed()
+
+            # The extract tab names what it runs, and shows the kept voice with the verdict.
+            driver.find_element(By.ID, "tab-extract").click()
+            assert driver.find_element(By.ID, "extract-model").text == (
+                f"Separates with {pickers['separator']}, then keeps the output whose voice is closest to the "
+                f"enrollment's (embedder: {pickers['embedder']})")
+            driver.find_element(By.ID, "extract-file").send_keys(str(tmp_path / "voices.wav"))
+            driver.find_element(By.ID, "enroll-file").send_keys(str(tmp_path / "alice.wav"))
+            driver.find_element(By.ID, "extract-go").click()
+            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "results").is_displayed()
+                                            or d.find_element(By.ID, "error").is_displayed())
+            assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#outputs audio")) == 1
+            verdict = driver.find_element(By.ID, "verdict")
+            assert verdict.get_attribute("data-decision") == "present"
+            assert verdict.text.startswith("Verification score ") and verdict.text.endswith(
+                " (threshold 0.700): the enrolled talker speaks in this recording.")
         finally:
             driver.quit()
         wavs = [urllib.request.urlopen(link).read() for link in links]

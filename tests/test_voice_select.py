@@ -22,19 +22,13 @@ from cocktailparty.inference import voice_select
 from cocktailparty.inference.voice_select import (ResemblyzerEmbedder, TalkerModelEmbedder, VoiceSelector,
                                                   load_embedder)
 from cocktailparty.models import build_model
-from tests.toys import BandSplit, BandSplitConfig, TinyConfig, TinyModel
+from tests.helpers import HIGH_PITCH, LOW_PITCH, pitch_share, voice, voice_models
+from tests.toys import TinyConfig, TinyModel
 
 RATE = 8000
-LOW, HIGH = 220.0, 310.0  # the two talkers' pitches, on either side of the band split's cutoff
+LOW, HIGH = LOW_PITCH, HIGH_PITCH  # the two talkers, on either side of the band split's cutoff
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def voice(f0: float, seconds: float, seed: int, rate: int = RATE) -> np.ndarray:
-    """A talker as a sine at its own pitch with a syllable-rate envelope."""
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * f0 * t + seed) * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t + seed))).astype(
-        np.float32)
 
 
 def pitch_embedder(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -59,11 +53,7 @@ def files(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def models(tmp_path) -> dict[str, str]:
-    """A band-split separator with its cutoff between the talkers, and the known-steering
-    model as a talker-aware embedder."""
-    split = checkpoint.save(BandSplit(BandSplitConfig(cutoff_hz=(LOW + HIGH) / 2)), tmp_path / "split.safetensors")
-    known = checkpoint.save(build_model("known-steering-test"), tmp_path / "known.safetensors")
-    return {"separator": str(split), "embedder": str(known)}
+    return voice_models(tmp_path)
 
 
 # --- the selector -------------------------------------------------------------------------
@@ -78,6 +68,9 @@ def test_selector_picks_the_output_closest_to_the_enrollment():
         assert selector.pick(tracks, RATE) == expected
         assert similarities[expected] == pytest.approx(1.0, abs=1e-6) and np.delete(similarities, expected).max() < 0.5
         assert selector.score(tracks, RATE) == similarities.max()
+        embedded = []  # one embedding per output, announced before it runs (serve's progress)
+        assert selector.closest(tracks, RATE, embedded.append) == (expected, similarities.max())
+        assert embedded == [0, 1, 2]
     # Verification: an enrolled talker in none of the outputs scores low.
     assert VoiceSelector(pitch_embedder, voice(400.0, 1.3, 0), RATE).score(tracks, RATE) < 0.5
 
@@ -122,12 +115,7 @@ def test_extract_keeps_the_separated_output_of_the_enrolled_voice(tmp_path, file
                  "--model", models["separator"], "--embedder", models["embedder"], "--device", "cpu"]) == 0
     samples, rate = sf.read(out / f"both_{enrolled}.wav")
     assert rate == RATE and samples.shape == (int(1.2 * RATE),)
-
-    def share(f0: float) -> float:  # correlation with a sine of that pitch, any phase
-        t = np.arange(len(samples)) / RATE
-        return np.hypot(samples @ np.sin(2 * np.pi * f0 * t), samples @ np.cos(2 * np.pi * f0 * t))
-
-    assert share(kept) > 10 * share(dropped)
+    assert pitch_share(samples, kept, RATE) > 10 * pitch_share(samples, dropped, RATE)
 
 
 def test_verify_scores_the_closest_separated_output(tmp_path, files, models, capsys, caplog):

@@ -26,7 +26,7 @@ import os
 import sys
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from ..core.errors import AudioError, CocktailError
 from ..core.progress import Bar, Stages
 from .chunks import chunk_bounds
 from .cuda_path import MAX_BATCH_SECONDS, CudaBatchRunner, check_precision
+
+if TYPE_CHECKING:  # imported where used: voice_select loads only for extract and verify
+    from .voice_select import VoiceSelector
 
 log = logging.getLogger("cocktailparty")
 
@@ -482,8 +485,8 @@ def process_files(names: dict[Path, Path], separator: Separator, out_dir: Path, 
 
 
 # --------------------------------------------------------------------------------------------
-# One known talker: cocktail extract / cocktail verify (talker-aware models,
-# models/conditioning.py)
+# One known talker: cocktail extract / cocktail verify and the page's extraction (a
+# separator and a speaker embedder, voice_select.py; or talker-aware models, models/conditioning.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -499,6 +502,30 @@ class TalkerPicker(NamedTuple):
     name: str  # the model's name or path, as given or the bundled default's
     embedder: Any = None  # a voice_select.SpeakerEmbedder
     embedder_name: str | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate: enrollments are read at it."""
+        return int(self.model.config.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def calibrated_threshold(self) -> tuple[float | None, str | None]:
+        """verify's decision threshold for this picker and where it comes from: a Tune-In
+        checkpoint's ``verify_threshold``, or for a bundled separator and embedder
+        :data:`~.voice_select.CALIBRATED_THRESHOLDS`; ``(None, None)`` when none was calibrated."""
+        from ..core.checkpoint import checkpoint_file, read_metadata
+        from .voice_select import calibrated_threshold
+
+        if self.embedder is None:
+            ckpt = checkpoint_file(self.name)
+            threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
+            return (threshold, f"calibrated in {ckpt.name}") if threshold is not None else (None, None)
+        threshold = calibrated_threshold(self.name, self.embedder_name)
+        return (threshold, f"calibrated for {self.name} with {self.embedder_name}") if threshold is not None \
+            else (None, None)
 
 
 def load_talker_picker(model: str | None, device: str | torch.device | None, what: str,
@@ -537,6 +564,21 @@ def load_talker_picker(model: str | None, device: str | torch.device | None, wha
     return TalkerPicker(loaded, name, load_embedder(embedder, device), embedder)
 
 
+def separate_and_pick(separator: Separator, selector: VoiceSelector, waveform: Array, sample_rate: int,
+                      before_each: Callable[[int], None] | None = None) -> tuple[np.ndarray, float]:
+    """The enrolled talker of one recording, by separating first (what ``verify`` scores and
+    the page's extraction keeps): ``waveform`` at ``sample_rate`` (as :meth:`Separator.__call__`
+    takes it) is separated into ``(C, time)`` and each output embedded, once, by ``selector``
+    (``before_each`` as for :meth:`~.voice_select.VoiceSelector.similarities`).
+
+    Returns the output closest to the enrollment, ``(time,)`` at ``sample_rate``, and its
+    cosine, the verification score.
+    """
+    tracks = separator(waveform, sample_rate)
+    index, score = selector.closest(tracks, sample_rate, before_each)
+    return tracks[index], score
+
+
 def _read_enrollment(path, sample_rate: int) -> np.ndarray:
     """The enrollment at the model's rate, refused (in words) when too short to describe a voice."""
     from ..eval.verification import MIN_ENROLLMENT_SECONDS
@@ -564,14 +606,14 @@ def extract_files(enroll: str | Path, inputs: list[str], out: str | Path, model:
         stages.start("loading the model")
         picker = load_talker_picker(model, device, "extract", embedder)
         enroll_path = Path(enroll)
-        rate = int(picker.model.config.sample_rate)
+        rate = picker.sample_rate
         enrollment = _read_enrollment(enroll_path, rate)
         stages.start("embedding the enrollment")
         keep = None
         if picker.embedder is None:
-            separator = Separator(picker.model.extractor(enrollment), device=next(picker.model.parameters()).device)
+            separator = Separator(picker.model.extractor(enrollment), device=picker.device)
         else:
-            separator = Separator(picker.model, device=next(picker.model.parameters()).device)
+            separator = Separator(picker.model, device=picker.device)
             selector = VoiceSelector(picker.embedder, enrollment, rate)
 
             def keep(tracks: np.ndarray) -> np.ndarray:  # (C, time) -> (1, time)
@@ -591,9 +633,8 @@ def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None
     Returns ``{"threshold", "threshold_source", "results": [{"file", "score", "decision"}],
     "failed": files that could not be read, "files": files found}``.
     """
-    from ..core.checkpoint import checkpoint_file, read_metadata
     from ..eval.verification import SteeringScorer
-    from .voice_select import VoiceSelector, calibrated_threshold
+    from .voice_select import VoiceSelector
 
     files = audio.find_audio_files(inputs)
     if not files:
@@ -601,7 +642,7 @@ def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None
     with Stages("verify", 2, progress) as stages:
         stages.start("loading the model")
         picker = load_talker_picker(model, device, "verify", embedder)
-        rate = int(picker.model.config.sample_rate)
+        rate = picker.sample_rate
         stages.start("embedding the enrollment")
         enrollment = _read_enrollment(enroll, rate)
         if picker.embedder is None:
@@ -611,20 +652,14 @@ def verify_files(enroll: str | Path, inputs: list[str], model: str | None = None
             def score(samples: np.ndarray, file_rate: int) -> float:
                 return scorer.score(target, samples, file_rate)
         else:
-            separator = Separator(picker.model, device=next(picker.model.parameters()).device)
+            separator = Separator(picker.model, device=picker.device)
             selector = VoiceSelector(picker.embedder, enrollment, rate)
 
             def score(samples: np.ndarray, file_rate: int) -> float:
-                return selector.score(separator(samples, file_rate), file_rate)
+                return separate_and_pick(separator, selector, samples, file_rate)[1]
     source = "--threshold"
     if threshold is None:
-        if picker.embedder is None:
-            ckpt = checkpoint_file(picker.name)
-            threshold = read_metadata(ckpt).get("verify_threshold") if ckpt else None
-            source = f"calibrated in {ckpt.name}" if threshold is not None else None
-        else:
-            threshold = calibrated_threshold(picker.name, picker.embedder_name)
-            source = f"calibrated for {picker.name} with {picker.embedder_name}" if threshold is not None else None
+        threshold, source = picker.calibrated_threshold()
         if threshold is None and picker.embedder is None:
             log.warning("the model has no calibrated threshold (checkpoint metadata 'verify_threshold'); printing "
                         "scores without decisions: calibrate with 'python benchmarks/verification.py --calibrate "

@@ -2,7 +2,8 @@
 
 A plain separator (the bundled ``tdanet-rooms16k``) knows nothing of voices, but it
 separates real people far better than the Tune-In model trained on TTS voices alone. Paired
-with a speaker embedder it does what ``cocktail extract`` and ``cocktail verify`` need:
+with a speaker embedder it does what ``cocktail extract``, ``cocktail verify`` and the page of
+``cocktail serve`` need:
 
 - extract: separate the recording, embed every output and the enrollment, keep the output
   whose embedding is closest (cosine) to the enrollment's;
@@ -26,7 +27,7 @@ Embedders (``--embedder``):
 from __future__ import annotations
 
 import importlib.util
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -127,17 +128,34 @@ class VoiceSelector:
         self.embedder = embedder
         self.target = _unit(embedder(enrollment, sample_rate))
 
-    def similarities(self, tracks: np.ndarray, sample_rate: int) -> np.ndarray:
-        """``(C,)`` cosine between the enrollment and each output of ``tracks`` ``(C, time)``."""
-        return np.array([float(_unit(self.embedder(track, sample_rate)) @ self.target) for track in tracks])
+    def similarities(self, tracks: np.ndarray, sample_rate: int,
+                     before_each: Callable[[int], None] | None = None) -> np.ndarray:
+        """``(C,)`` cosine between the enrollment and each output of ``tracks`` ``(C, time)``;
+        ``before_each(i)``, when given, is called before output ``i`` is embedded (progress:
+        an embedding can take as long as the separation)."""
+        cosines = []
+        for index, track in enumerate(tracks):
+            if before_each is not None:
+                before_each(index)
+            cosines.append(float(_unit(self.embedder(track, sample_rate)) @ self.target))
+        return np.array(cosines)
+
+    def closest(self, tracks: np.ndarray, sample_rate: int,
+                before_each: Callable[[int], None] | None = None) -> tuple[int, float]:
+        """The index of the output of ``tracks`` ``(C, time)`` closest to the enrollment and its
+        cosine, the verification score, from one embedding of each output (``before_each`` as
+        for :meth:`similarities`)."""
+        cosines = self.similarities(tracks, sample_rate, before_each)
+        index = int(np.argmax(cosines))
+        return index, float(cosines[index])
 
     def pick(self, tracks: np.ndarray, sample_rate: int) -> int:
         """The index of the output of ``tracks`` ``(C, time)`` closest to the enrollment."""
-        return int(np.argmax(self.similarities(tracks, sample_rate)))
+        return self.closest(tracks, sample_rate)[0]
 
     def score(self, tracks: np.ndarray, sample_rate: int) -> float:
         """Verification score: the largest cosine between the enrollment and an output."""
-        return float(self.similarities(tracks, sample_rate).max())
+        return self.closest(tracks, sample_rate)[1]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Routes (all answers JSON except the page and the files):
 
 - ``GET /``: the page; ``GET /static/...``: its script and style, from the package.
-- ``GET /api/info``: the models to choose from and the server's limits.
+- ``GET /api/info``: the models to choose from, what extraction runs (``extract``: the
+  separator ``model`` and the ``embedder`` that picks the voice) and the server's limits.
 - ``POST /api/separate`` (form: ``mixture`` file, ``model`` name) and ``POST /api/extract``
   (form: ``mixture`` and ``enrollment`` files): 202 with the new job's ``id``; 400 with the
   one-line message for input that cannot be used, 413 for an upload over the size limit,
@@ -31,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..core import audio
-from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, DEFAULT_MODEL, bundled_models
+from ..core.checkpoint import DEFAULT_MODEL, bundled_models
 from ..core.errors import AudioError, CocktailError
 from .jobs import Busy, Job, JobStore
 from .work import Models, extract_job, separate_job
@@ -136,16 +137,18 @@ def _stem(shown: str) -> str:
 
 
 def create_app(model: str | None = None, device: str | torch.device = "cpu", limits: Limits | None = None,
-               enrolled_model: str = DEFAULT_ENROLLED_MODEL, preload: bool = True,
+               extract_model: str | None = None, embedder: str | None = None, preload: bool = True,
                loopback_only: bool = True) -> Starlette:
     """The application. ``model`` (a bundled name or checkpoint path, default the bundled
     default) is preselected; the page may choose it or any bundled model, nothing else.
+    Extraction separates with ``extract_model`` and keeps the output closest to the
+    enrollment by ``embedder``'s voice embeddings (None, None: ``cocktail extract``'s defaults).
     ``loopback_only``: answer requests addressed to 127.0.0.1, localhost or ::1 only (for a
     server listening on this machine only; see :class:`Guard`)."""
     limits = limits or Limits()
     default = model or DEFAULT_MODEL
     choices = list(dict.fromkeys([default] + bundled_models()))
-    models = Models(torch.device(device), enrolled=enrolled_model)
+    models = Models(torch.device(device), extract_model=extract_model, embedder=embedder)
     if preload:
         models.separation(default)  # a bad --model fails at start, and the first job is quick
     store = JobStore(max_pending=limits.max_pending, keep_seconds=limits.keep_seconds)
@@ -157,7 +160,8 @@ def create_app(model: str | None = None, device: str | torch.device = "cpu", lim
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def info(request: Request) -> Response:
-        return JSONResponse({"models": choices, "default": default, "enrolled_model": enrolled_model,
+        return JSONResponse({"models": choices, "default": default,
+                             "extract": {"model": models.extract_model, "embedder": models.embedder},
                              "max_mb": limits.max_bytes / 1e6, "max_seconds": limits.max_seconds})
 
     def save_upload(upload, job: Job, name: str, fallback: str) -> tuple[Path, str]:

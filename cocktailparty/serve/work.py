@@ -1,10 +1,11 @@
 """What a ``cocktail serve`` job does: separate or extract one upload, draw its spectrograms.
 
-The library does the work (:class:`~cocktailparty.inference.separate.Separator`, a talker-aware
-model's extractor (:mod:`cocktailparty.models.conditioning`) and
-:class:`~cocktailparty.eval.verification.SteeringScorer`, :mod:`cocktailparty.core.audio`); this module
-only keeps the models loaded (one per kind), reports progress, and names the files a job
-makes. Everything here runs in the job queue's single worker thread.
+The library does the work (:class:`~cocktailparty.inference.separate.Separator`; for
+extraction, what ``cocktail extract`` and ``cocktail verify`` run by default: the separator
+and speaker embedder of :func:`~cocktailparty.inference.separate.load_talker_picker`, joined
+by :func:`~cocktailparty.inference.separate.separate_and_pick`; :mod:`cocktailparty.core.audio`);
+this module only keeps the models loaded (once each), reports progress, and names the files
+a job makes. Everything here runs in the job queue's single worker thread.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 
 from ..core import audio
-from ..core.checkpoint import DEFAULT_ENROLLED_MODEL, checkpoint_file, load_model, read_metadata
+from ..core.checkpoint import DEFAULT_MODEL, load_model
 from ..core.errors import CocktailError
-from ..inference.separate import Separator, _read_enrollment
+from ..inference.separate import Separator, TalkerPicker, _read_enrollment, load_talker_picker, separate_and_pick
+from ..inference.voice_select import DEFAULT_EMBEDDER, VoiceSelector
 from .jobs import Job
 
 # Spectrogram pictures: at most this many columns, whatever the recording's length.
@@ -27,14 +29,21 @@ MAX_COLUMNS = 1200
 
 class Models:
     """The models a server uses, loaded once and kept: one separation model (the last one
-    asked for) and one talker-aware model for extraction."""
+    asked for), and for extraction a separator with the speaker embedder that picks the
+    enrolled talker among its outputs (a :class:`TalkerPicker`, loaded at the first extraction).
 
-    def __init__(self, device: torch.device, enrolled: str = DEFAULT_ENROLLED_MODEL):
+    ``extract_model`` and ``embedder``: as ``cocktail extract --model M --embedder E`` takes
+    them; None: its defaults (the bundled default separator, the default embedder).
+    """
+
+    def __init__(self, device: torch.device, extract_model: str | None = None, embedder: str | None = None):
         self.device = device
-        self.enrolled_name = enrolled
+        # Named before they load, for the page: the names load_talker_picker gives them.
+        self.extract_model = extract_model or DEFAULT_MODEL
+        self.embedder = embedder or DEFAULT_EMBEDDER
         self._lock = threading.Lock()
         self._separation: tuple[str, torch.nn.Module] | None = None
-        self._enrolled: torch.nn.Module | None = None
+        self._picker: TalkerPicker | None = None
 
     def separation(self, name: str) -> torch.nn.Module:
         with self._lock:
@@ -43,20 +52,13 @@ class Models:
                 self._separation = (name, load_model(name, self.device))
             return self._separation[1]
 
-    def enrolled(self) -> torch.nn.Module:
-        from ..models.conditioning import require_talkers
-
+    def talker_picker(self) -> TalkerPicker:
+        """The extraction's separator and embedder. The embedder is always named, so even a
+        talker-aware model separates first and the embedder picks (or is refused in words)."""
         with self._lock:
-            if self._enrolled is None:
-                model = load_model(self.enrolled_name, self.device)
-                require_talkers(model, "extraction", self.enrolled_name)
-                self._enrolled = model
-            return self._enrolled
-
-    def threshold(self) -> float | None:
-        """The enrolled model's calibrated verification threshold, if it has one."""
-        ckpt = checkpoint_file(self.enrolled_name)
-        return read_metadata(ckpt).get("verify_threshold") if ckpt else None
+            if self._picker is None:
+                self._picker = load_talker_picker(self.extract_model, self.device, "extract", self.embedder)
+            return self._picker
 
 
 class _Reporting(Separator):
@@ -115,35 +117,39 @@ def separate_job(job: Job, models: Models, model_name: str, mixture: Path, shown
 
 def extract_job(job: Job, models: Models, mixture: Path, enrollment: Path, shown: tuple[str, str],
                 stems: tuple[str, str]) -> dict:
-    """Keep the enrolled talker of ``mixture``; score whether that talker speaks in it at all."""
-    from ..eval.verification import SteeringScorer
-
+    """Keep the enrolled talker of ``mixture`` as ``cocktail extract`` does: separate it, keep
+    the output whose voice embedding is closest (cosine) to the enrollment's; that cosine is
+    ``cocktail verify``'s score, decided by the threshold calibrated for the separator and
+    embedder (no decision without one)."""
     job.report("reading the recordings", 0.02)
     samples, rate = _read(mixture, shown[0])
-    job.report(f"loading {models.enrolled_name}", 0.05)
-    model = models.enrolled()
-    model_rate = model.config.sample_rate
+    job.report(f"loading {models.extract_model} and the embedder {models.embedder}", 0.04)
+    picker = models.talker_picker()
     try:
-        enrolled = _read_enrollment(enrollment, model_rate)
+        enrolled = _read_enrollment(enrollment, picker.sample_rate)
     except CocktailError as err:
         raise type(err)(str(err).replace(str(enrollment), shown[1])) from None
-    job.report("embedding the enrollment", 0.1)
-    separator = _separator(model.extractor(enrolled), models.device, job, (0.15, 0.7))
-    target = separator(samples, rate)[0]
-    job.report("verifying the talker", 0.75)
-    scorer = SteeringScorer(model)
-    score = scorer.score(scorer.embed_enrollment(enrolled, model_rate), samples, rate)
-    threshold = models.threshold()
+    job.report("embedding the enrollment", 0.07)
+    selector = VoiceSelector(picker.embedder, enrolled, picker.sample_rate)
+    separator = _separator(picker.model, picker.device, job, (0.1, 0.7))
+    outputs = separator.num_sources
+
+    def comparing(index: int) -> None:  # embedding an output can take as long as separating it
+        job.report(f"comparing voices: output {index + 1} of {outputs}", 0.7 + 0.15 * index / outputs)
+
+    target, score = separate_and_pick(separator, selector, samples, rate, comparing)
+    threshold, source = picker.calibrated_threshold()
     decision = None if threshold is None else ("present" if score >= threshold else "absent")
-    job.report("drawing spectrograms", 0.85)
+    job.report("drawing spectrograms", 0.88)
     spectrogram(job.add_file("mixture.png"), samples, rate)
     audio.write(job.add_file("target.wav", download_as=f"{stems[0]}_{stems[1]}.wav"), target, rate)
     spectrogram(job.add_file("target.png"), target, rate)
-    return {"model": models.enrolled_name, "rate": rate, "seconds": round(samples.shape[-1] / rate, 3),
-            "mixture": {"spectrogram": "mixture.png"},
+    return {"model": picker.name, "embedder": picker.embedder_name, "rate": rate,
+            "seconds": round(samples.shape[-1] / rate, 3), "mixture": {"spectrogram": "mixture.png"},
             "outputs": [{"label": f"the enrolled talker ({shown[1]})", "audio": "target.wav",
                          "spectrogram": "target.png"}],
-            "verification": {"score": round(score, 4), "threshold": threshold, "decision": decision}}
+            "verification": {"score": round(score, 4), "threshold": threshold, "threshold_source": source,
+                             "decision": decision}}
 
 
 def spectrogram(path: Path, signal: np.ndarray, rate: int, width: float = 8.0, height: float = 1.6) -> Path:

@@ -170,7 +170,8 @@ $("extract-form").addEventListener("submit", (event) => {
     select.append(option);
   }
   select.value = info.default;
-  $("extract-model").textContent = `Model: ${info.enrolled_model}`;
+  $("extract-model").textContent = `Separates with ${info.extract.model}, then keeps the output whose ` +
+    `voice is closest to the enrollment's (embedder: ${info.extract.embedder})`;
   $("limits").textContent = `Recordings up to ${info.max_seconds / 60} minutes and ${info.max_mb} MB; ` +
     "any format libsndfile reads. Results are kept for a while on this machine only, then removed.";
 })();
