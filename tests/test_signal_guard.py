@@ -116,3 +116,17 @@ def test_python_handlers_of_other_signals_are_reported_too(usr1_handler):
             f"SIGUSR2 now go to the Python handler {__name__}.test_describe_handler_names_the_dispositions"]
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_tritons_routine_takeover_is_information_and_any_other_a_warning(caplog):
+    from cocktailparty.train.signals import StopSignals
+
+    stop = StopSignals(announce=False)
+    culprits = ["SIGINT's handler had been replaced by a handler in /venv/triton/_C/libtriton.so; restored the trainer's",
+                "SIGTERM's handler had been replaced by a handler in /opt/vendor/libcrashy.so; restored the trainer's"]
+    stop.guard.check = lambda: culprits
+    caplog.set_level("INFO", logger="cocktailparty")
+    stop.keep_handlers(step=1)
+    stop.keep_handlers(step=2)  # each culprit is told once
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "step 1: " + culprits[0]), ("WARNING", "step 1: " + culprits[1])]

@@ -13,6 +13,11 @@ from ..core.signal_guard import HandlerGuard
 
 log = logging.getLogger("cocktailparty")
 
+# Takeovers that every compiled CUDA run sees: torch.compile loads Triton, whose LLVM installs
+# crash handlers at the first kernel compile (see signal_guard). Undoing them is routine, so
+# they are logged as information; a warning there made every GPU run look broken.
+ROUTINE_CULPRITS = ("libtriton",)
+
 
 class StopSignals:
     """SIGINT/SIGTERM handlers that note the signal for the trainer to act on between steps.
@@ -68,7 +73,8 @@ class StopSignals:
         for message in self.guard.check():
             if message not in self._takeovers:
                 self._takeovers.add(message)
-                log.warning("step %d: %s", step, message)
+                routine = any(culprit in message for culprit in ROUTINE_CULPRITS)
+                log.log(logging.INFO if routine else logging.WARNING, "step %d: %s", step, message)
 
     def new_foreign_handlers(self) -> list[str]:
         """Native handlers newly installed for other signals, and whose they are."""
