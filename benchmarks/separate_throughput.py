@@ -1,7 +1,7 @@
 """Separation throughput on CUDA: hours of audio separated per second; exits 1 on a missed target.
 
 Issue #19 item 2. Through the Separator with its default settings (on CUDA: batches across
-files and chunks, CUDA graphs, bf16 where it is safe for the model), on one GPU:
+files and chunks, CUDA graphs, fp16 or bf16 where it is safe for the model), on one GPU:
 
   * a folder: 1,000 recordings of 4 s at 16 kHz; target >= 3,000x real time;
   * one recording of 1 hour (reported; no target).
@@ -10,7 +10,7 @@ The recordings are synthetic speech-like two-talker mixtures held in memory (the
 not depend on what is said): reading and writing files is not measured, everything between
 (mono, resampling, chunking, the model, stitching, rescaling, copies to and from the GPU) is.
 Each workload runs twice through one Separator: the first pass includes measuring the model
-(the bf16 probe and the memory budget) and capturing graphs; the second is the steady state
+(the precision probe and the memory budget) and capturing graphs; the second is the steady state
 that a long folder or a service sees, and the target applies to it.
 
     python benchmarks/separate_throughput.py

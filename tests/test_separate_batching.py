@@ -1,7 +1,7 @@
 """Batched separation (issue #19 item 2): pieces of equal length share model calls, within
 and across recordings, and give what separating each recording alone gives; on the CPU,
 by default, nothing changes at all. Also the device-independent parts of the CUDA path
-(cocktailparty/inference/cuda_path.py): the bf16/fp32 choice, the batch budget, the
+(cocktailparty/inference/cuda_path.py): the fp16/bf16/fp32 choice, the batch budget, the
 capture-on-repeat policy of the CUDA graphs, and the on-device rescaling.
 """
 
@@ -186,59 +186,77 @@ def test_process_files_batches_a_folder_and_reports_a_bad_file(tmp_path, caplog)
 
 
 def test_precision_is_checked_on_any_device(monkeypatch):
-    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
-        Separator(Halves(HalvesConfig()), device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Separator(Halves(HalvesConfig()), device="cpu", precision="half")
     monkeypatch.setenv("COCKTAIL_PRECISION", "half")
     with pytest.raises(ValueError, match="COCKTAIL_PRECISION"):
         Separator(Halves(HalvesConfig()), device="cpu")
 
 
-# --- the bf16 / fp32 choice --------------------------------------------------------------
+# --- the precision choice ----------------------------------------------------------------
 
 
-def test_choose_precision_needs_40_db():
-    assert cuda_path.choose_precision("auto", lambda: 40.0) == "bf16"
-    assert cuda_path.choose_precision("auto", lambda: 39.9) == "fp32"
-    assert cuda_path.choose_precision("auto", lambda: float("nan")) == "fp32"
-    assert cuda_path.choose_precision("auto", lambda: float("inf")) == "bf16"
+def test_choose_precision_takes_the_first_half_precision_within_40_db():
+    def measured(fp16: float, bf16: float):
+        seen = []
 
-    def fails():
-        raise RuntimeError("no bf16 kernel for this op")
+        def snr(precision: str) -> float:
+            seen.append(precision)
+            return {"fp16": fp16, "bf16": bf16}[precision]
+        return snr, seen
+
+    for fp16, bf16, chosen, tried in [(40.0, 60.0, "fp16", ["fp16"]), (39.9, 40.0, "bf16", ["fp16", "bf16"]),
+                                      (float("nan"), 45.0, "bf16", ["fp16", "bf16"]),
+                                      (39.9, 39.9, "fp32", ["fp16", "bf16"]),
+                                      (float("inf"), 0.0, "fp16", ["fp16"])]:
+        snr, seen = measured(fp16, bf16)
+        assert cuda_path.choose_precision("auto", snr) == chosen
+        assert seen == tried
+    snr, seen = measured(50.0, 50.0)
+    assert cuda_path.choose_precision("auto", snr, candidates=("bf16",)) == "bf16" and seen == ["bf16"]
+
+    def fails(precision: str) -> float:
+        raise RuntimeError(f"no {precision} kernel for this op")
 
     assert cuda_path.choose_precision("auto", fails) == "fp32"
 
-    def never():
+    def never(precision: str) -> float:
         raise AssertionError("an explicit precision is not measured")
 
-    assert cuda_path.choose_precision("fp32", never) == "fp32"
-    assert cuda_path.choose_precision("bf16", never) == "bf16"
+    for precision in ("fp32", "bf16", "fp16"):
+        assert cuda_path.choose_precision(precision, never) == precision
 
 
 class AutocastError(nn.Module):
     """Two halves of the mixture, off by a relative ``error`` (or NaN, or an exception) under
-    autocast; no op that autocast changes, so the error is exactly the one given."""
+    autocast to fp16 and ``bf16_error`` under autocast to bf16 (the same unless given); no op
+    that autocast changes, so the error is exactly the one given."""
 
-    def __init__(self, error: float | str):
+    def __init__(self, error: float | str, bf16_error: float | str | None = None):
         super().__init__()
-        self.error, self.calls = error, 0
+        self.errors = {torch.float16: error, torch.bfloat16: error if bf16_error is None else bf16_error}
+        self.calls = 0
         self.config = HalvesConfig()
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         out = torch.stack([0.5 * mixture, 0.5 * mixture], 1)
-        if not torch.is_autocast_enabled(mixture.device.type):
+        device = mixture.device.type
+        if not torch.is_autocast_enabled(device):
             return out
-        if self.error == "nan":
+        error = self.errors[torch.get_autocast_dtype(device)]
+        if error == "nan":
             return out * float("nan")
-        if self.error == "raise":
-            raise RuntimeError("no bf16 kernel")
-        return out * (1 + self.error)
+        if error == "raise":
+            raise RuntimeError("no half kernel")
+        return out * (1 + error)
 
 
-@pytest.mark.parametrize("error,expected", [(1e-3, "bf16"), (0.05, "fp32"), ("nan", "fp32"), ("raise", "fp32")])
-def test_measure_model_picks_bf16_only_within_40_db(error, expected):
+@pytest.mark.parametrize("fp16,bf16,expected", [(1e-3, None, "fp16"), ("nan", 1e-3, "bf16"), ("raise", 1e-3, "bf16"),
+                                                (0.05, None, "fp32"), ("nan", None, "fp32"), ("raise", None, "fp32")])
+def test_measure_model_picks_a_half_precision_only_within_40_db(fp16, bf16, expected):
     probe = torch.from_numpy(np.stack([speech(0.5, 0), speech(0.5, 1)]))
-    profile = cuda_path.measure_model(AutocastError(error).eval(), probe, "auto")
+    profile = cuda_path.measure_model(AutocastError(fp16, bf16).eval(), probe, "auto")
     assert profile.precision == expected  # 1e-3 relative is 60 dB, 5% is 26 dB
     assert profile.probe_samples == 4000 and profile.bytes_per_sample == 0  # no CUDA memory here
 
@@ -246,11 +264,25 @@ def test_measure_model_picks_bf16_only_within_40_db(error, expected):
 def test_a_model_is_measured_once():
     model = AutocastError(1e-3).eval()
     first = cuda_path.model_profile(model, torch.device("cpu"), "auto", 800, RATE)
-    assert model.calls == 2  # fp32 and bf16
+    assert model.calls == 2  # fp32 and fp16
     assert cuda_path.model_profile(model, torch.device("cpu"), "auto", 800, RATE) is first
     assert model.calls == 2
     assert cuda_path.model_profile(model, torch.device("cpu"), "fp32", 800, RATE).precision == "fp32"
     assert model.calls == 3  # another requested precision: measured again (fp32 only)
+
+
+def test_an_fp16_batch_that_overflows_runs_again_in_fp32(caplog):
+    model = AutocastError(float("inf")).eval()  # every fp16 output overflows
+    runner = cuda_path.CudaBatchRunner(model, torch.device("cpu"), "fp16", graphs=False, probe_samples=800,
+                                       sample_rate=RATE)
+    pieces = np.stack([speech(0.1, 0), speech(0.1, 1)])
+    caplog.set_level(logging.WARNING, logger="cocktailparty")
+    for _ in range(2):
+        out = runner(pieces)
+        assert np.allclose(out, 0.5 * pieces[:, None], atol=1e-6)  # the fp32 halves
+    assert runner.profile.precision == "fp16" and runner.overflowed
+    assert model.calls == 1 + 2 * 2  # the profile's fp32 forward, then fp16 and fp32 per batch
+    assert len(caplog.records) == 1 and "fp16 batch overflowed" in caplog.records[0].getMessage()
 
 
 def test_snr_db():

@@ -1,12 +1,12 @@
-"""The Separator's path on a CUDA device: batches through CUDA graphs, in bf16 where it is safe.
+"""The Separator's path on a CUDA device: batches through CUDA graphs, in half precision where it is safe.
 
 A :class:`~cocktailparty.inference.separate.Separator` on CUDA hands every batch of
 equal-length pieces (chunks of long recordings, or whole short ones, side by side) to a
 :class:`CudaBatchRunner`, which
 
-- decides once per model (:func:`model_profile`) whether bf16 autocast keeps the output within
-  :data:`BF16_MIN_SNR_DB` of fp32, and how many bytes of GPU memory a sample of input costs
-  (which sizes the batches);
+- decides once per model (:func:`model_profile`) which precision to run in: the first of
+  :data:`HALF_PRECISIONS` whose autocast output stays within :data:`MIN_SNR_DB` of fp32's,
+  else fp32; and how many bytes of GPU memory a sample of input costs (which sizes the batches);
 - runs a batch shape eagerly the first time it meets it and captures it as a CUDA graph the
   second time (:class:`ShapeGraphs`): fixed-length chunks repeat their shape batch after
   batch, so the graph's launch-free replays pay off, while a length met once (one file of
@@ -34,11 +34,19 @@ from torch import nn
 
 log = logging.getLogger("cocktailparty")
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# bf16 is used only if its output stays this close to fp32's (the SNR of bf16's output
-# against fp32's as reference, on the probe). Issue #19's bar: at 40 dB bf16's deviation is
-# some 30 dB below the error separation itself leaves (the bundled models' SI-SNRi is 5-10 dB).
-BF16_MIN_SNR_DB = 40.0
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# A half precision is used only if its output stays this close to fp32's (the SNR of its output
+# against fp32's as reference, on the probe). Issue #19's bar: at 40 dB the deviation is some
+# 30 dB below the error separation itself leaves (the bundled models' SI-SNRi is 5-10 dB).
+MIN_SNR_DB = 40.0
+# What "auto" tries, in order. fp16 first: with fp16 inputs torch hands depthwise convs to
+# cuDNN, while in bf16 it runs its own depthwise kernel, which took 42% of the default model's
+# GPU time (H200, torch 2.11, 80 x 4 s per call: fp16 268 ms, bf16 374 ms, fp32 440 ms). fp16's
+# 10 mantissa bits also keep the default 56 dB from fp32, where bf16's 7 keep 32-40, at the bar
+# or under it. Its narrow range is the risk: an overflow on the probe gives NaN and rules it out, and
+# a batch that overflows later is run again in fp32 (CudaBatchRunner).
+HALF_PRECISIONS = ("fp16", "bf16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # The most audio one model call takes by default, at the model's rate: 32 chunks of 10 s or
 # 80 files of 4 s. Meant to keep an H200 busy (not yet tuned on one: `--batch-seconds` of
 # benchmarks/separate_throughput.py compares others) while the activations stay a few GB: a
@@ -56,7 +64,7 @@ PROBE_SEED = 1234
 class ModelProfile:
     """What the CUDA path measured of a model, once.
 
-    precision: ``"bf16"`` or ``"fp32"``, as it runs.
+    precision: ``"fp16"``, ``"bf16"`` or ``"fp32"``, as it runs.
     bytes_per_sample: peak GPU memory of an fp32 forward per input sample, measured on a batch
         of pieces of ``probe_samples`` (0 off CUDA).
     probe_samples: the probe's length. Longer pieces run one per call: memory per sample
@@ -90,30 +98,35 @@ def snr_db(estimate: torch.Tensor, reference: torch.Tensor) -> float:
     return float(10 * torch.log10(reference.square().sum() / error))  # NaN stays NaN
 
 
-def choose_precision(requested: str, measure_bf16_snr: Callable[[], float]) -> str:
-    """``"bf16"`` or ``"fp32"``: ``requested`` unless it is ``"auto"``; then bf16 only when
-    ``measure_bf16_snr()`` (bf16's output against fp32's, in dB) reaches
-    :data:`BF16_MIN_SNR_DB`. A NaN, or a model that fails in bf16, means fp32."""
+def choose_precision(requested: str, measure_snr: Callable[[str], float],
+                     candidates: tuple[str, ...] = HALF_PRECISIONS) -> str:
+    """The precision to run in: ``requested`` unless it is ``"auto"``; then the first of
+    ``candidates`` whose ``measure_snr(precision)`` (its output against fp32's, in dB) reaches
+    :data:`MIN_SNR_DB`, else ``"fp32"``. A NaN, or a model that fails in a precision, rules
+    that precision out."""
     if check_precision(requested) != "auto":
         return requested
-    try:
-        snr = measure_bf16_snr()
-    except RuntimeError as err:  # an op without a bf16 kernel: not worth failing the run for
-        log.info("bf16 autocast failed on the probe (%s): running in fp32", _one_line(err))
-        return "fp32"
-    chosen = "bf16" if snr >= BF16_MIN_SNR_DB else "fp32"
-    log.info("bf16 output is %.1f dB SNR from fp32's on the probe (needed: %g dB): running in %s",
-             snr, BF16_MIN_SNR_DB, chosen)
-    return chosen
+    for precision in candidates:
+        try:
+            snr = measure_snr(precision)
+        except RuntimeError as err:  # an op without a half kernel: not worth failing the run for
+            log.info("%s autocast failed on the probe (%s)", precision, _one_line(err))
+            continue
+        log.info("%s output is %.1f dB SNR from fp32's on the probe (needed: %g dB)", precision, snr, MIN_SNR_DB)
+        if snr >= MIN_SNR_DB:
+            return precision
+    log.info("running in fp32")
+    return "fp32"
 
 
 def forward_in(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """``model(x)`` as float32 ``(B, C, T)`` from ``x (B, T)``, under bf16 autocast for ``"bf16"``.
+    """``model(x)`` as float32 ``(B, C, T)`` from ``x (B, T)``, under autocast for ``"bf16"`` and ``"fp16"``.
 
     Autocast's weight-cast cache is off: a cache filled while a CUDA graph is captured would
     hold casts made in the graph's pool, stale for the next call.
     """
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+    with torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16), enabled=precision in _DTYPES,
+                        cache_enabled=False):
         return model(x).float()
 
 
@@ -132,9 +145,13 @@ def run_measuring_peak(fn: Callable[[], torch.Tensor], device: torch.device) -> 
 @torch.inference_mode()
 def measure_model(model: nn.Module, probe: torch.Tensor, requested: str) -> ModelProfile:
     """A model's :class:`ModelProfile` from one fp32 forward of ``probe (B, T)`` (on the model's
-    device) and, for ``requested == "auto"``, one in bf16 compared with it."""
+    device) and, for ``requested == "auto"``, one in each half precision tried (see
+    :func:`choose_precision`) compared with it."""
     reference, peak = run_measuring_peak(lambda: forward_in(model, probe, "fp32"), probe.device)
-    precision = choose_precision(requested, lambda: snr_db(forward_in(model, probe, "bf16"), reference))
+    candidates = HALF_PRECISIONS
+    if probe.is_cuda and not torch.cuda.is_bf16_supported():
+        candidates = tuple(p for p in candidates if p != "bf16")
+    precision = choose_precision(requested, lambda p: snr_db(forward_in(model, probe, p), reference), candidates)
     return ModelProfile(precision, peak / probe.numel(), probe.shape[-1])
 
 
@@ -146,14 +163,12 @@ _PROFILES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDiction
 def model_profile(model: nn.Module, device: torch.device, requested: str, probe_samples: int,
                   sample_rate: int) -> ModelProfile:
     """:func:`measure_model` on a speech-like probe of ``PROBE_BATCH x probe_samples``, once
-    per (model, requested precision, probe length). GPUs without native bf16 run fp32."""
+    per (model, requested precision, probe length)."""
     from .export import speech_like_mixtures  # the export check's inputs: what a separator meets
 
     key = (requested, probe_samples)
     cached = _PROFILES.setdefault(model, {})
     if key not in cached:
-        if requested == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            requested = "fp32"
         generator = torch.Generator().manual_seed(PROBE_SEED)
         probe = speech_like_mixtures(PROBE_BATCH, probe_samples, sample_rate, generator).to(device)
         cached[key] = measure_model(model, probe, requested)
@@ -289,7 +304,8 @@ class CudaBatchRunner:
 
     Args:
         model: in eval mode, on ``device``.
-        precision: ``"auto"`` (bf16 where it is safe for this model), ``"fp32"`` or ``"bf16"``.
+        precision: ``"auto"`` (fp16 or bf16 where it is safe for this model), ``"fp32"``, ``"bf16"``
+            or ``"fp16"``.
         graphs: replay repeated batch shapes from CUDA graphs (:class:`ShapeGraphs`); False
             runs every batch eagerly (for debugging).
         probe_samples: the longest piece the Separator batches (its chunk length): the probe
@@ -306,6 +322,7 @@ class CudaBatchRunner:
         self.model, self.device = model, device
         self.requested, self.probe_samples, self.sample_rate = check_precision(precision), probe_samples, sample_rate
         self._profile: ModelProfile | None = None
+        self.overflowed = False  # an fp16 batch had to run again in fp32
         self.graphs = None
         if graphs:
             capture = functools.partial(capture_graph, pool=torch.cuda.graph_pool_handle())
@@ -330,4 +347,11 @@ class CudaBatchRunner:
     def __call__(self, pieces: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(pieces).to(self.device)
         estimates = self.graphs(x) if self.graphs is not None else self._forward(x)
+        if self.profile.precision == "fp16" and not bool(torch.isfinite(estimates).all()):
+            # fp16 tops out at 65504: an input far louder than the probe may overflow inside.
+            if not self.overflowed:
+                log.warning("an fp16 batch overflowed; it and any later such batch run again in fp32 "
+                            "(COCKTAIL_PRECISION=bf16 or fp32 avoids the second run)")
+            self.overflowed = True
+            estimates = forward_in(self.model, x, "fp32")
         return rescale_batch(estimates, x).cpu().numpy()

@@ -229,7 +229,7 @@ class _Graph(nn.Module):
 def speech_like_mixtures(batch: int, length: int, rate: int, generator: torch.Generator) -> torch.Tensor:
     """``(batch, length)`` speech-like mixtures: two harmonic talkers (random pitch, 3-6
     syllables a second) over a little noise, at about -20 dBFS. (Also the probe on which the
-    Separator's CUDA path measures bf16 against fp32: :mod:`.cuda_path`.)"""
+    Separator's CUDA path measures half precisions against fp32: :mod:`.cuda_path`.)"""
     t = torch.arange(length, dtype=torch.float64) / rate
     out = 0.003 * torch.randn(batch, length, generator=generator, dtype=torch.float64)
     for _ in range(2):

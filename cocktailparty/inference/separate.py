@@ -14,7 +14,7 @@ putting the estimates back at the mixture's scale.
 Pieces of equal length (the chunks of long recordings; whole short recordings of one
 length, as a folder of clips often holds) run side by side in one model call, up to
 ``batch_seconds`` of audio. On CUDA that is the default, and the batches run through CUDA
-graphs, in bf16 where that is safe for the model (:mod:`.cuda_path`); elsewhere each piece
+graphs, in fp16 or bf16 where that is safe for the model (:mod:`.cuda_path`); elsewhere each piece
 runs alone unless ``batch_seconds`` asks for more.
 """
 
@@ -49,7 +49,7 @@ log = logging.getLogger("cocktailparty")
 Array = Union[np.ndarray, torch.Tensor]
 
 # Debugging switches for the CUDA path, read when a Separator is made without the argument:
-# COCKTAIL_PRECISION=fp32 (or bf16; default auto) and COCKTAIL_CUDA_GRAPHS=0.
+# COCKTAIL_PRECISION=fp32 (or bf16, fp16; default auto) and COCKTAIL_CUDA_GRAPHS=0.
 PRECISION_ENV, GRAPHS_ENV = "COCKTAIL_PRECISION", "COCKTAIL_CUDA_GRAPHS"
 
 
@@ -69,8 +69,8 @@ class Separator:
         batch_seconds: at most this much audio per model call, in pieces of one length (see
             the module's notes). None: on CUDA :data:`~.cuda_path.MAX_BATCH_SECONDS`, less if
             the GPU's free memory asks for it; elsewhere one piece per call.
-        precision: CUDA only: ``"auto"`` (bf16 when its output stays within 40 dB SNR of
-            fp32's for this model, else fp32), ``"fp32"`` or ``"bf16"``. None: the
+        precision: CUDA only: ``"auto"`` (fp16, else bf16, when its output stays within 40 dB
+            SNR of fp32's for this model, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``. None: the
             ``COCKTAIL_PRECISION`` environment variable, else ``"auto"``.
         cuda_graphs: CUDA only: replay batch shapes that repeat from CUDA graphs. None: on
             unless the environment has ``COCKTAIL_CUDA_GRAPHS=0``.
