@@ -145,6 +145,41 @@ def separate(recording: Path, extra: list[str]) -> dict:
     return long_recording.run(args)
 
 
+def model_flags(model_name: str | None) -> list[str]:
+    """``cocktail separate``'s flags for ``model_name``; none for the bundled default (the
+    command as a user types it)."""
+    return [] if model_name is None else ["--model", model_name]
+
+
+def write_recording(folder: Path, minutes: float) -> Path:
+    """A two-talker 16 kHz recording of ``minutes`` in ``folder`` (written once, then reused)."""
+    import soundfile
+
+    path = folder / f"meeting-{minutes:g}min.wav"
+    if not path.exists():
+        mixture, _ = long_recording.synthesize(minutes * 60)
+        soundfile.write(path, mixture, RATE, subtype="PCM_16")
+    return path
+
+
+def onnx_against_torch(model_name: str | None, recording: Path, repeats: int, folder: Path) -> tuple[dict, dict]:
+    """The fastest of ``repeats`` runs of ``cocktail separate`` on ``recording`` with each
+    backend, the model exported to ``folder`` for onnx: ``(torch run, onnx run)`` as
+    :func:`separate` reports them."""
+    from cocktailparty.core.checkpoint import load_model
+    from cocktailparty.inference.export import export_onnx
+
+    onnx_path = folder / "model.onnx"
+    export_onnx(load_model(model_name, "cpu"), onnx_path)
+    # Alternating; the faster run of each counts (other processes only ever slow a run down).
+    runs: dict[str, list[dict]] = {"torch": [], "onnx": []}
+    for _ in range(repeats):
+        runs["torch"].append(separate(recording, model_flags(model_name)))
+        runs["onnx"].append(separate(recording, ["--backend", "onnx", "--model", str(onnx_path)]))
+    torch_run, onnx_run = (min(runs[k], key=lambda r: r["wall_s"]) for k in ("torch", "onnx"))
+    return torch_run, onnx_run
+
+
 class Table:
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -189,19 +224,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cocktail-cpu-speed-") as tmp:
         tmp = Path(tmp)
 
-        def recording(minutes: float) -> Path:
-            import soundfile
-
-            path = tmp / f"meeting-{minutes:g}min.wav"
-            if not path.exists():
-                mixture, _ = long_recording.synthesize(minutes * 60)
-                soundfile.write(path, mixture, RATE, subtype="PCM_16")
-            return path
-
         # 2. cocktail separate, no flags, long recording
         if not args.skip_long:
             print(f"  ... cocktail separate on {args.minutes:g} min (load {load()})", flush=True)
-            r = separate(recording(args.minutes), [] if args.model is None else ["--model", args.model])
+            r = separate(write_recording(tmp, args.minutes), model_flags(args.model))
             ok_rtf, ok_rss = r["rtf"] <= MAX_RTF, r["peak_rss_mb"] < MAX_RSS_MB
             table.add(f"separate {args.minutes:g} min, real-time factor", f"{r['rtf']:.3f}", "",
                       f"{mark(ok_rtf)} (target <= {MAX_RTF}; {r['wall_s']:.0f} s wall, "
@@ -215,20 +241,9 @@ def main() -> int:
 
         # 3. onnx vs torch, same file
         if not args.skip_onnx:
-            from cocktailparty.core.checkpoint import load_model
-            from cocktailparty.inference.export import export_onnx
-
-            onnx_path = tmp / "default.onnx"
-            export_onnx(load_model(args.model, "cpu"), onnx_path)
-            path = recording(args.onnx_minutes)
             print(f"  ... torch vs onnx on {args.onnx_minutes:g} min (load {load()})", flush=True)
-            # Alternating, twice each; the faster run of each counts (other processes only
-            # ever slow a run down).
-            runs: dict[str, list[dict]] = {"torch": [], "onnx": []}
-            for _ in range(args.onnx_repeats):
-                runs["torch"].append(separate(path, [] if args.model is None else ["--model", args.model]))
-                runs["onnx"].append(separate(path, ["--backend", "onnx", "--model", str(onnx_path)]))
-            torch_run, onnx_run = (min(runs[k], key=lambda r: r["wall_s"]) for k in ("torch", "onnx"))
+            torch_run, onnx_run = onnx_against_torch(args.model, write_recording(tmp, args.onnx_minutes),
+                                                     args.onnx_repeats, tmp)
             ratio = onnx_run["wall_s"] / torch_run["wall_s"]
             ok = ratio <= MAX_ONNX_RATIO
             table.add(f"separate {args.onnx_minutes:g} min, torch", f"{torch_run['rtf']:.3f} RTF", "",

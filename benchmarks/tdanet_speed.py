@@ -91,6 +91,24 @@ def cuda_graph(model: torch.nn.Module, x: torch.Tensor, precision: str) -> Calla
     return run
 
 
+def eager_train_step(net: torch.nn.Module, mix: torch.Tensor, sources: torch.Tensor,
+                     precision: str) -> Callable[[], None]:
+    """One training step, launched kernel by kernel: forward of ``mix`` ``(batch, time)``,
+    PIT-free SI-SNR against ``sources`` ``(batch, sources, time)``, backward, gradient
+    clipping and an Adam step."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, mix.device):
+            est = net(mix)
+        si_snr_loss(est, sources).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+
+    return step
+
+
 def graphed_train_step(net: torch.nn.Module, mix: torch.Tensor, sources: torch.Tensor,
                        precision: str) -> Callable[[], None]:
     """One training step captured as a CUDA graph (PyTorch's whole-network capture recipe):
@@ -325,19 +343,9 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
         torch.manual_seed(0)
         net = build_model(args.model, **(TINY if args.smoke else {})).to(device).train()
         net.channels_last = channels_last
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         if how == "compile":
             net.compile()
-        fwd = net
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with autocast(precision, device):
-                est = fwd(mix)
-            loss = si_snr_loss(est, sources)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
+        step = eager_train_step(net, mix, sources, precision)
 
         mode = ("compiled block" if how == "compile" else how) + f" {precision}" + (" autocast" if precision == "bf16" else "") + (" ch-last" if channels_last else "")
         try:
@@ -367,7 +375,7 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
                 train_results[mode + " + graph"] = batch / t
                 table.add("training, batch 8 x 2 s", mode + " + graph", f"{batch / t:.1f} samples/s",
                           f"{ref['train_sps']:.0f} /s", f"peak {mem.peak_gb:.1f} GB")
-        net = opt = fwd = None  # frees the memory before the next mode (not del: step closes over them)
+        net = step = None  # frees the memory before the next mode
     if train_results:
         best = max(train_results, key=train_results.get)
         table.target("training, batch 8 x 2 s", best, train_results[best], ref["train_sps"] * SPEEDUP, "samples/s",
