@@ -44,21 +44,18 @@ def _bss_eval_batch(est: np.ndarray, ref: np.ndarray, compute_permutation: bool)
                                                   filter_length=BSS_EVAL_FILTER_LENGTH,
                                                   compute_permutation=compute_permutation)
 
+        # torch's CPU build with oneMKL (2.13 here): once torch.set_num_threads has changed the
+        # thread count in this process (profiling, a test's one-thread fixture), a batched
+        # float64 solve on more than one thread goes wrong: sometimes it raises ("Pivots given
+        # to lu_solve must all be greater or equal to 1"), sometimes MKL prints DLASWP errors
+        # and the process hangs for good (a CI run was killed at its time limit). On one thread
+        # it is right, and these solves are small: always solve there.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             result = evaluate()
-        except RuntimeError as err:
-            if "Pivots" not in str(err):
-                raise
-            # torch's CPU build with oneMKL (2.13 here): once torch.set_num_threads has changed
-            # the thread count in this process (profiling, a test's one-thread fixture), a
-            # batched float64 solve on more than one thread fails ("Pivots given to lu_solve
-            # must all be greater or equal to 1"). On one thread it is right: solve there.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                result = evaluate()
-            finally:
-                torch.set_num_threads(threads)
+        finally:
+            torch.set_num_threads(threads)
         sdr_out[keep] = result[0].numpy()
         if compute_permutation:
             # fast_bss_eval's perm[j] is the estimate that matches reference j, as in mir_eval.
