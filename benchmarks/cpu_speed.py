@@ -5,6 +5,14 @@
    development machine (the authors' code, measured there). Measured as ``cocktail separate`` runs it:
    inference mode, :func:`cocktailparty.core.cpu.keep_freed_memory` in force (the Separator
    sets it); the same forward without it is printed too.
+   The 361 ms is a figure from another machine; 2-core machines differ by 2x and drift within
+   a run, so only a comparison in one run is sound. Done once (Dec 2026) with the authors'
+   network re-built outside the repo from its public code (2,330,439 parameters, its defects
+   kept), each model in fresh processes, alternating, 6 rounds: one thread, median of the
+   rounds' medians 618 ms for theirs and 417 ms for ours (0.67x; rounds 0.60-0.72x), two
+   threads 426 and 297 ms (0.70x). Most of the gap is their depthwise convs in the plain
+   layout (~270 ms a forward against our ~62 ms channels-last) and their per-channel 1x1 conv
+   run as 128 small convs.
 2. ``cocktail separate`` with no flags on a 10-minute 16 kHz two-talker recording, in a
    fresh process (``benchmarks/long_recording.py`` does the work): real-time factor <= 0.25
    (whole process: start-up, reading, separating, writing) and peak RSS < 1 GB.
