@@ -225,86 +225,41 @@ def queen_voice_labels(names: Sequence[str], embeddings: np.ndarray, threshold: 
                        min_member: float = 0.6, min_similarity: float = 0.7, min_margin: float = 0.05,
                        min_group: int = 3, min_size: int = 20) -> dict[str, str]:
     """Speaker labels for Flight of the Amazon Queen clips from their names and unit voice
-    embeddings (one row per name); clips that cannot be labelled confidently are left out.
+    embeddings (one row per name), by :func:`.voices.label_by_voice`: the groups are Joe's
+    clips (J, JOE*; the hero) and the P lines of each dialogue (<room><dialogue>: the other
+    party of a dialogue is one character); clips whose names tell nothing (cutaways,
+    *SSSS*, *XXXX*) join a voice only when clearly closest. Unsure clips are left out."""
+    from ..voices import label_by_voice
 
-    1. Names first: Joe's clips (J, JOE*) form one group, the P lines of each dialogue
-       (<room><dialogue>) one group each (the other party of a dialogue is one character).
-       A member whose cosine similarity to its group's mean voice is under ``min_member`` is
-       left out (a name that the voice does not bear out: an interjecting third party);
-       groups left with under ``min_group`` clips are left out.
-    2. Voices: the groups' mean voices are clustered (:func:`.voices.agglomerate`, cosine
-       distance ``threshold``): the dialogues of one character, or of one actor playing
-       several, become one voice. Dialogue groups that fall in Joe's cluster are left out
-       (Joe's actor doubling a part, or a voice too close to Joe's to tell).
-    3. Clips whose names tell nothing (cutaways, *SSSS*, *XXXX*) join the nearest voice
-       when its similarity is at least ``min_similarity`` and ``min_margin`` above the next.
-    4. Voices with under ``min_size`` clips are left out. Labels: ``joe``, then ``v01``,
-       ``v02``, ... by decreasing clip count (ties by first name).
-    """
-    from ..voices import agglomerate, unit
-
-    embeddings = unit(embeddings)
-    groups: dict[str, list[int]] = {}
-    unnamed = []
-    for index, name in enumerate(names):
-        said = queen_name_voice(name)
-        (groups.setdefault(said, []) if said else unnamed).append(index)
-    kept: dict[str, list[int]] = {}
-    for group, members in sorted(groups.items()):
-        centre = unit(embeddings[members].mean(axis=0))
-        members = [m for m in members if embeddings[m] @ centre >= min_member]
-        if len(members) >= min_group:
-            kept[group] = members
-    if "joe" not in kept:
-        return {}
-    order = ["joe"] + sorted(g for g in kept if g != "joe")
-    centres = np.stack([unit(embeddings[kept[g]].mean(axis=0)) for g in order])
-    cluster = agglomerate(centres, threshold)
-    voices: dict[int, list[int]] = {}
-    for group, c in zip(order, cluster):
-        if group == "joe" or c != cluster[0]:
-            voices.setdefault(int(c), []).extend(kept[group])
-    keys = sorted(voices)
-    if unnamed:
-        voice_centres = np.stack([unit(embeddings[voices[k]].mean(axis=0)) for k in keys])
-        scores = embeddings[unnamed] @ voice_centres.T
-        for row, index in zip(scores, unnamed):
-            best = np.argsort(row)[::-1]
-            margin = row[best[0]] - (row[best[1]] if len(best) > 1 else -1.0)
-            if row[best[0]] >= min_similarity and margin >= min_margin:
-                voices[keys[best[0]]].append(index)
-    joe = int(cluster[0])
-    others = sorted((k for k in keys if k != joe and len(voices[k]) >= min_size),
-                    key=lambda k: (-len(voices[k]), min(names[i] for i in voices[k])))
-    label_of = {k: f"v{i + 1:02d}" for i, k in enumerate(others)}
-    if len(voices[joe]) >= min_size:
-        label_of[joe] = "joe"
-    return {names[i]: label_of[k] for k in label_of for i in voices[k]}
+    return label_by_voice(names, [queen_name_voice(n) for n in names], embeddings, "joe", threshold, min_member,
+                          min_similarity, min_margin, min_group, min_size)
 
 
-def _queen_labels(clips: dict[str, Path], cache: Path) -> dict[str, str]:
-    """Clip name -> speaker label (:func:`queen_voice_labels` on Resemblyzer embeddings of
-    the clips of :data:`QUEEN_MIN_CLIP` seconds or more), cached in ``cache`` (a CSV)."""
+def _cached_voice_labels(source: str, clips: dict[str, Path], cache: Path,
+                         labeller: Callable[[list[str], np.ndarray], dict[str, str]],
+                         settings_of: Callable) -> dict[str, str]:
+    """Clip name -> speaker label: ``labeller`` on Resemblyzer embeddings of the clips of
+    :data:`QUEEN_MIN_CLIP` seconds or more, cached in ``cache`` (a CSV) for the defaults of
+    ``settings_of`` (the labelling function)."""
     import inspect
 
-    # The cache holds for these settings (and queen_voice_labels' defaults) only.
-    settings = {k: v.default for k, v in inspect.signature(queen_voice_labels).parameters.items()
+    settings = {k: v.default for k, v in inspect.signature(settings_of).parameters.items()
                 if v.default is not inspect.Parameter.empty}
-    tag = f"queen-voices-1 min_clip={QUEEN_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
+    tag = f"{source}-voices-1 min_clip={QUEEN_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
     if cache.is_file():
         lines = cache.read_text().splitlines()
         if lines and lines[0] == f"# {tag}":
             return dict(line.split(",", 1) for line in lines[2:] if line)
     names = [n for n in sorted(clips) if soundfile.info(str(clips[n])).duration >= QUEEN_MIN_CLIP]
-    log.info("flight-of-the-amazon-queen: telling %d clips apart by voice (Resemblyzer embeddings)", len(names))
-    result = queen_voice_labels(names, _embed_clip_files([clips[n] for n in names]))
+    log.info("%s: telling %d clips apart by voice (Resemblyzer embeddings)", source, len(names))
+    result = labeller(names, _embed_clip_files([clips[n] for n in names]))
     atomic.write_text(cache, f"# {tag}\nclip,label\n" + "".join(f"{n},{l}\n" for n, l in sorted(result.items())))
     return result
 
 
 def find_queen(root: Path) -> list[Clip]:
     # The .SB entries are copied once out of queen.1c into <root>/.queen/<name>.mp3 (soundfile
-    # reads MP3 from a file), then labelled by voice (_queen_labels, cached beside them).
+    # reads MP3 from a file), then labelled by voice (queen_voice_labels, cached beside them).
     archive, out = root / QUEEN_ARCHIVE, root / ".queen"
     if not archive.is_file():
         return []
@@ -318,7 +273,7 @@ def find_queen(root: Path) -> list[Clip]:
                 handle.seek(offset)
                 atomic.write_bytes(target, handle.read(size))
             paths[name] = target
-    labels = _queen_labels(paths, out / "voices.csv")
+    labels = _cached_voice_labels("queen", paths, out / "voices.csv", queen_voice_labels, queen_voice_labels)
     return [Clip(paths[n], f"queen-{labels[n]}", "en") for n in sorted(paths) if n in labels]
 
 
