@@ -159,7 +159,8 @@ def agglomerate(vectors: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([order[c] for c in raw.tolist()])
 
 
-def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embeddings: np.ndarray, hero: str,
+def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embeddings: np.ndarray,
+                   hero: Optional[str],
                    threshold: float, min_member: float, min_similarity: float, min_margin: float,
                    min_group: int, min_size: int) -> dict[str, str]:
     """Speaker labels for clips (name -> label) from the group each clip's name or script
@@ -172,7 +173,8 @@ def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embedd
     2. Voices: the groups' mean voices are clustered (:func:`agglomerate`, cosine distance
        ``threshold``): the groups of one character, or of one actor playing several, become
        one voice. Groups that fall in the ``hero``'s cluster are left out (the hero's actor
-       doubling a part, or a voice too close to the hero's to tell).
+       doubling a part, or a voice too close to the hero's to tell); with no hero (None),
+       every cluster is a voice.
     3. Clips whose group is None join the nearest voice when its similarity is at least
        ``min_similarity`` and ``min_margin`` above the next.
     4. Voices with under ``min_size`` clips are left out. Labels: ``hero``, then ``v01``,
@@ -189,14 +191,14 @@ def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embedd
         members = [m for m in members if embeddings[m] @ centre >= min_member]
         if len(members) >= min_group:
             kept[group] = members
-    if hero not in kept:
+    if hero is not None and hero not in kept or not kept:
         return {}
-    order = [hero] + sorted(g for g in kept if g != hero)
+    order = ([hero] if hero else []) + sorted(g for g in kept if g != hero)
     centres = np.stack([unit(embeddings[kept[g]].mean(axis=0)) for g in order])
     cluster = agglomerate(centres, threshold)
     voices: dict[int, list[int]] = {}
     for group, c in zip(order, cluster):
-        if group == hero or c != cluster[0]:
+        if not hero or group == hero or c != cluster[0]:
             voices.setdefault(int(c), []).extend(kept[group])
     keys = sorted(voices)
     if unnamed:
@@ -207,10 +209,10 @@ def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embedd
             margin = row[best[0]] - (row[best[1]] if len(best) > 1 else -1.0)
             if row[best[0]] >= min_similarity and margin >= min_margin:
                 voices[keys[best[0]]].append(index)
-    first = int(cluster[0])
+    first = int(cluster[0]) if hero else None
     others = sorted((k for k in keys if k != first and len(voices[k]) >= min_size),
                     key=lambda k: (-len(voices[k]), min(names[i] for i in voices[k])))
     label_of = {k: f"v{i + 1:02d}" for i, k in enumerate(others)}
-    if len(voices[first]) >= min_size:
+    if hero and len(voices[first]) >= min_size:
         label_of[first] = hero
     return {names[i]: label_of[k] for k in label_of for i in voices[k]}
