@@ -7,7 +7,7 @@ sky.dsk (see :func:`.archives.find_sky`). Written from the format's description:
 - then one stream in which a bit stream (16-bit little-endian words, read from their lowest
   bit up, a word fetched only when its first bit is needed) is interleaved with literal
   bytes (read from wherever the input stands when they are due). Its first two bits are
-  unused. Each chunk holds three Huffman tables (literal run lengths, match distances,
+  unused; its last word may be cut short by the packed size (the missing bytes are zero). Each chunk holds three Huffman tables (literal run lengths, match distances,
   match lengths: a 5-bit count of codes, then a 4-bit code length per symbol; canonical
   codes, shortest first, sent first bit first), a 16-bit count of steps, and the steps: a
   literal run (its length from the first table, then that many bytes), then, unless it is
@@ -59,9 +59,10 @@ class _Bits:
         self.word, self.left = 0, 0  # the current word's unread bits (lowest first) and their count
 
     def _fetch(self) -> int:
-        if self.pos + 2 > len(self.data):
+        # The stream's last word may lack its (zero) bytes: the packed size ends with the data.
+        if self.pos > len(self.data):
             raise RncError("RNC stream cut short")
-        value = self.data[self.pos] | self.data[self.pos + 1] << 8
+        value = int.from_bytes(self.data[self.pos:self.pos + 2].ljust(2, b"\0"), "little")
         self.pos += 2
         return value
 
