@@ -628,6 +628,153 @@ def test_voice_front_end_and_agglomerate():
 
 
 # --------------------------------------------------------------------------------------
+# Beneath a Steel Sky: sky.dnr + sky.dsk, RNC-packed files, speakers from the scripts
+# --------------------------------------------------------------------------------------
+
+# A known pair, packed by another RNC method-1 packer (the propack package, from PyPI): the
+# literal runs, matches (the repeated words) and both CRCs of a real stream.
+RNC_RAW = (b"Beneath a Steel Sky, Beneath a Steel Sky! " + bytes(range(0, 256, 9)) + b"sky sky sky sky")
+RNC_PACKED = bytes.fromhex(
+    "524e4301000000560000004a12f1b21a00019c19100139002220620200440a00bc8142656e65617468206120537465656c"
+    "6b792c20e8086c9d21200009121b242d363f48515a636c757e879099a2abb4bdc6cfd8e1eaf3fc73206500")
+
+
+def test_rnc_unpacks_a_known_stream_and_refuses_a_damaged_one():
+    from cocktailparty.data.real import rnc
+
+    assert rnc.rnc_sizes(RNC_PACKED) == (len(RNC_RAW), len(RNC_PACKED) - rnc.RNC_HEADER)
+    assert rnc.rnc_unpack(RNC_PACKED) == RNC_RAW
+    assert rnc.crc16(b"123456789") == 0xBB3D  # CRC-16/ARC's check value
+    damaged = bytearray(RNC_PACKED)
+    damaged[40] ^= 0x10
+    with pytest.raises(rnc.RncError, match="CRC"):
+        rnc.rnc_unpack(bytes(damaged))
+    with pytest.raises(rnc.RncError, match="cut short"):
+        rnc.rnc_unpack(RNC_PACKED[:60])
+    with pytest.raises(rnc.RncError, match="not an RNC"):
+        rnc.rnc_unpack(b"RNC\x02" + RNC_PACKED[4:])
+
+
+def _sky_header(flag: int, tot_size: int) -> bytes:
+    import struct
+    return struct.pack("<11H", flag, 0, 0, 0, 0, 0, tot_size & 0xFFFF, 0, 0, 0, 0)
+
+
+def _sky_speech(samples: bytes) -> tuple[bytes, int]:
+    """A stored speech file: header (tot_size = 22 + samples) and 8-bit samples; dnr flags."""
+    return _sky_header(0, 22 + len(samples)) + samples, 0x800000
+
+
+def _sky_data(folder: Path, files: dict[int, tuple[bytes, int]]) -> None:
+    """sky.dnr + sky.dsk laid out like the CD version's: ``files`` maps a file number to its
+    bytes in sky.dsk and its dnr flag bits; every other file's offset is in 16-byte units."""
+    import struct
+
+    table, dsk = b"", bytearray()
+    for i, (number, (blob, flags)) in enumerate(files.items()):
+        while len(dsk) % 16:
+            dsk.append(0xEE)
+        offset = len(dsk) >> 4 | 0x800000 if i % 2 else len(dsk)
+        table += struct.pack("<H", number) + offset.to_bytes(3, "little") + (len(blob) | flags).to_bytes(3, "little")
+        dsk += blob
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sky.dnr").write_bytes(struct.pack("<I", len(files)) + table)
+    (folder / "sky.dsk").write_bytes(bytes(dsk))
+
+
+def _speak(speaker: int, text: int, mcode: int = 35) -> list[int]:
+    """Script words: push_number speaker, push_number text, push_number anim, call_mcode 3 fnSpeak*."""
+    return [2, speaker, 2, text, 2, 0x9B, 11, 3, mcode * 4]
+
+
+def test_sky_reads_the_directory_and_unpacks_packed_files(tmp_path):
+    folder = tmp_path / "sky"
+    packed = _sky_header(0x80, 22 + len(RNC_RAW)) + RNC_PACKED  # RNC-packed; the header is kept
+    headerless = _sky_header(0x80, len(RNC_RAW)) + RNC_PACKED
+    _sky_data(folder, {50000: _sky_speech(b"\x80\x81"), 50001: (packed, 0), 60500: (headerless, 0x400000),
+                       60203: (b"\x80" + bytes(40), 0x800000)})  # stored: flag bit 7 set but not packed
+    entries = archives.sky_entries(folder / "sky.dnr")
+    assert sorted(entries) == [50000, 50001, 60203, 60500]
+    assert entries[50001][1] == len(packed) and entries[50001][0] % 16 == 0
+    with open(folder / "sky.dsk", "rb") as handle:
+        assert archives.sky_file(handle, entries[50000]) == _sky_header(0, 24) + b"\x80\x81"
+        assert archives.sky_file(handle, entries[50001]) == packed[:22] + RNC_RAW
+        assert archives.sky_file(handle, entries[60500]) == RNC_RAW
+        assert archives.sky_file(handle, entries[60203]) == b"\x80" + bytes(40)
+    (folder / "sky.dnr").write_bytes((folder / "sky.dnr").read_bytes()[:20])
+    with pytest.raises(CocktailError, match="cut short"):
+        archives.sky_entries(folder / "sky.dnr")
+
+
+def test_sky_speakers_come_from_the_scripts_fnspeak_calls():
+    assert archives.sky_speech_file(0x0005) == 50005 and archives.sky_speech_file(0x2007) == 51107
+    first = _speak(3, 0x0001) + [5, 4] + _speak(16, 0x1002, mcode=37) + _speak(3, 0x1003, mcode=36)
+    first += _speak(137, 0x0004) + _speak(16, 0x0004, mcode=38)   # two speakers for one line: left out
+    first += [0, 480, 2, 0x0005, 2, 1, 11, 3, 140]               # the speaker in variable 120
+    first += [2, 3, 2, 0x0006, 2, 1, 11, 3, 39 * 4, 19]          # fnChooser, not speech
+    second = [0, 48, 2, 0x0007, 2, 1, 11, 3, 140, 0, 48, 2, 0x0008, 0, 9, 11, 3, 148, 19]  # CUR_ID: script 2's mega
+    words = [2, 3, 3 + len(first)] + first + second                # the script table, then the scripts
+    module = np.array(words, dtype="<u2").tobytes()
+    expected = {50001: "id3", 50602: "id16", 50603: "id3", 50005: "var120", 50007: "script1.2",
+                50008: "script1.2"}
+    assert archives.sky_speakers([b"", module]) == expected
+
+
+def test_sky_extracts_speech_and_labels_voices_from_the_scripts(tmp_path, monkeypatch):
+    root = tmp_path / "beneath-a-steel-sky"
+    foster, lamb = _voices(5, 2)
+    rng = np.random.default_rng(0)
+    second = lambda seconds: bytes(rng.integers(100, 156, int(seconds * 11025), dtype=np.uint8))  # noqa: E731
+    files, voice_of, script = {}, {}, []
+    for line in range(22):   # Foster's lines (section 0) and Lamb's (section 1), named by the script
+        files[50000 + line], voice_of[str(50000 + line)] = _sky_speech(second(1.1)), foster
+        files[50600 + line], voice_of[str(50600 + line)] = _sky_speech(second(1.1)), lamb
+        script += _speak(3, line) + _speak(16, 0x1000 + line)
+    for line in range(30, 33):  # unnamed, Lamb's voice: joins him
+        files[50000 + line], voice_of[str(50000 + line)] = _sky_speech(second(1.1)), lamb
+    files[50040], voice_of["50040"] = _sky_speech(second(1.1)), (foster + lamb) / np.linalg.norm(foster + lamb)
+    files[50041] = _sky_speech(second(0.5))                               # too short to label
+    files[50042] = (_sky_header(0x80, 22 + len(RNC_RAW)) + RNC_PACKED, 0)  # packed speech
+    files[60203] = (_sky_header(0, 200) + bytes(178), 0x800000)           # sound effects: not speech
+    files[60400] = (np.array(script, dtype="<u2").tobytes(), 0x800000)    # the script module
+    _sky_data(root / archives.SKY_FOLDER, files)
+    calls = []
+
+    def fake_embed(paths):
+        calls.append(len(paths))
+        return np.stack([voice_of[p.stem] for p in paths])
+
+    monkeypatch.setattr(archives, "_embed_clip_files", fake_embed)
+    clips = archives.find_sky(root)
+    by_speaker: dict[str, set] = {}
+    for clip in clips:
+        by_speaker.setdefault(clip.speaker, set()).add(int(clip.path.stem))
+    # Lamb's 22 named and 3 unnamed clips are the larger voice; no hero: every voice a number.
+    assert by_speaker == {"sky-v02": set(range(50000, 50022)),
+                          "sky-v01": set(range(50600, 50622)) | {50030, 50031, 50032}}
+    assert calls == [48] and {c.language for c in clips} == {"en"}
+    out = root / ".sky"
+    assert sorted(p.stem for p in out.glob("*.wav")) == sorted(str(n) for n in files if n < 60000)
+    import wave
+    with wave.open(str(out / "50042.wav")) as wav:  # unpacked, 8-bit, as stored
+        assert (wav.getframerate(), wav.getsampwidth(), wav.readframes(1000)) == (11025, 1, RNC_RAW)
+    data, rate = sf.read(str(out / "50000.wav"), dtype="int16")
+    assert rate == 11025 and np.array_equal((data >> 8) + 128, np.frombuffer(files[50000][0][22:], np.uint8))
+    # Extracted and labelled once: found again without sky.dsk, from the cache.
+    (root / archives.SKY_FOLDER / "sky.dsk").unlink()
+    assert [(c.path, c.speaker) for c in archives.find_sky(root)] == [(c.path, c.speaker) for c in clips]
+    assert calls == [48]
+    assert archives.find_sky(tmp_path / "empty") == []
+
+
+def test_sky_is_an_asked_for_11khz_source():
+    source = real_build.SOURCES["sky"]
+    assert (source.package, source.native_rate, source.split_group) == ("beneath-a-steel-sky", 11025, None)
+    assert source.opt_in and "sky" not in real_build.DEFAULT_SOURCES
+    assert "sky" in source.licence.lower() or "revolution" in source.licence.lower()
+
+
+# --------------------------------------------------------------------------------------
 # Warzone 2100 (base.wz, 11 kHz) and the Codec 2 samples (8 kHz): 8 kHz corpora only
 # --------------------------------------------------------------------------------------
 

@@ -64,7 +64,8 @@ def register(subparsers) -> None:
                    "hedgewars, festvox-ru, nexuiz, megaglest, gcin, warzone, codec2). warzone and codec2 "
                    "are 11 and 8 kHz speech: corpora over 8 kHz skip them. Also: 0ad (7 more voices, 3 minutes; "
                    "a 1.4 GB download whose 3 GB zip is deleted once its voices are out). Also: queen (11 kHz game "
-                   "speech for corpora at 8 kHz; needs pip install --no-deps resemblyzer)")
+                   "speech for corpora at 8 kHz; needs pip install --no-deps resemblyzer). Also: sky (the same, "
+                   "from Beneath a Steel Sky)")
     p.add_argument("--max-minutes", type=float, default=LibraryDefault(REAL, "max_minutes"),
                    help="speech kept per speaker (default: %(default)s)")
     p.add_argument("--splits-like", metavar="DIR", help="another real corpus whose speakers keep their split here "

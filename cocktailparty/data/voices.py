@@ -9,14 +9,17 @@ numpy, so embeddings differ slightly from ``resemblyzer.VoiceEncoder``'s (no VAD
 librosa padding details); they are only compared with each other.
 
 :func:`agglomerate` groups embeddings (agglomerative, average linkage on cosine
-distance); the readers that use them decide which clips are labelled confidently.
+distance); :func:`label_by_voice` labels clips from the groups that a package's names or
+scripts tell (one hero's lines, each other party's lines) and leaves out what it cannot label
+confidently. The readers that use them (queen, sky in :mod:`.real.archives`) say what the
+groups are.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -154,3 +157,62 @@ def agglomerate(vectors: np.ndarray, threshold: float) -> np.ndarray:
     raw = fcluster(linkage(vectors, method="average", metric="cosine"), t=threshold, criterion="distance")
     order = {c: i for i, c in enumerate(dict.fromkeys(raw.tolist()))}
     return np.array([order[c] for c in raw.tolist()])
+
+
+def label_by_voice(names: Sequence[str], groups: Sequence[Optional[str]], embeddings: np.ndarray,
+                   hero: Optional[str],
+                   threshold: float, min_member: float, min_similarity: float, min_margin: float,
+                   min_group: int, min_size: int) -> dict[str, str]:
+    """Speaker labels for clips (name -> label) from the group each clip's name or script
+    tells (``groups``, None where it tells nothing) and their unit voice embeddings (one
+    row per name); clips that cannot be labelled confidently are left out.
+
+    1. Groups first: a member whose cosine similarity to its group's mean voice is under
+       ``min_member`` is left out (a group that the voice does not bear out: an
+       interjecting third party); groups left with under ``min_group`` clips are left out.
+    2. Voices: the groups' mean voices are clustered (:func:`agglomerate`, cosine distance
+       ``threshold``): the groups of one character, or of one actor playing several, become
+       one voice. Groups that fall in the ``hero``'s cluster are left out (the hero's actor
+       doubling a part, or a voice too close to the hero's to tell); with no hero (None),
+       every cluster is a voice.
+    3. Clips whose group is None join the nearest voice when its similarity is at least
+       ``min_similarity`` and ``min_margin`` above the next.
+    4. Voices with under ``min_size`` clips are left out. Labels: ``hero``, then ``v01``,
+       ``v02``, ... by decreasing clip count (ties by first name).
+    """
+    embeddings = unit(embeddings)
+    members_of: dict[str, list[int]] = {}
+    unnamed = []
+    for index, group in enumerate(groups):
+        (members_of.setdefault(group, []) if group else unnamed).append(index)
+    kept: dict[str, list[int]] = {}
+    for group, members in sorted(members_of.items()):
+        centre = unit(embeddings[members].mean(axis=0))
+        members = [m for m in members if embeddings[m] @ centre >= min_member]
+        if len(members) >= min_group:
+            kept[group] = members
+    if hero is not None and hero not in kept or not kept:
+        return {}
+    order = ([hero] if hero else []) + sorted(g for g in kept if g != hero)
+    centres = np.stack([unit(embeddings[kept[g]].mean(axis=0)) for g in order])
+    cluster = agglomerate(centres, threshold)
+    voices: dict[int, list[int]] = {}
+    for group, c in zip(order, cluster):
+        if not hero or group == hero or c != cluster[0]:
+            voices.setdefault(int(c), []).extend(kept[group])
+    keys = sorted(voices)
+    if unnamed:
+        voice_centres = np.stack([unit(embeddings[voices[k]].mean(axis=0)) for k in keys])
+        scores = embeddings[unnamed] @ voice_centres.T
+        for row, index in zip(scores, unnamed):
+            best = np.argsort(row)[::-1]
+            margin = row[best[0]] - (row[best[1]] if len(best) > 1 else -1.0)
+            if row[best[0]] >= min_similarity and margin >= min_margin:
+                voices[keys[best[0]]].append(index)
+    first = int(cluster[0]) if hero else None
+    others = sorted((k for k in keys if k != first and len(voices[k]) >= min_size),
+                    key=lambda k: (-len(voices[k]), min(names[i] for i in voices[k])))
+    label_of = {k: f"v{i + 1:02d}" for i, k in enumerate(others)}
+    if hero and len(voices[first]) >= min_size:
+        label_of[first] = hero
+    return {names[i]: label_of[k] for k in label_of for i in voices[k]}

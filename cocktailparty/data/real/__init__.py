@@ -30,6 +30,8 @@ codec2      codec2-examples           callsign/name in the file name, by a   LGP
                                       table (8 kHz; 8 kHz corpora only)
 0ad         0ad-data                  unit voice: language x man/woman (in   CC-BY-SA-3.0
                                       public.zip; :data:`.archives.ZEROAD_VOICES`)
+sky         beneath-a-steel-sky       voice cluster (scripts' speakers +     freeware
+                                      embeddings; in sky.dsk; 8 kHz only)    (its licence)
 =========== ========================= ====================================== ============
 
 The packages label recordings by language or pack, not by person: one label may hold more
@@ -39,12 +41,13 @@ packages says so for the ones used here, but packs can share recordings (hedgewa
 :func:`.plain_files.find_hedgewars`). Packages reserved for an independent test of the
 project (:data:`.packages.RESERVED_PACKAGES`) are refused, whatever is asked.
 
-A source recorded at a low rate (``Source.native_rate``: queen's and warzone's game speech
-is 11025 Hz, codec2's samples 8000 Hz)
+A source recorded at a low rate (``Source.native_rate``: queen's, sky's and warzone's game
+speech is 11025 Hz, codec2's samples 8000 Hz)
 feeds only corpora at or under that rate: a build at a higher ``sample_rate`` skips it, with
-a log line, before fetching it. Where a package has no speaker labels at all (queen), the
-reader labels clips by voice (:mod:`cocktailparty.data.voices`: Resemblyzer embeddings, clustering), checked
-against what the clips' names tell, and leaves out what it cannot label confidently.
+a log line, before fetching it. Where a package has no speaker labels at all (queen and
+sky), the reader labels clips by voice (:mod:`cocktailparty.data.voices`: Resemblyzer
+embeddings, clustering), checked against what the clips' names (queen) or the game's scripts
+(sky) tell, and leaves out what it cannot label confidently.
 
 Processing, per clip: decode, mix to mono, resample (soxr) to the corpus rate, trim the
 edges below -40 dB re the loudest 10 ms frame, and drop the clip if it is shorter than
@@ -69,7 +72,7 @@ music) as a noise folder for ``data.noise``, laid out like ``cocktail corpus noi
 Modules: :mod:`.packages` (fetching the packages, what a source is, decoding a clip),
 :mod:`.plain_files` (sources whose packages hold audio files in folders),
 :mod:`.archives` (sources packed in a game's archive: nexuiz's data.pk3, warzone's base.wz,
-0ad's public.zip, queen's queen.1c),
+0ad's public.zip, queen's queen.1c, sky's sky.dsk; :mod:`.rnc` unpacks the latter),
 :mod:`.build` (the source table and the corpus build: joining, splitting, writing) and
 :mod:`.noise` (the real-noise folder).
 """

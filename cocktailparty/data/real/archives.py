@@ -225,86 +225,41 @@ def queen_voice_labels(names: Sequence[str], embeddings: np.ndarray, threshold: 
                        min_member: float = 0.6, min_similarity: float = 0.7, min_margin: float = 0.05,
                        min_group: int = 3, min_size: int = 20) -> dict[str, str]:
     """Speaker labels for Flight of the Amazon Queen clips from their names and unit voice
-    embeddings (one row per name); clips that cannot be labelled confidently are left out.
+    embeddings (one row per name), by :func:`.voices.label_by_voice`: the groups are Joe's
+    clips (J, JOE*; the hero) and the P lines of each dialogue (<room><dialogue>: the other
+    party of a dialogue is one character); clips whose names tell nothing (cutaways,
+    *SSSS*, *XXXX*) join a voice only when clearly closest. Unsure clips are left out."""
+    from ..voices import label_by_voice
 
-    1. Names first: Joe's clips (J, JOE*) form one group, the P lines of each dialogue
-       (<room><dialogue>) one group each (the other party of a dialogue is one character).
-       A member whose cosine similarity to its group's mean voice is under ``min_member`` is
-       left out (a name that the voice does not bear out: an interjecting third party);
-       groups left with under ``min_group`` clips are left out.
-    2. Voices: the groups' mean voices are clustered (:func:`.voices.agglomerate`, cosine
-       distance ``threshold``): the dialogues of one character, or of one actor playing
-       several, become one voice. Dialogue groups that fall in Joe's cluster are left out
-       (Joe's actor doubling a part, or a voice too close to Joe's to tell).
-    3. Clips whose names tell nothing (cutaways, *SSSS*, *XXXX*) join the nearest voice
-       when its similarity is at least ``min_similarity`` and ``min_margin`` above the next.
-    4. Voices with under ``min_size`` clips are left out. Labels: ``joe``, then ``v01``,
-       ``v02``, ... by decreasing clip count (ties by first name).
-    """
-    from ..voices import agglomerate, unit
-
-    embeddings = unit(embeddings)
-    groups: dict[str, list[int]] = {}
-    unnamed = []
-    for index, name in enumerate(names):
-        said = queen_name_voice(name)
-        (groups.setdefault(said, []) if said else unnamed).append(index)
-    kept: dict[str, list[int]] = {}
-    for group, members in sorted(groups.items()):
-        centre = unit(embeddings[members].mean(axis=0))
-        members = [m for m in members if embeddings[m] @ centre >= min_member]
-        if len(members) >= min_group:
-            kept[group] = members
-    if "joe" not in kept:
-        return {}
-    order = ["joe"] + sorted(g for g in kept if g != "joe")
-    centres = np.stack([unit(embeddings[kept[g]].mean(axis=0)) for g in order])
-    cluster = agglomerate(centres, threshold)
-    voices: dict[int, list[int]] = {}
-    for group, c in zip(order, cluster):
-        if group == "joe" or c != cluster[0]:
-            voices.setdefault(int(c), []).extend(kept[group])
-    keys = sorted(voices)
-    if unnamed:
-        voice_centres = np.stack([unit(embeddings[voices[k]].mean(axis=0)) for k in keys])
-        scores = embeddings[unnamed] @ voice_centres.T
-        for row, index in zip(scores, unnamed):
-            best = np.argsort(row)[::-1]
-            margin = row[best[0]] - (row[best[1]] if len(best) > 1 else -1.0)
-            if row[best[0]] >= min_similarity and margin >= min_margin:
-                voices[keys[best[0]]].append(index)
-    joe = int(cluster[0])
-    others = sorted((k for k in keys if k != joe and len(voices[k]) >= min_size),
-                    key=lambda k: (-len(voices[k]), min(names[i] for i in voices[k])))
-    label_of = {k: f"v{i + 1:02d}" for i, k in enumerate(others)}
-    if len(voices[joe]) >= min_size:
-        label_of[joe] = "joe"
-    return {names[i]: label_of[k] for k in label_of for i in voices[k]}
+    return label_by_voice(names, [queen_name_voice(n) for n in names], embeddings, "joe", threshold, min_member,
+                          min_similarity, min_margin, min_group, min_size)
 
 
-def _queen_labels(clips: dict[str, Path], cache: Path) -> dict[str, str]:
-    """Clip name -> speaker label (:func:`queen_voice_labels` on Resemblyzer embeddings of
-    the clips of :data:`QUEEN_MIN_CLIP` seconds or more), cached in ``cache`` (a CSV)."""
+def _cached_voice_labels(source: str, clips: dict[str, Path], cache: Path,
+                         labeller: Callable[[list[str], np.ndarray], dict[str, str]],
+                         settings_of: Callable) -> dict[str, str]:
+    """Clip name -> speaker label: ``labeller`` on Resemblyzer embeddings of the clips of
+    :data:`QUEEN_MIN_CLIP` seconds or more, cached in ``cache`` (a CSV) for the defaults of
+    ``settings_of`` (the labelling function)."""
     import inspect
 
-    # The cache holds for these settings (and queen_voice_labels' defaults) only.
-    settings = {k: v.default for k, v in inspect.signature(queen_voice_labels).parameters.items()
+    settings = {k: v.default for k, v in inspect.signature(settings_of).parameters.items()
                 if v.default is not inspect.Parameter.empty}
-    tag = f"queen-voices-1 min_clip={QUEEN_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
+    tag = f"{source}-voices-1 min_clip={QUEEN_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
     if cache.is_file():
         lines = cache.read_text().splitlines()
         if lines and lines[0] == f"# {tag}":
             return dict(line.split(",", 1) for line in lines[2:] if line)
     names = [n for n in sorted(clips) if soundfile.info(str(clips[n])).duration >= QUEEN_MIN_CLIP]
-    log.info("flight-of-the-amazon-queen: telling %d clips apart by voice (Resemblyzer embeddings)", len(names))
-    result = queen_voice_labels(names, _embed_clip_files([clips[n] for n in names]))
+    log.info("%s: telling %d clips apart by voice (Resemblyzer embeddings)", source, len(names))
+    result = labeller(names, _embed_clip_files([clips[n] for n in names]))
     atomic.write_text(cache, f"# {tag}\nclip,label\n" + "".join(f"{n},{l}\n" for n, l in sorted(result.items())))
     return result
 
 
 def find_queen(root: Path) -> list[Clip]:
     # The .SB entries are copied once out of queen.1c into <root>/.queen/<name>.mp3 (soundfile
-    # reads MP3 from a file), then labelled by voice (_queen_labels, cached beside them).
+    # reads MP3 from a file), then labelled by voice (queen_voice_labels, cached beside them).
     archive, out = root / QUEEN_ARCHIVE, root / ".queen"
     if not archive.is_file():
         return []
@@ -318,8 +273,225 @@ def find_queen(root: Path) -> list[Clip]:
                 handle.seek(offset)
                 atomic.write_bytes(target, handle.read(size))
             paths[name] = target
-    labels = _queen_labels(paths, out / "voices.csv")
+    labels = _cached_voice_labels("queen", paths, out / "voices.csv", queen_voice_labels, queen_voice_labels)
     return [Clip(paths[n], f"queen-{labels[n]}", "en") for n in sorted(paths) if n in labels]
+
+
+# beneath-a-steel-sky: the CD ("talkie") version of the game (BASS 0.0372) for ScummVM. Its
+# data is two files: sky.dsk (every resource, back to back) and sky.dnr, its directory: a
+# uint32 entry count, then 8 bytes an entry, little-endian: the file number (uint16), the
+# offset (uint24; bit 23 set: in 16-byte units, the lower 23 bits), and the size with two
+# flags (uint24: bits 0-21 the size in sky.dsk, bit 22 "the unpacked file has no header",
+# bit 23 "stored, not packed"). A file starts with a 22-byte header of eleven uint16s (flag,
+# x, y, width, height, sp_size, tot_size, n_sprites, offset_x, offset_y, compressed_size);
+# a file not marked stored whose header flag has bit 7 set is RNC-packed (:mod:`.rnc`, from
+# byte 22 on) to ((flag & 0xFF00) << 8 | tot_size) bytes, the header put back in front
+# unless bit 22 says otherwise. Speech: the game's line <text number> (section = text >> 12,
+# line = text & 0xFFF) is file SKY_SPEECH + SKY_SECTION_START[section] + line, unsigned 8-bit
+# mono at 11025 Hz after the header (tot_size - 22 bytes); the CD intro's narration is files
+# 59500+ kept with their header (sky_intro_voice; the whole file is played, its first 22
+# bytes here dropped). The other files (sprites, palettes, the intro's background sounds
+# 59494-59499, the sound-effect and music banks of 60200+, the scripts of SKY_MODULE_0+) are
+# not speech. On 0.0372-8: 3491 lines and 87 intro files, every one RNC-packed, 119.5 min
+# (115.6 min in clips of 1 s or more, each under 6 s). The clips are 11025 Hz: the source
+# feeds 8 kHz corpora only (native_rate).
+# Speakers: no file names. The game's scripts (SKY_MODULE_0 + n: a uint16 count, the
+# scripts' start offsets, then the scripts' uint16 words) say who speaks a line: a push of the
+# speaker (push_number (2) <compact id>, or push_variable (0) <variable * 4>), push_number
+# <text number>, a push (the animation), call_mcode (11) with 3 arguments and fnSpeakMe,
+# fnSpeakMeDir, fnSpeakWait or fnSpeakWaitDir (mcode 35-38, stored times 4). sky_speakers
+# reads those calls: 2949 lines named: 1496 by variable 120, 1187 by CUR_ID (variable 12,
+# the mega running the script: one group per script, 91 scripts with 3+ clips), 266 by a
+# constant id (Joey, compact 1: 109). Variable 120 is not one voice (its clips are 0.65 /
+# 0.78 cosine to their own mean at the 5th / 50th percentile, and every script group's mean
+# is 0.8-0.9 to it): whoever Foster is talking to, so its lines count as unnamed. The groups
+# are joined by voice (sky_voice_labels: queen's calibrated settings, no hero), then voices
+# within the threshold of each other merged (Foster's scripts formed three at 0.94-0.96).
+# Measured on 0.0372-8: 1230 of the 3278 clips of 1 s or more labelled, 7 voices of 26-729
+# clips (1.1-23.4 min); the voices' means are 0.59-0.87 cosine to each other, 0.976-0.999
+# between random halves of one voice's clips. v01 holds the CUR_ID scripts (Foster's, by
+# the clip count; nobody has listened), v02 Joey's named lines (101) and 79 var120 lines.
+SKY_FOLDER = "usr/share/scummvm/beneath-a-steel-sky"
+
+
+SKY_HEADER = 22
+
+
+SKY_SPEECH = 50000
+
+
+SKY_SECTION_START = (0, 600, 1100, 2430, 3380, 4530, 5080, 5230)
+
+
+SKY_MODULE_0 = 60400
+
+
+SKY_SPEAK_MCODES = {35 * 4, 36 * 4, 37 * 4, 38 * 4}
+
+
+SKY_CUR_ID_VAR = 12
+
+
+SKY_INTRO = 59500
+
+
+def sky_intro_voice(number: int, entry: tuple[int, int, int]) -> bool:
+    """Whether a file is the CD intro's narration: 59500-59999 kept with its header (the
+    intro's screens and animations there are headerless, its palettes stored)."""
+    return SKY_INTRO <= number < SKY_INTRO + 500 and not entry[2] & 0xC00000
+
+
+def sky_entries(dnr: Path) -> dict[int, tuple[int, int, int]]:
+    """File number -> (offset in sky.dsk, size there, flags) of a sky.dnr directory."""
+    import struct
+
+    data = dnr.read_bytes()
+    if len(data) < 4:
+        raise CocktailError(f"{dnr}: not a sky.dnr directory (too short)")
+    count = struct.unpack("<I", data[:4])[0]
+    if len(data) < 4 + 8 * count:
+        raise CocktailError(f"{dnr}: table cut short ({count} entries announced)")
+    entries = {}
+    for i in range(count):
+        raw = data[4 + 8 * i:12 + 8 * i]
+        number = raw[0] | raw[1] << 8
+        offset = int.from_bytes(raw[2:5], "little")
+        flags = int.from_bytes(raw[5:8], "little")
+        offset = (offset & 0x7FFFFF) << 4 if offset & 0x800000 else offset
+        entries[number] = (offset, flags & 0x3FFFFF, flags)
+    return entries
+
+
+def sky_file(handle, entry: tuple[int, int, int]) -> bytes:
+    """One file of sky.dsk (``handle``, opened binary) as the game loads it: unpacked when packed."""
+    import struct
+
+    from .rnc import rnc_unpack
+
+    offset, size, flags = entry
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) < size:
+        raise CocktailError(f"sky.dsk: a file at {offset} runs past the end")
+    if flags & 0x800000 or len(data) < SKY_HEADER or not data[0] & 0x80:
+        return data
+    unpacked = rnc_unpack(data[SKY_HEADER:])
+    flag, tot_size = struct.unpack("<H10xH", data[:14])
+    if len(unpacked) != ((flag & 0xFF00) << 8 | tot_size) - (0 if flags & 0x400000 else SKY_HEADER):
+        raise CocktailError(f"sky.dsk: a file at {offset} unpacks to {len(unpacked)} bytes, not what its header says")
+    return unpacked if flags & 0x400000 else data[:SKY_HEADER] + unpacked
+
+
+def sky_speech_file(text: int) -> Optional[int]:
+    """The file number of a line's speech (its text number: section << 12 | line)."""
+    section = text >> 12
+    return SKY_SPEECH + SKY_SECTION_START[section] + (text & 0xFFF) if section < len(SKY_SECTION_START) else None
+
+
+def sky_speakers(modules: Sequence[bytes]) -> dict[int, str]:
+    """Speech file number -> who speaks it, from the scripts' fnSpeak* calls (see above):
+    ``id<compact>`` for a constant speaker, ``player`` for script variable 21, and
+    ``script<module>.<n>`` for script n's current id (CUR_ID, variable 12: one mega runs a
+    script). Lines said by more than one of these are left out."""
+    said: dict[int, set[str]] = {}
+    for module_no, module in enumerate(modules):
+        words = np.frombuffer(module[:len(module) // 2 * 2], dtype="<u2")
+        if len(words) < 10:
+            continue
+        starts = words[1:1 + int(words[0])].astype(np.int64)  # script n starts at words[n]
+        # <push> speaker, push_number text, <push> anim, call_mcode 3 fnSpeak*
+        hits = np.flatnonzero(np.isin(words[:-8], (0, 2)) & (words[2:-6] == 2) & np.isin(words[4:-4], (0, 2, 15))
+                              & (words[6:-2] == 11) & (words[7:-1] == 3) & np.isin(words[8:], list(SKY_SPEAK_MCODES)))
+        for i in hits:
+            number = sky_speech_file(int(words[i + 3]))
+            kind, value = int(words[i]), int(words[i + 1])
+            if number is None:
+                continue
+            if kind == 2:
+                who = f"id{value}"
+            elif value == SKY_CUR_ID_VAR * 4:
+                who = f"script{module_no}.{int(np.searchsorted(starts, i, side='right'))}"
+            else:
+                who = f"var{value // 4}"
+            said.setdefault(number, set()).add(who)
+    return {number: who.pop() for number, who in said.items() if len(who) == 1}
+
+
+def sky_voice_labels(names: Sequence[str], embeddings: np.ndarray, speakers: dict[str, str],
+                     threshold: float = 0.1, min_member: float = 0.6, min_similarity: float = 0.7,
+                     min_margin: float = 0.05, min_group: int = 3, min_size: int = 20) -> dict[str, str]:
+    """Speaker labels for Beneath a Steel Sky clips (their file numbers) from who the
+    scripts say speaks them (``speakers``: name -> :func:`sky_speakers`' label) and their
+    unit voice embeddings (one row per name), by :func:`.voices.label_by_voice` with queen's
+    settings and no hero: each constant speaker id and each script's CUR_ID lines is a
+    group; a line whose speaker is another script variable (var120: whoever Foster is
+    talking to) is unnamed and joins a voice only when clearly closest; voices whose means
+    come within ``threshold`` of each other are then one label. Unsure clips are left out."""
+    from ..voices import agglomerate, label_by_voice, unit
+
+    groups = [None if speakers.get(n, "var").startswith("var") else speakers[n] for n in names]
+    labels = label_by_voice(names, groups, embeddings, None, threshold, min_member, min_similarity, min_margin,
+                            min_group, min_size)
+    # Foster speaks in many scripts; their groups can form two voices within the threshold of
+    # each other (0.94-0.96 cosine on 0.0372-8, where other voices stay under 0.88): one label.
+    row = {n: i for i, n in enumerate(names)}
+    voices = sorted(set(labels.values()))
+    if len(voices) < 2:
+        return labels
+    members = {v: [row[n] for n, l in labels.items() if l == v] for v in voices}
+    merged = agglomerate(np.stack([unit(unit(embeddings[members[v]]).mean(axis=0)) for v in voices]), threshold)
+    clips: dict[int, list[str]] = {}
+    for voice, c in zip(voices, merged):
+        clips.setdefault(int(c), []).extend(names[i] for i in members[voice])
+    order = sorted(clips.values(), key=lambda c: (-len(c), min(c)))
+    return {n: f"v{i + 1:02d}" for i, c in enumerate(order) for n in c}
+
+
+def _write_u8_wav(path: Path, samples: bytes, rate: int) -> None:
+    """Unsigned 8-bit mono samples, as they are, into a WAV file (written atomically)."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(rate)
+        wav.writeframes(samples)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def find_sky(root: Path) -> list[Clip]:
+    # The speech files are copied once out of sky.dsk into <root>/.sky/<number>.wav (8-bit
+    # WAV, as stored), beside the script's speakers (speakers.csv), then labelled by voice
+    # (sky_voice_labels, cached beside them).
+    base, out = root / SKY_FOLDER, root / ".sky"
+    done = out / ".done"
+    if not done.is_file():
+        if not (base / "sky.dnr").is_file():
+            return []
+        entries = sky_entries(base / "sky.dnr")
+        speech = sorted(n for n in entries if SKY_SPEECH <= n < SKY_SPEECH + SKY_SECTION_START[-1] + 0x1000
+                        or sky_intro_voice(n, entries[n]))
+        modules = sorted(n for n in entries if SKY_MODULE_0 <= n < SKY_MODULE_0 + 16)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(base / "sky.dsk", "rb") as handle:
+            for number in speech:
+                data = sky_file(handle, entries[number])
+                if number >= SKY_INTRO:
+                    samples = data[SKY_HEADER:]
+                else:
+                    samples = data[SKY_HEADER:int.from_bytes(data[12:14], "little")]
+                _write_u8_wav(out / f"{number}.wav", samples, 11025)
+            speakers = sky_speakers([sky_file(handle, entries[n]) for n in modules])
+        atomic.write_text(out / "speakers.csv", "clip,speaker\n" + "".join(
+            f"{n},{c}\n" for n, c in sorted(speakers.items())))
+        atomic.write_text(done, "")
+    paths = {p.stem: p for p in sorted(out.glob("*.wav"))}
+    speakers = dict(line.split(",") for line in (out / "speakers.csv").read_text().splitlines()[1:])
+    labels = _cached_voice_labels("sky", paths, out / "voices.csv",
+                                  lambda names, e: sky_voice_labels(names, e, speakers), sky_voice_labels)
+    return [Clip(paths[n], f"sky-{labels[n]}", "en") for n in sorted(paths) if n in labels]
 
 
 # 0ad-data (0 A.D.): the game's data is one zip, mods/public/public.zip (3.26 GB: nearly all

@@ -20,7 +20,7 @@ from ...core.errors import CocktailError
 from ..corpus import CORPUS_FORMAT, _parse_split, _split_persons, _write_json, _write_manifest
 from ..speech_audio import measure_bandwidths, normalise
 from ..speaker_corpus import SpeakerCorpus
-from .archives import find_0ad, find_nexuiz, find_queen, find_warzone
+from .archives import find_0ad, find_nexuiz, find_queen, find_sky, find_warzone
 from .packages import (DEFAULT_PACKAGE_CACHE, Clip, Source, fetch_packages, new_folder, package_version,
                        prepare_clip)
 from .plain_files import (find_codec2, find_festvox_ru, find_gcin, find_hedgewars, find_klettres, find_megaglest,
@@ -43,6 +43,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("gcin", "gcin-voice", "GPL-3 or LGPL-3 (*/3.ogg); CC-BY-3.0 (*/5.ogg)", find_gcin),
     Source("queen", "flight-of-the-amazon-queen", "Flight-of-the-Amazon-Queen-License (freeware, redistributable)",
            find_queen, native_rate=11025, opt_in=True),
+    # Beneath a Steel Sky's speech (8-bit, 11025 Hz in sky.dsk), labelled by voice like queen's.
+    Source("sky", "beneath-a-steel-sky", "Beneath-a-Steel-Sky-License (freeware, redistributable; modified versions marked)", find_sky, native_rate=11025, opt_in=True),
     # The two below are recorded at 11025 and 8000 Hz: they feed 8 kHz corpora only, and are
     # built by default there (their labels are fixed tables, measured once: no Resemblyzer
     # at build time); a 16 kHz build skips them before fetching. Their voices are short
