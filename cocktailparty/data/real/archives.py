@@ -312,26 +312,12 @@ def find_queen(root: Path) -> list[Clip]:
 # between random halves of one voice's clips. v01 holds the CUR_ID scripts (Foster's, by
 # the clip count; nobody has listened), v02 Joey's named lines (101) and 79 var120 lines.
 SKY_FOLDER = "usr/share/scummvm/beneath-a-steel-sky"
-
-
 SKY_HEADER = 22
-
-
 SKY_SPEECH = 50000
-
-
 SKY_SECTION_START = (0, 600, 1100, 2430, 3380, 4530, 5080, 5230)
-
-
 SKY_MODULE_0 = 60400
-
-
 SKY_SPEAK_MCODES = {35 * 4, 36 * 4, 37 * 4, 38 * 4}
-
-
 SKY_CUR_ID_VAR = 12
-
-
 SKY_INTRO = 59500
 
 
