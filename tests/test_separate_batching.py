@@ -185,6 +185,24 @@ def test_process_files_batches_a_folder_and_reports_a_bad_file(tmp_path, caplog)
     assert not (tmp_path / "out" / "clip3_s1.wav").exists()
 
 
+def test_bf16_on_the_cpu_runs_under_autocast_and_other_precisions_run_fp32(monkeypatch):
+    model = tiny_tdanet()
+    mixture = speech(1.5, seed=5)
+    fp32 = Separator(model, device="cpu", chunk_seconds=None).separate_at_model_rate(mixture)
+    for precision in ("auto", "fp32", "fp16"):
+        same = Separator(model, device="cpu", chunk_seconds=None, precision=precision)
+        np.testing.assert_array_equal(same.separate_at_model_rate(mixture), fp32)
+    seen = []
+    monkeypatch.setattr(model, "forward", lambda x, f=model.forward: seen.append(torch.get_autocast_dtype("cpu")
+                                                                             if torch.is_autocast_enabled("cpu")
+                                                                             else None) or f(x))
+    bf16 = Separator(model, device="cpu", chunk_seconds=None, precision="bf16").separate_at_model_rate(mixture)
+    assert seen == [torch.bfloat16] and bf16.dtype == np.float32
+    # Rounded, not another function: bf16's 8-bit mantissa keeps the output tens of dB from fp32's.
+    snr = 10 * np.log10((fp32 ** 2).sum() / ((fp32 - bf16) ** 2).sum())
+    assert 15 < snr < 80, snr
+
+
 def test_precision_is_checked_on_any_device(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
         Separator(Halves(HalvesConfig()), device="cpu", precision="half")
