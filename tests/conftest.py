@@ -9,6 +9,13 @@ import torch
 importlib.import_module("tests.toys")
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_bf16_units(monkeypatch):
+    """The Separator's CPU path as on a CPU without AMX bf16 units (fp32), whatever machine runs
+    the tests; the tests of the bf16 choice patch it again."""
+    monkeypatch.setattr("cocktailparty.inference.separate.cpu_has_bf16_matrix_units", lambda: False)
+
+
 @pytest.fixture()
 def one_thread():
     """Tiny models run fastest on one thread, and CI's two cores are shared."""

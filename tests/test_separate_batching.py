@@ -185,22 +185,39 @@ def test_process_files_batches_a_folder_and_reports_a_bad_file(tmp_path, caplog)
     assert not (tmp_path / "out" / "clip3_s1.wav").exists()
 
 
-def test_bf16_on_the_cpu_runs_under_autocast_and_other_precisions_run_fp32(monkeypatch):
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_bf16_on_the_cpu_runs_under_autocast_and_auto_takes_it_where_the_cpu_has_bf16_units(monkeypatch, bf16_units):
+    monkeypatch.setattr("cocktailparty.inference.separate.cpu_has_bf16_matrix_units", lambda: bf16_units)
     model = tiny_tdanet()
     mixture = speech(1.5, seed=5)
-    fp32 = Separator(model, device="cpu", chunk_seconds=None).separate_at_model_rate(mixture)
-    for precision in ("auto", "fp32", "fp16"):
-        same = Separator(model, device="cpu", chunk_seconds=None, precision=precision)
-        np.testing.assert_array_equal(same.separate_at_model_rate(mixture), fp32)
+    fp32 = Separator(model, device="cpu", chunk_seconds=None, precision="fp32").separate_at_model_rate(mixture)
     seen = []
     monkeypatch.setattr(model, "forward", lambda x, f=model.forward: seen.append(torch.get_autocast_dtype("cpu")
                                                                              if torch.is_autocast_enabled("cpu")
                                                                              else None) or f(x))
-    bf16 = Separator(model, device="cpu", chunk_seconds=None, precision="bf16").separate_at_model_rate(mixture)
-    assert seen == [torch.bfloat16] and bf16.dtype == np.float32
-    # Rounded, not another function: bf16's 8-bit mantissa keeps the output tens of dB from fp32's.
-    snr = 10 * np.log10((fp32 ** 2).sum() / ((fp32 - bf16) ** 2).sum())
-    assert 15 < snr < 80, snr
+    for precision in ("fp32", "fp16", "auto", "bf16"):
+        seen.clear()
+        out = Separator(model, device="cpu", chunk_seconds=None, precision=precision).separate_at_model_rate(mixture)
+        bf16 = precision == "bf16" or (precision == "auto" and bf16_units)
+        assert seen == [torch.bfloat16 if bf16 else None] and out.dtype == np.float32, precision
+        if not bf16:
+            np.testing.assert_array_equal(out, fp32)
+        else:
+            # Rounded, not another function: bf16's 8-bit mantissa keeps it tens of dB from fp32's.
+            snr = 10 * np.log10((fp32 ** 2).sum() / ((fp32 - out) ** 2).sum())
+            assert 15 < snr < 80, snr
+
+
+def test_bf16_units_are_read_from_torchs_cpu_capabilities(monkeypatch):
+    from cocktailparty.inference import separate
+
+    monkeypatch.undo()  # the suite's fixture replaced the function under test
+    for capabilities, expected in (({"amx_bf16": True}, True), ({"amx_bf16": False, "avx512_bf16": True}, False),
+                                   ({}, False)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=capabilities: c)
+        assert separate.cpu_has_bf16_matrix_units() is expected
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: 1 / 0)
+    assert separate.cpu_has_bf16_matrix_units() is False
 
 
 def test_precision_is_checked_on_any_device(monkeypatch):
