@@ -21,7 +21,6 @@ runs alone unless ``batch_seconds`` asks for more.
 from __future__ import annotations
 
 import contextlib
-
 import itertools
 import logging
 import os

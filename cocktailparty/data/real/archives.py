@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -167,13 +168,11 @@ QUEEN_LINE = re.compile(r"([0-9A-Z]{6})([JP])\d\.SB")
 
 
 # Clips shorter than this are not labelled (an embedding of a word or two is unreliable).
-QUEEN_MIN_CLIP = 1.0
+VOICE_MIN_CLIP = 1.0
 
 
 def queen_entries(archive: Path) -> list[tuple[str, int, int]]:
     """``(name, offset, size)`` of every entry of a queen.1c archive (see above)."""
-    import struct
-
     with open(archive, "rb") as handle:
         head = handle.read(15)
         if len(head) < 15 or head[:4] != b"QTBL":
@@ -239,18 +238,18 @@ def _cached_voice_labels(source: str, clips: dict[str, Path], cache: Path,
                          labeller: Callable[[list[str], np.ndarray], dict[str, str]],
                          settings_of: Callable) -> dict[str, str]:
     """Clip name -> speaker label: ``labeller`` on Resemblyzer embeddings of the clips of
-    :data:`QUEEN_MIN_CLIP` seconds or more, cached in ``cache`` (a CSV) for the defaults of
+    :data:`VOICE_MIN_CLIP` seconds or more, cached in ``cache`` (a CSV) for the defaults of
     ``settings_of`` (the labelling function)."""
     import inspect
 
     settings = {k: v.default for k, v in inspect.signature(settings_of).parameters.items()
                 if v.default is not inspect.Parameter.empty}
-    tag = f"{source}-voices-1 min_clip={QUEEN_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
+    tag = f"{source}-voices-1 min_clip={VOICE_MIN_CLIP} " + " ".join(f"{k}={v}" for k, v in settings.items())
     if cache.is_file():
         lines = cache.read_text().splitlines()
         if lines and lines[0] == f"# {tag}":
             return dict(line.split(",", 1) for line in lines[2:] if line)
-    names = [n for n in sorted(clips) if soundfile.info(str(clips[n])).duration >= QUEEN_MIN_CLIP]
+    names = [n for n in sorted(clips) if soundfile.info(str(clips[n])).duration >= VOICE_MIN_CLIP]
     log.info("%s: telling %d clips apart by voice (Resemblyzer embeddings)", source, len(names))
     result = labeller(names, _embed_clip_files([clips[n] for n in names]))
     atomic.write_text(cache, f"# {tag}\nclip,label\n" + "".join(f"{n},{l}\n" for n, l in sorted(result.items())))
@@ -329,8 +328,6 @@ def sky_intro_voice(number: int, entry: tuple[int, int, int]) -> bool:
 
 def sky_entries(dnr: Path) -> dict[int, tuple[int, int, int]]:
     """File number -> (offset in sky.dsk, size there, flags) of a sky.dnr directory."""
-    import struct
-
     data = dnr.read_bytes()
     if len(data) < 4:
         raise CocktailError(f"{dnr}: not a sky.dnr directory (too short)")
@@ -350,8 +347,6 @@ def sky_entries(dnr: Path) -> dict[int, tuple[int, int, int]]:
 
 def sky_file(handle, entry: tuple[int, int, int]) -> bytes:
     """One file of sky.dsk (``handle``, opened binary) as the game loads it: unpacked when packed."""
-    import struct
-
     from .rnc import rnc_unpack
 
     offset, size, flags = entry

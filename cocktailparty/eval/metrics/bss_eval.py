@@ -39,11 +39,6 @@ def _bss_eval_batch(est: np.ndarray, ref: np.ndarray, compute_permutation: bool)
         # numpy path breaks when compute_permutation=False (np.linalg.solve no longer treats a
         # stacked right-hand side as vectors). Both agree with mir_eval to ~1e-13 dB in float64;
         # float32 would be off by up to 1e-3 dB. Note the argument order: reference first.
-        def evaluate():
-            return fast_bss_eval.bss_eval_sources(torch.from_numpy(ref[keep]), torch.from_numpy(est[keep]),
-                                                  filter_length=BSS_EVAL_FILTER_LENGTH,
-                                                  compute_permutation=compute_permutation)
-
         # torch's CPU build with oneMKL (2.13 here): once torch.set_num_threads has changed the
         # thread count in this process (profiling, a test's one-thread fixture), a batched
         # float64 solve on more than one thread goes wrong: sometimes it raises ("Pivots given
@@ -53,7 +48,9 @@ def _bss_eval_batch(est: np.ndarray, ref: np.ndarray, compute_permutation: bool)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            result = evaluate()
+            result = fast_bss_eval.bss_eval_sources(torch.from_numpy(ref[keep]), torch.from_numpy(est[keep]),
+                                                    filter_length=BSS_EVAL_FILTER_LENGTH,
+                                                    compute_permutation=compute_permutation)
         finally:
             torch.set_num_threads(threads)
         sdr_out[keep] = result[0].numpy()
