@@ -5,7 +5,9 @@ the code, and what travels is capped (64 MiB a call on the device machines). FLA
 every bit, which a training corpus does not need on the way: ``pack`` re-encodes each sound
 file as Ogg Opus at libsndfile's default bitrate and copies everything else
 (``manifest.csv``, ``corpus.json``); ``unpack`` decodes them back to 16-bit FLAC under
-their original names, so the manifest is valid again unchanged. Measured on the 16 kHz
+their original names, so the manifest is valid again unchanged. ``pack --sample-rate`` also
+resamples on the way (a 16 kHz corpus carried for an 8 kHz run), rewriting the manifest's
+``sample_rate`` column; the loaders read each file's own rate, so nothing else changes. Measured on the 16 kHz
 ``--speakers 96 --utterances 32`` corpus: 211 MB of FLAC packed into 42 MB; the round trip
 keeps a waveform SNR of about 24 dB (a perceptual codec: its error is spread where the ear
 misses it), well above what the separators reach. Opus only takes 8, 12, 16, 24 and 48 kHz.
@@ -13,6 +15,8 @@ misses it), well above what the separators reach. Opus only takes 8, 12, 16, 24 
     python scripts/corpus_transport.py pack data/corpus-synth16k gpu-data/corpus-opus
     python scripts/corpus_transport.py pack data/corpus-synth16k gpu-data/corpus-synth16k \
         --splits train,valid --per-speaker 16     # what tdanet-real16k's run carried
+    python scripts/corpus_transport.py pack data/corpus-real16k gpu-data/corpus-real16k \
+        --splits train,valid --sample-rate 8000 --kbps 12    # about half the size, for 8 kHz runs
     python scripts/corpus_transport.py unpack gpu-data/corpus-opus /root/data/corpus-synth16k
 """
 
@@ -30,14 +34,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocktailparty.core import audio  # noqa: E402
+from cocktailparty.data.channel_effects import compression_level  # noqa: E402
 
 PACKED, UNPACKED = ".opus", ".flac"
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
-def _convert(job: tuple[Path, Path, str]) -> None:
-    source, target, subtype = job
+def _convert(job: tuple[Path, Path, str, int | None, int | None]) -> None:
+    source, target, subtype, new_rate, kbps = job
     samples, rate = audio.read(source, channel="all")
-    audio.write(target, samples, rate, subtype=subtype)
+    if new_rate is not None:
+        samples, rate = audio.resample(samples, rate, new_rate), new_rate
+    level = None if kbps is None else compression_level("opus", kbps, rate)
+    audio.write(target, samples, rate, subtype=subtype, compression_level=level)
 
 
 def selected_rows(manifest: Path, splits: set[str] | None, per_speaker: int | None) -> tuple[list[str], list[dict]]:
@@ -50,14 +59,17 @@ def selected_rows(manifest: Path, splits: set[str] | None, per_speaker: int | No
     for row in rows:
         if splits is not None and row["split"] not in splits:
             continue
-        seen[row["speaker"]] += 1
-        if per_speaker is None or seen[row["speaker"]] <= per_speaker:
-            kept.append(row)
+        if per_speaker is not None:
+            seen[row["speaker"]] += 1
+            if seen[row["speaker"]] > per_speaker:
+                continue
+        kept.append(row)
     return columns, kept
 
 
 def transport(src: Path, dst: Path, packing: bool, jobs: int, splits: set[str] | None = None,
-              per_speaker: int | None = None) -> tuple[int, int]:
+              per_speaker: int | None = None, sample_rate: int | None = None,
+              kbps: int | None = None) -> tuple[int, int]:
     """Mirror ``src`` into ``dst``, converting sound files; returns (converted, copied).
 
     Packing a corpus (a folder with ``manifest.csv``) can keep only some ``splits`` and the
@@ -68,9 +80,16 @@ def transport(src: Path, dst: Path, packing: bool, jobs: int, splits: set[str] |
         raise SystemExit(f"{src}: no such folder")
     from_ext, to_ext, subtype = (UNPACKED, PACKED, "OPUS") if packing else (PACKED, UNPACKED, "PCM_16")
     wanted = None
-    if packing and (splits or per_speaker) and (src / "manifest.csv").is_file():
+    if (sample_rate is not None or kbps is not None) and not packing:
+        raise SystemExit("--sample-rate and --kbps shape the packing; unpack keeps what was packed")
+    if sample_rate is not None and sample_rate not in OPUS_RATES:
+        raise SystemExit(f"--sample-rate {sample_rate}: Opus takes only {', '.join(map(str, OPUS_RATES))} Hz")
+    if packing and (splits or per_speaker or sample_rate) and (src / "manifest.csv").is_file():
         columns, rows = selected_rows(src / "manifest.csv", splits, per_speaker)
         wanted = {(src / row["path"]).resolve() for row in rows}
+        if sample_rate is not None and "sample_rate" in columns:
+            for row in rows:
+                row["sample_rate"] = str(sample_rate)
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "manifest.csv", "w", encoding="utf-8", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
@@ -86,7 +105,7 @@ def transport(src: Path, dst: Path, packing: bool, jobs: int, splits: set[str] |
         if path.suffix.lower() == from_ext:
             target = target.with_suffix(to_ext)
             if not target.is_file():  # a rerun finishes an interrupted one
-                conversions.append((path, target, subtype))
+                conversions.append((path, target, subtype, sample_rate, kbps if packing else None))
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
@@ -104,9 +123,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--splits", help="pack: only these corpus splits, e.g. train,valid")
     parser.add_argument("--per-speaker", type=int, help="pack: at most the first N utterances of each speaker")
+    parser.add_argument("--sample-rate", type=int, help="pack: resample to this rate (Hz), e.g. 8000 for an 8 kHz run")
+    parser.add_argument("--kbps", type=int, help="pack: Opus bitrate (default libsndfile's, about 22-28 kbps)")
     args = parser.parse_args()
     splits = set(args.splits.split(",")) if args.splits else None
-    converted, copied = transport(args.src, args.dst, args.direction == "pack", args.jobs, splits, args.per_speaker)
+    converted, copied = transport(args.src, args.dst, args.direction == "pack", args.jobs, splits,
+                                 args.per_speaker, args.sample_rate, args.kbps)
     size = sum(p.stat().st_size for p in args.dst.rglob("*") if p.is_file())
     print(f"{args.direction}: {converted} sound files converted, {copied} other files copied; "
           f"{args.dst} holds {size / 2**20:.1f} MiB")

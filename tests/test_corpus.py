@@ -307,3 +307,38 @@ def test_corpus_transport_packs_only_the_asked_splits_and_utterances(tmp_path):
     listed = [line.split(",")[1] for line in (packed / "manifest.csv").read_text().splitlines()[1:]]
     assert listed == ["train/a/a-0.flac", "train/a/a-1.flac", "train/b/b-0.flac", "train/b/b-1.flac"]
     assert sorted(p.relative_to(packed).with_suffix(".flac").as_posix() for p in packed.rglob("*.opus")) == listed
+
+
+def test_corpus_transport_resamples_and_sets_the_bitrate_while_packing(tmp_path):
+    """pack --sample-rate / --kbps: the packed files are at the new rate (the manifest says so)
+    and a lower bitrate packs smaller; both are refused where they cannot apply."""
+    src = tmp_path / "src"
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    rng = np.random.default_rng(0)
+    voice = (0.2 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    (src / "train" / "a").mkdir(parents=True)
+    soundfile.write(src / "train" / "a" / "a-0.flac", voice, rate)
+    (src / "manifest.csv").write_text("utterance_id,path,split,sample_rate\na-0,train/a/a-0.flac,train,16000\n")
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "corpus_transport.py")]
+    sizes = {}
+    for kbps in (8, 48):
+        packed = tmp_path / f"packed-{kbps}"
+        result = subprocess.run([*script, "pack", str(src), str(packed), "--jobs", "1", "--sample-rate", "8000",
+                                 "--kbps", str(kbps)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        opus = packed / "train" / "a" / "a-0.opus"
+        assert soundfile.info(opus).samplerate == 8000
+        assert (packed / "manifest.csv").read_text().splitlines()[1].endswith(",8000")
+        sizes[kbps] = opus.stat().st_size
+    assert sizes[8] < 0.5 * sizes[48]
+    back = tmp_path / "back"
+    result = subprocess.run([*script, "unpack", str(tmp_path / "packed-8"), str(back), "--jobs", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    again, again_rate = soundfile.read(back / "train" / "a" / "a-0.flac", dtype="float32")
+    assert again_rate == 8000 and abs(len(again) - len(voice) // 2) <= 1
+    for bad, message in ((["pack", "--sample-rate", "11025"], "Opus takes only"),
+                         (["unpack", "--kbps", "12"], "shape the packing")):
+        result = subprocess.run([*script, bad[0], str(src), str(tmp_path / "x"), *bad[1:]], capture_output=True, text=True)
+        assert result.returncode != 0 and message in result.stderr

@@ -157,14 +157,16 @@ def write(
     samples: np.ndarray,
     sample_rate: int,
     subtype: str | None = None,
+    compression_level: float | None = None,
 ) -> Path:
     """Write ``(time,)`` or ``(channels, time)`` audio atomically (temporary file, then rename).
 
     The format follows the extension. Integer subtypes (the default PCM_16 for WAV and FLAC)
     clip at full scale, so samples beyond it are clipped with a warning; pass
-    ``subtype="FLOAT"`` (WAV) to keep them.
+    ``subtype="FLOAT"`` (WAV) to keep them. ``compression_level`` (0-1) is libsndfile's: the
+    bitrate of Opus and MP3, the effort of FLAC.
     """
-    return write_all([path], [samples], sample_rate, subtype)[0]
+    return write_all([path], [samples], sample_rate, subtype, compression_level)[0]
 
 
 def write_all(
@@ -172,6 +174,7 @@ def write_all(
     signals: Iterable[np.ndarray],
     sample_rate: int,
     subtype: str | None = None,
+    compression_level: float | None = None,
 ) -> list[Path]:
     """Write several files as one set: either all of them appear, or none changes.
 
@@ -185,7 +188,7 @@ def write_all(
     try:
         for path, samples in zip(paths, signals):
             path = Path(path)
-            staged.append((_write_temporary(path, samples, sample_rate, subtype), path))
+            staged.append((_write_temporary(path, samples, sample_rate, subtype, compression_level), path))
         for _, path in staged:
             if path.is_dir():
                 raise AudioError(f"{path}: could not be written (a folder has that name)")
@@ -209,7 +212,8 @@ def write_all(
     return [path for _, path in staged]
 
 
-def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype: str | None) -> str:
+def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype: str | None,
+                     compression_level: float | None = None) -> str:
     """Write ``samples`` to a new hidden ``.part`` file beside ``path``; returns its name."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim not in (1, 2):
@@ -232,7 +236,8 @@ def _write_temporary(path: Path, samples: np.ndarray, sample_rate: int, subtype:
         reason = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
         raise AudioError(f"{directory}: cannot write output there ({reason})") from None
     try:
-        soundfile.write(tmp_name, samples.T, sample_rate, subtype=subtype, format=fmt)
+        soundfile.write(tmp_name, samples.T, sample_rate, subtype=subtype, format=fmt,
+                        compression_level=compression_level)
     except BaseException as err:
         os.unlink(tmp_name)
         if isinstance(err, (OSError, RuntimeError, soundfile.LibsndfileError)):

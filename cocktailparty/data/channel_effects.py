@@ -133,18 +133,13 @@ def codec_round_trip(signal: np.ndarray, rate: int, codec: CodecPlan) -> np.ndar
     the same length and alignment."""
     import soundfile as sf
 
-    # libsndfile sets the bitrate from a "compression level" in [0, 1] by a fixed linear map
-    # per codec (Opus: 256 kbps at 0 down to 6 at 1; MP3 at an average bitrate: the MPEG
-    # version's highest down to its lowest), which this inverts. It truncates the bitrate it
-    # derives, so the level asks for half a kbps more (and a level of 1 is refused for MP3).
     if codec.name == "opus":
-        top, bottom, options = 256.0, 6.0, dict(format="OGG", subtype="OPUS")
+        options = dict(format="OGG", subtype="OPUS")
     elif codec.name == "mp3":
-        top, bottom = _mp3_bitrate_range(rate)
         options = dict(format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="AVERAGE")
     else:
         raise CocktailError(f"unknown codec {codec.name!r}; known: {', '.join(CODECS)}")
-    level = min(max((top - codec.kbps - 0.5) / (top - bottom), 0.0), 1.0)
+    level = compression_level(codec.name, codec.kbps, rate)
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(signal, dtype=np.float32), rate, compression_level=level, **options)
     buffer.seek(0)
@@ -154,6 +149,17 @@ def codec_round_trip(signal: np.ndarray, rate: int, codec: CodecPlan) -> np.ndar
                             f"samples for {signal.shape[-1]}: this libsndfile does not trim the codec's delay "
                             f"and padding; set data.codec.codecs to the other codec")
     return decoded
+
+
+def compression_level(codec: str, kbps: float, rate: int) -> float:
+    """libsndfile's ``compression_level`` in [0, 1] that codes at ``kbps`` with ``codec``
+    ("opus" or "mp3") at ``rate`` Hz."""
+    # libsndfile sets the bitrate from the level by a fixed linear map per codec (Opus: 256
+    # kbps at 0 down to 6 at 1; MP3 at an average bitrate: the MPEG version's highest down to
+    # its lowest), which this inverts. It truncates the bitrate it derives, so the level asks
+    # for half a kbps more (and a level of 1 is refused for MP3).
+    top, bottom = (256.0, 6.0) if codec == "opus" else _mp3_bitrate_range(rate)
+    return min(max((top - kbps - 0.5) / (top - bottom), 0.0), 1.0)
 
 
 def _mp3_bitrate_range(rate: int) -> tuple[float, float]:
