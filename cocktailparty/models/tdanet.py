@@ -150,20 +150,38 @@ class GLN(GlobalLayerNorm):
     accumulates its statistics in fp32 for bf16/fp16 inputs anyway.
     """
 
+    # Eager inference on CUDA of a short input takes group_norm: 3 launches a norm against
+    # var_mean's ~7, and such a forward is bound by the host's launches, not by the GPU
+    # (one 1-s track: ~3,000 kernels). One run on an H200 (session 18, eager fp32, median of 5
+    # rounds): 1-s track batch 1 59.3 -> 32.5 ms, batch 10 52.1 -> 41.6 ms (its 63-252-frame
+    # scales switch). Longer inputs, training, compiled code and CUDA-graph captures keep
+    # var_mean: there the GPU's time is what counts, and group_norm's reduction takes more.
+    GROUP_NORM_MAX_FRAMES = 1024      # frames of one utterance
+    GROUP_NORM_MAX_BATCH_FRAMES = 4096  # batch x frames
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
+        if x.is_cuda and not self._launch_bound(x):
             return self._split_statistics(x)
         if x.dtype == self.weight.dtype:
             return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):
             return F.group_norm(x, 1, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
+    def _launch_bound(self, x: torch.Tensor) -> bool:
+        """Whether this norm runs eagerly, without autograd, on an input small enough that
+        saving launches beats saving GPU time (see GROUP_NORM_MAX_FRAMES)."""
+        frames = x.shape[-1]
+        return (not torch.is_grad_enabled() and frames <= self.GROUP_NORM_MAX_FRAMES
+                and x.shape[0] * frames <= self.GROUP_NORM_MAX_BATCH_FRAMES
+                and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing())
+
     def _split_statistics(self, x: torch.Tensor) -> torch.Tensor:
-        """The same gLN for CUDA, where group_norm with one group reduces each utterance's
-        C x T values in a single thread block (one block per batch item and group): at
-        512 x 1000 frames that block was 85% of the model's GPU time (RowwiseMoments, 25 of
-        29 ms per 1-s track on an H200). var_mean's reduction spreads one row over many
-        blocks. (On CPU var_mean is ~15x slower than group_norm, so the CPU keeps group_norm.)
+        """The same gLN for CUDA where the GPU's time counts, where group_norm with one group
+        reduces each utterance's C x T values in a single thread block (one block per batch
+        item and group): with group_norm everywhere, 24.9 of the 29.2 ms of kernel time of a
+        1-s track went to that kernel (RowwiseMoments, H200); var_mean's reduction spreads a
+        row over many blocks. (On CPU var_mean is ~15x slower than group_norm, so the CPU
+        keeps group_norm.)
         """
         return _GLNFunction.apply(x, self.weight, self.bias, self.eps)
 

@@ -1,0 +1,69 @@
+"""gLN on CUDA: eager inference on a short input takes group_norm, everything else (training,
+longer inputs, CUDA-graph captures) var_mean's path; both give the same normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cocktailparty.models import tdanet as td
+
+
+def _gln(channels: int = 64) -> td.GLN:
+    norm = td.GLN(channels).cuda()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+@pytest.mark.parametrize("batch, frames", [(1, 63), (1, 1024), (1, 1025), (8, 512), (4, 1024), (1, 6000)])
+def test_inference_gln_matches_the_training_formula(batch, frames, monkeypatch):
+    norm = _gln()
+    x = torch.randn(batch, 64, 1, frames, device="cuda") * 3 + 1
+    reference = td._GLNFunction.apply(x, norm.weight, norm.bias, norm.eps)
+    calls = []
+    monkeypatch.setattr(td.GLN, "_split_statistics", lambda self, y: calls.append(y.shape) or reference)
+    with torch.no_grad():
+        out = norm(x)
+    small = frames <= td.GLN.GROUP_NORM_MAX_FRAMES and batch * frames <= td.GLN.GROUP_NORM_MAX_BATCH_FRAMES
+    assert bool(calls) != small
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_small_inference_gln_keeps_bf16_under_autocast():
+    norm = _gln()
+    x = torch.randn(2, 64, 1, 100, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    reference = td._GLNFunction.apply(x, norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+
+
+def test_gln_inside_a_cuda_graph_capture_keeps_var_mean(monkeypatch):
+    norm = _gln()
+    x = torch.randn(1, 64, 1, 63, device="cuda")
+    calls = []
+    real = td.GLN._split_statistics
+    monkeypatch.setattr(td.GLN, "_split_statistics", lambda self, y: calls.append(1) or real(self, y))
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            norm(x)  # warm-up outside the capture: eager, group_norm
+        torch.cuda.current_stream().wait_stream(side)
+        assert not calls
+        with torch.cuda.graph(graph):
+            out = norm(x)
+    graph.replay()
+    assert calls == [1]
+    torch.testing.assert_close(out, td._GLNFunction.apply(x, norm.weight, norm.bias, norm.eps))
+
+
+def test_training_gln_on_cuda_uses_the_hand_written_backward():
+    norm = _gln()
+    x = torch.randn(1, 64, 1, 63, device="cuda", requires_grad=True)
+    out = norm(x)
+    assert out.grad_fn is not None and "_GLNFunction" in type(out.grad_fn).__name__
