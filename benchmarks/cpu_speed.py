@@ -17,7 +17,9 @@
    fresh process (``benchmarks/long_recording.py`` does the work): real-time factor <= 0.25
    (whole process: start-up, reading, separating, writing) and peak RSS < 1 GB.
 3. the ONNX backend against torch on the same file (``--backend onnx`` with the default
-   exported by ``cocktail export``): wall time of onnx <= torch's. With ``--onnx-minutes``
+   exported by ``cocktail export``): wall time of onnx <= torch's as it runs by default (bf16
+   autocast on a CPU with AMX bf16 units); onnx against torch in fp32 (``COCKTAIL_PRECISION=fp32``),
+   like for like, is reported beside it. With ``--onnx-minutes``
    this pair runs on a shorter recording (default: 2 minutes, to keep the script under
    ~15 minutes on 2 cores); ``--onnx-minutes 10`` uses the full one.
 
@@ -72,6 +74,23 @@ BatchNormalization 8%, MatMul 6%, Resize 6%. Tried without gain:
   Conv's NCHWc layout and adds one full-size reorder per gLN, 225 more), Pow(x, 2) (slower
   than ReduceSumSquare), ReduceL2, LayerNormalization's Mean/InvStdDev outputs and a batched
   MatMul of x with itself (all slower than ReduceSumSquare on 512 x 10016).
+
+AMX round (onnxruntime 1.32, torch 2.13, a 2-core Xeon with AMX, where torch's default is
+bf16 autocast): the 2-min pair, fresh processes, 3 alternating runs each, medians: onnx 66.7 s,
+torch fp32 42.1 s, torch default 28.9 s (2.31x; 1.58x like for like), so item 3 now also
+reports onnx against torch fp32. 10-s forward, fresh processes, 3 alternating: onnxruntime
+3.71 s, torch fp32 2.35 s, torch bf16 1.43 s (35-37 dB from fp32). onnxruntime's profile
+there: Mul 18%, Conv 18%, BatchNormalization 13%, ReduceMean 9%, NCHWc reorders 15%, Resize
+5%, MatMul 6%. What cannot close the gap: bf16 (no CPU kernels: a bf16 MatMul or Mul fails
+with NOT_IMPLEMENTED, Conv has no bf16 type at opset 17); fp16 (onnxruntime.transformers'
+float16 converter, I/O kept fp32: 2,750 Casts inserted, Convs slower, LeakyRelu as
+Less + Where, 8.2 s of kernel time against 4.6 s); int8, onnxruntime's only AMX path
+(Conv, MatMul and FusedMatMul are 24% of its kernel time: even free, it would stay behind
+bf16 torch); session options on the 10-s forward, each alternating with today's (noisy:
+another job ran): extended optimisation 4.23 s against 3.81 s, spinning 3.76 s, parallel
+execution 3.98 s, one thread 6.82 s, NchwcTransformer disabled 4.9 against 4.0 s,
+session.dynamic_block_base=4 and batch 2 within noise; the offline transformer optimizer only
+drops Identity nodes, as onnxruntime does itself.
 
 The machine's load average is printed before each measurement: other processes on a 2-core
 machine slow every figure here (the thread CPU time of item 1 is printed as a check).
