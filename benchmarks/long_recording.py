@@ -120,7 +120,7 @@ def run(args) -> dict:
         cli_args = ["-q", "separate", str(mixture_path), "-o", str(tmp / "out"), "--force",
                     *(["--model", args.model] if args.model else []), *(["--device", device] if device else []),
                     *getattr(args, "cli_extra", [])]
-        env = dict(os.environ)
+        env = dict(os.environ, **(getattr(args, "env", None) or {}))
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
         load_before = load_average()

@@ -220,6 +220,18 @@ def test_bf16_units_are_read_from_torchs_cpu_capabilities(monkeypatch):
     assert separate.cpu_has_bf16_matrix_units() is False
 
 
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_the_cpu_precision_follows_the_argument_else_the_environment(monkeypatch, bf16_units):
+    from cocktailparty.inference.separate import cpu_runs_bf16
+
+    monkeypatch.setattr("cocktailparty.inference.separate.cpu_has_bf16_matrix_units", lambda: bf16_units)
+    assert [cpu_runs_bf16(p) for p in ("auto", "bf16", "fp32", "fp16")] == [bf16_units, True, False, False]
+    monkeypatch.delenv("COCKTAIL_PRECISION", raising=False)
+    assert cpu_runs_bf16() is bf16_units
+    monkeypatch.setenv("COCKTAIL_PRECISION", "fp32")
+    assert cpu_runs_bf16() is False
+
+
 def test_precision_is_checked_on_any_device(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
         Separator(Halves(HalvesConfig()), device="cpu", precision="half")

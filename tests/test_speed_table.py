@@ -92,6 +92,37 @@ def test_a_part_and_a_model_can_be_chosen(speed, capsys):
     assert status == 0
 
 
+def _onnx_rows(speed, monkeypatch, tmp_path, walls):
+    """cpu-onnx's rows for a run of the three commands with these wall times (None: they fail)."""
+    def runs(*args):
+        if walls is None:
+            raise RuntimeError("export failed")
+        return {name: {"wall_s": wall} for name, wall in walls.items()}
+
+    monkeypatch.setattr(speed.cpu_speed, "onnx_against_torch", runs)
+    monkeypatch.setattr(speed.cpu_speed, "write_recording", lambda folder, minutes: tmp_path / "meeting.wav")
+    who = speed.Subject("tiny", None, 16000, 2, authors=False)
+    return speed.cpu_onnx(who, speed.SMOKE, tmp_path)
+
+
+def test_onnx_is_timed_against_torchs_default_and_like_for_like_against_fp32(speed, monkeypatch, tmp_path):
+    default, fp32 = _onnx_rows(speed, monkeypatch, tmp_path, {"torch": 10.0, "torch fp32": 20.0, "onnx": 15.0})
+    # The target stays on torch as a user runs it; the fp32 ratio is beside it, reported.
+    assert (default.value, default.verdict, default.missed) == (1.5, "MISSED", True)
+    assert (fp32.value, fp32.verdict, fp32.missed) == (0.75, "reported", False)
+    assert fp32.measurement == default.measurement.replace(" wall", " fp32 wall")
+    text = speed.notes([default, fp32])
+    assert "torch runs fp32 here by default" in text  # the suite's CPU has no bf16 units
+    assert "fp32 only" in text and "no bf16 kernels" in text and "like for like" in text
+
+
+def test_a_failed_onnx_run_leaves_both_rows_unmeasured(speed, monkeypatch, tmp_path):
+    default, fp32 = _onnx_rows(speed, monkeypatch, tmp_path, None)
+    assert default.value is None and fp32.value is None
+    assert default.missed and not fp32.missed
+    assert fp32.verdict == default.verdict == "not measured: failed: RuntimeError: export failed"
+
+
 def test_unknown_models_are_refused(speed, capsys):
     with pytest.raises(SystemExit):
         speed.main(["--smoke", "--only", "cpu-latency", "--models", "tdanet-nowhere"])
@@ -106,8 +137,9 @@ def test_smoke_run_prints_every_part_for_every_model(speed, no_cuda, capsys):
     assert table[0] == list(speed.COLUMNS) and all(len(row) == len(speed.COLUMNS) for row in table[1:])
     for model in TINY_MODELS:
         measurements = [row[0] for row in table[1:] if row[1] == model]
-        assert len(measurements) == 11  # 3 eager, 2 Separator, fast-path training, 2 latency, RTF, RSS, onnx
+        assert len(measurements) == 12  # 3 eager, 2 Separator, fast-path training, 2 latency, RTF, RSS, 2 onnx
         assert sum(m.startswith("CUDA") for m in measurements) == 6
     cpu = [row for row in table[1:] if row[0].startswith("CPU")]
     assert cpu and all(row[2] != "-" and row[-1] in ("ok", "MISSED", "reported") for row in cpu), cpu
     assert status == 1  # the CUDA rows with targets, not measured here
+    assert "note, CPU separate 0.05 min, onnx / torch fp32 wall: onnxruntime runs this model in fp32 only" in out

@@ -117,8 +117,7 @@ class Separator:
         if precision is None:
             precision = check_precision(os.environ.get(PRECISION_ENV) or "auto", PRECISION_ENV)
         self.precision = check_precision(precision)
-        self._cpu_bf16 = self.device is not None and self.device.type == "cpu" and (
-            self.precision == "bf16" or (self.precision == "auto" and cpu_has_bf16_matrix_units()))
+        self._cpu_bf16 = self.device is not None and self.device.type == "cpu" and cpu_runs_bf16(self.precision)
         if cuda_graphs is None:
             cuda_graphs = os.environ.get(GRAPHS_ENV, "1") != "0"
         self.cuda_graphs = cuda_graphs
@@ -292,6 +291,15 @@ class Separator:
     def _runner_forward(self, pieces: np.ndarray) -> list[np.ndarray]:
         """A runner's ``(time,) -> (C, time)`` call for each of ``(B, T)`` pieces."""
         return [self.model(piece) for piece in pieces]
+
+
+def cpu_runs_bf16(precision: str | None = None) -> bool:
+    """Whether the CPU path runs the model under bf16 autocast at ``precision`` (None: the
+    ``COCKTAIL_PRECISION`` environment variable, else "auto"): "bf16" does, "auto" does where
+    the CPU has AMX bf16 units, anything else runs fp32."""
+    if precision is None:
+        precision = check_precision(os.environ.get(PRECISION_ENV) or "auto", PRECISION_ENV)
+    return precision == "bf16" or (precision == "auto" and cpu_has_bf16_matrix_units())
 
 
 def cpu_has_bf16_matrix_units() -> bool:
