@@ -114,9 +114,7 @@ class Separator:
         self.chunk = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
         self.overlap = int(overlap_seconds * self.sample_rate)
         self.batch_seconds = batch_seconds
-        if precision is None:
-            precision = check_precision(os.environ.get(PRECISION_ENV) or "auto", PRECISION_ENV)
-        self.precision = check_precision(precision)
+        self.precision = requested_precision() if precision is None else check_precision(precision)
         self._cpu_bf16 = self.device is not None and self.device.type == "cpu" and cpu_runs_bf16(self.precision)
         if cuda_graphs is None:
             cuda_graphs = os.environ.get(GRAPHS_ENV, "1") != "0"
@@ -293,12 +291,17 @@ class Separator:
         return [self.model(piece) for piece in pieces]
 
 
+def requested_precision() -> str:
+    """The precision ``COCKTAIL_PRECISION`` asks for, "auto" when unset (checked)."""
+    return check_precision(os.environ.get(PRECISION_ENV) or "auto", PRECISION_ENV)
+
+
 def cpu_runs_bf16(precision: str | None = None) -> bool:
     """Whether the CPU path runs the model under bf16 autocast at ``precision`` (None: the
     ``COCKTAIL_PRECISION`` environment variable, else "auto"): "bf16" does, "auto" does where
     the CPU has AMX bf16 units, anything else runs fp32."""
     if precision is None:
-        precision = check_precision(os.environ.get(PRECISION_ENV) or "auto", PRECISION_ENV)
+        precision = requested_precision()
     return precision == "bf16" or (precision == "auto" and cpu_has_bf16_matrix_units())
 
 
