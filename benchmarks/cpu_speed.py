@@ -116,6 +116,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_recording  # noqa: E402  (benchmarks/long_recording.py)
 from targets import finish, mark  # noqa: E402  (benchmarks/targets.py)
 
+from cocktailparty.inference.separate import PRECISION_ENV, cpu_runs_bf16  # noqa: E402
+
 RATE = 16000
 REF_CPU_1S_MS = 361.0  # authors' TDANet, one thread, 2-core development CPU, as measured
 REF_CPU_1S_2T_MS = 271.0  # the same, two threads
@@ -192,7 +194,7 @@ def write_recording(folder: Path, minutes: float) -> Path:
 
 # The torch runs that onnx is timed against: as a user runs it (bf16 autocast where the CPU
 # has AMX bf16 units, else fp32), and in fp32, the precision onnxruntime runs.
-TORCH_RUNS = {"torch": {}, "torch fp32": {"COCKTAIL_PRECISION": "fp32"}}  # separate.PRECISION_ENV
+TORCH_RUNS = {"torch": {}, "torch fp32": {PRECISION_ENV: "fp32"}}
 ONNX_NOTE = ("onnxruntime runs this model in fp32 only (its CPU provider has no bf16 kernels, and an fp16 "
              "graph is slower: Casts around every op), so where torch's default is bf16 autocast (AMX CPUs) "
              "the row against it compares fp32 with bf16; the fp32 row is like for like.")
@@ -200,8 +202,6 @@ ONNX_NOTE = ("onnxruntime runs this model in fp32 only (its CPU provider has no 
 
 def torch_default_precision() -> str:
     """What ``cocktail separate`` with the torch backend runs here: "bf16" or "fp32"."""
-    from cocktailparty.inference.separate import cpu_runs_bf16
-
     return "bf16" if cpu_runs_bf16() else "fp32"
 
 
