@@ -331,3 +331,19 @@ def test_compile_narrows_to_the_shared_block_and_keeps_parameter_names():
     assert model.block._compiled_call_impl is not None
     assert model._compiled_call_impl is None and model.encoder._compiled_call_impl is None
     assert list(model.state_dict()) == names
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_on_a_second_input_shape():
+    # By default torch.compile retraces a second shape with symbolic sizes, which Inductor
+    # could not compile for this block (InductorError): a second training run in one process
+    # crashed. (Eval mode's graph compiled; training's, with dropout and drop-path, did not.)
+    torch.manual_seed(0)
+    model = build_model("tdanet", sample_rate=16000, basis=9, bottleneck=8, channels=16, depth=2, unfolds=2,
+                        heads=2, ffn_channels=16).train()
+    model.compile()
+    for batch, samples in ((4, 8000), (2, 3200)):
+        estimate = model(torch.randn(batch, samples))
+        estimate.square().mean().backward()
+        assert estimate.shape == (batch, 2, samples) and torch.isfinite(estimate).all()
+        assert all(p.grad is not None for p in model.block.parameters())

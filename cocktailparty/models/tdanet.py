@@ -497,8 +497,13 @@ class TDANet(nn.Module):
         The GPU's fastest training path (fused gLN, PReLU and gating kernels, far fewer
         launches). All unfolds run the same block on same-shaped inputs, so one graph is
         compiled and reused; compiling the whole model would trace all unfolds unrolled.
+
+        Static shapes unless ``options`` say otherwise: by default a second input shape makes
+        torch.compile retrace with symbolic sizes, and Inductor fails on this block's pooled
+        lengths (InductorError: ValueRangeError on CPU, AssertionError on CUDA, torch 2.11),
+        so a new shape compiles a new static graph instead (the trainer's shapes are fixed).
         """
-        self.block.compile(**options)
+        self.block.compile(**{"dynamic": False, **options})
 
     def training_diagnostics(self) -> dict[str, float]:
         """Logged by the trainer with each steps.csv row: the attention's logit gain (see
