@@ -234,7 +234,7 @@ def test_config_defaults_aliases_and_errors():
                         "training": {"lr_schedule": {"type": "cosine", "total_steps": 5, "warmup_steps": 5}}})
     with pytest.raises(CocktailError, match="lr_schedule.type must be plateau, step, cosine or none"):
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"lr_schedule": {"type": "linear"}}})
-    with pytest.raises(CocktailError, match="precision must be one of fp32, tf32, bf16, fp16"):
+    with pytest.raises(CocktailError, match="precision must be one of auto, fp32, tf32, bf16, fp16"):
         resolve_config({"model": {"architecture": "tdanet"}, "training": {"precision": "fp8"}})
     # Every shipped config resolves (its training keys are ones the engine knows); some leave
     # the batch size to the user.

@@ -1,4 +1,4 @@
-"""training.compile and training.cuda_graph: what ``auto`` resolves to, and a failed compile or
+"""training.compile, training.cuda_graph and training.precision: what ``auto`` resolves to, and a failed compile or
 capture that falls back instead of ending the run.
 
 The CUDA parts are stood in for on the CPU: a torch.compile that fails (at once, on the first
@@ -39,18 +39,36 @@ def _sections(training: dict | None = None, data: dict | None = None) -> tuple[T
 # --- what auto resolves to ----------------------------------------------------------------
 
 
-def test_auto_is_the_default_kept_in_the_config_and_off_on_a_cpu():
+@pytest.fixture
+def gpu_has_bf16(monkeypatch):
+    """The CUDA device that the "cuda:0" runs below name has bf16 units (an H100, say)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+
+def test_auto_is_the_default_kept_in_the_config_and_off_on_a_cpu(gpu_has_bf16):
     cfg = resolve_config({"model": {"architecture": "tdanet"}})
     # config.yaml records auto, so a resume decides again for the device it runs on.
-    assert (cfg["training"]["compile"], cfg["training"]["cuda_graph"]) == ("auto", "auto")
+    assert [cfg["training"][key] for key in ("compile", "cuda_graph", "precision")] == ["auto"] * 3
     t, d = _sections()
     line = resolve_fast_path(t, d, "cpu", 1)
-    assert t.compile is False and t.cuda_graph is False
+    assert t.compile is False and t.cuda_graph is False and t.precision == "fp32"
     assert line == ("training step: torch.compile off (auto: not on CUDA but cpu), "
-                    "CUDA graph off (auto: training.cuda_graph needs a CUDA device, not cpu)")
+                    "CUDA graph off (auto: training.cuda_graph needs a CUDA device, not cpu), "
+                    "precision fp32 (auto: not on CUDA but cpu)")
     t, d = _sections()
-    assert resolve_fast_path(t, d, "cuda:0", 1) == "training step: torch.compile on (auto), CUDA graph on (auto)"
-    assert t.compile is True and t.cuda_graph is True
+    assert resolve_fast_path(t, d, "cuda:0", 1) == ("training step: torch.compile on (auto), CUDA graph on (auto), "
+                                                    "precision bf16 (auto)")
+    assert t.compile is True and t.cuda_graph is True and t.precision == "bf16"
+
+
+def test_auto_precision_is_fp32_on_a_gpu_without_bf16_and_an_explicit_one_is_kept(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    t, d = _sections()
+    assert resolve_fast_path(t, d, "cuda:0", 1).endswith(", precision fp32 (auto: this GPU has no bf16)")
+    assert t.precision == "fp32"
+    for asked in ("fp32", "tf32", "bf16"):
+        t, d = _sections({"precision": asked})
+        assert resolve_fast_path(t, d, "cpu", 1).endswith(f", precision {asked}") and t.precision == asked
 
 
 @pytest.mark.parametrize("training, data, processes, why", [
@@ -59,7 +77,8 @@ def test_auto_is_the_default_kept_in_the_config_and_off_on_a_cpu():
     ({"activation_checkpointing": True}, {}, 1, "activation_checkpointing does not go with training.cuda_graph"),
     ({}, {}, 2, "training.cuda_graph runs in one process, not under torchrun's 2"),
 ])
-def test_auto_leaves_the_graph_off_where_the_run_cannot_capture_and_says_why(training, data, processes, why):
+def test_auto_leaves_the_graph_off_where_the_run_cannot_capture_and_says_why(training, data, processes, why,
+                                                                            gpu_has_bf16):
     t, d = _sections(training, data)
     line = resolve_fast_path(t, d, "cuda:0", processes)
     assert t.cuda_graph is False and t.compile is True
@@ -68,8 +87,8 @@ def test_auto_leaves_the_graph_off_where_the_run_cannot_capture_and_says_why(tra
 
 def test_an_explicit_choice_is_kept_and_an_impossible_true_refused():
     # Configs written before auto existed hold booleans, and resume as they did.
-    t, d = _sections({"compile": False, "cuda_graph": False})
-    assert resolve_fast_path(t, d, "cuda:0", 1) == "training step: torch.compile off, CUDA graph off"
+    t, d = _sections({"compile": False, "cuda_graph": False, "precision": "fp32"})
+    assert resolve_fast_path(t, d, "cuda:0", 1) == "training step: torch.compile off, CUDA graph off, precision fp32"
     t, d = _sections({"compile": True})
     resolve_fast_path(t, d, "cpu", 1)
     assert t.compile is True  # an explicit true compiles on a CPU too, as before

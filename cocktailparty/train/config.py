@@ -23,8 +23,8 @@ from ..core.errors import CocktailError
 
 Range = list[float]  # [low, high], drawn uniformly
 
-# training.compile and training.cuda_graph: "auto" lets the trainer decide for the device it
-# runs on (resolve_fast_path); true and false are the user's decision.
+# training.compile, training.cuda_graph and training.precision: "auto" lets the trainer decide
+# for the device it runs on (resolve_fast_path); any other value is the user's decision.
 AUTO = "auto"
 FAST_PATH_KEYS = ("compile", "cuda_graph")
 
@@ -103,8 +103,11 @@ class TrainingConfig(_Section):
                               "items of it.", positive=True)
     epochs: int = _key(500, "At most this many epochs.", positive=True)
     max_steps_per_epoch: Optional[int] = _key(None, "Cap on an epoch's batches (e.g. to set an epoch length).")
-    precision: str = _key("fp32", "`tf32`: fp32 with TensorFloat-32 matrix products; `bf16`/`fp16`: autocast, "
-                                  "fp16 adds a GradScaler.", choices=("fp32", "tf32", "bf16", "fp16"))
+    precision: str = _key(
+        AUTO, "`tf32`: fp32 with TensorFloat-32 matrix products; `bf16`/`fp16`: autocast, fp16 adds a GradScaler. "
+              "`auto`: bf16 on a CUDA GPU with bf16 units (1.5x fp32's speed at the same quality, measured: "
+              "README, Training), else fp32.",
+        choices=(AUTO, "fp32", "tf32", "bf16", "fp16"))
     cuda_graph: Union[bool, str] = _key(
         AUTO, "Capture the whole step (forward, backward, clipping, optimizer) once as a CUDA graph and replay it: "
               "a launch-bound model runs 2-3x faster. Needs CUDA, one process, fixed-length items "
@@ -317,10 +320,14 @@ def cuda_graph_obstacle(t: TrainingConfig, d: DataConfig, device: Optional[str] 
 
 
 def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: int, source: str = "config") -> str:
-    """Set ``t.compile`` and ``t.cuda_graph`` to true or false for a run on ``device`` with
-    ``processes`` processes: ``auto`` becomes on where the run allows it (compile: on CUDA; the
-    graph: no :func:`cuda_graph_obstacle`) and off otherwise; an explicit true the run cannot
-    take is refused. Returns one line for the log: what the step uses, and why an ``auto`` is off."""
+    """Set ``t.compile`` and ``t.cuda_graph`` to true or false and ``t.precision`` to a
+    precision for a run on ``device`` with ``processes`` processes: ``auto`` becomes on where the
+    run allows it (compile: on CUDA; the graph: no :func:`cuda_graph_obstacle`) and off otherwise,
+    and bf16 on a CUDA device with bf16 units, else fp32; an explicit true the run cannot take is
+    refused. Returns one line for the log: what the step uses, and why an ``auto`` is off."""
+    precision_note = ""
+    if t.precision == AUTO:
+        t.precision, precision_note = auto_precision(device)
     obstacle = cuda_graph_obstacle(t, d, device, processes)
     if t.cuda_graph is True and obstacle:
         raise CocktailError(f"{source}: {obstacle}")
@@ -335,7 +342,24 @@ def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: 
             setattr(t, name, allowed)
             note = " (auto)" if allowed else f" (auto: {why_not})"
         parts.append(f"{label} {'on' if getattr(t, name) else 'off'}{note}")
+    parts.append(f"precision {t.precision}{precision_note}")
     return "training step: " + ", ".join(parts)
+
+
+def auto_precision(device: str) -> tuple[str, str]:
+    """``training.precision: auto`` on ``device``: the precision and the log's note on it.
+
+    bf16 on CUDA: on one H200 it trains the default's config 1.5x faster than fp32 (137 against
+    92 samples/s at 8 x 2 s), and 2500-step fine-tunes in bf16 and fp32 from the same weights
+    scored alike on real and synthetic voices (README, "Training"). A CPU keeps fp32: bf16
+    training there is unmeasured, and without bf16 units it is emulated and slower."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return "fp32", f" (auto: not on CUDA but {device})"
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "fp32", " (auto: this GPU has no bf16)"
+    return "bf16", " (auto)"
 
 
 def default_num_workers() -> int:
