@@ -500,7 +500,8 @@ class TDANet(nn.Module):
 
         Static shapes unless ``options`` say otherwise: by default a second input shape makes
         torch.compile retrace with symbolic sizes, and Inductor fails on this block's pooled
-        lengths (InductorError: ValueRangeError on CPU, AssertionError on CUDA, torch 2.11),
+        lengths (InductorError: ValueRangeError on CPU, torch 2.13; on CUDA, torch 2.11, a
+        second compile at new shapes in one process failed with InductorError: AssertionError),
         so a new shape compiles a new static graph instead (the trainer's shapes are fixed).
         """
         self.block.compile(**{"dynamic": False, **options})
