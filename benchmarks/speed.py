@@ -11,7 +11,7 @@ Columns: measurement | model | ours | reference | target | verdict. The parts (`
                   through one Separator counts (the first measures the model, captures graphs);
   cuda-training   the step ``cocktail train`` takes on CUDA with a config's defaults (its fast
                   path: the model compiled in place, the whole step one CUDA graph, in the
-                  precision ``auto`` picks: bf16 on a GPU with bf16 units), batch 8 x 2 s:
+                  precision ``auto`` picks: bf16 for TDANet on a GPU with bf16 units), batch 8 x 2 s:
                   target >= 150 samples/s. Data loading is not in it;
   cpu-latency     one thread, 1 s: beat the authors' 361 ms median on the 2-core development CPU;
   cpu-separate    ``cocktail separate`` on a 10-minute recording, whole process: real-time factor
@@ -196,6 +196,7 @@ class Subject:
     sample_rate: int
     num_sources: int
     authors: bool
+    training_precision: str = "fp32"  # what ``training.precision: auto`` picks for it on this machine's GPU
 
     def reference(self, figure: float) -> float | None:
         """An authors' figure, where it compares with this model."""
@@ -208,9 +209,11 @@ class Subject:
 
 def subject(name: str, spec: str | None) -> Subject:
     from cocktailparty.core.checkpoint import load_model
+    from cocktailparty.train.config import auto_precision
 
     model = load_model(spec, "cpu")
-    return Subject(name, spec, model.config.sample_rate, model.config.num_sources, like_the_authors(model))
+    precision = auto_precision("cuda", getattr(model, "auto_training_precision", "fp32"))[0]
+    return Subject(name, spec, model.config.sample_rate, model.config.num_sources, like_the_authors(model), precision)
 
 
 def cuda_eager(who: Subject, size: Sizes, measure: bool) -> list[Row]:
@@ -259,9 +262,7 @@ def training_speed(who: Subject, size: Sizes, precision: str, fast_path: bool) -
 
 def cuda_training(who: Subject, size: Sizes, measure: bool) -> list[Row]:
     """The trainer's default step: fast path, in the precision ``training.precision: auto`` picks."""
-    from cocktailparty.train.config import auto_precision
-
-    precision = auto_precision("cuda")[0] if measure else "auto"
+    precision = who.training_precision if measure else "auto"
     row = Row(f"CUDA training fast path {precision}, {size.train_batch} x {size.train_seconds:g} s", who.name,
               "samples/s", target=Target(">=", MIN_FAST_TRAIN_SPS))
     if measure:

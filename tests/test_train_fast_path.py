@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cocktailparty.core.errors import CocktailError
+from cocktailparty.models import build_model
 from cocktailparty.train import engine
 from cocktailparty.train.config import DataConfig, TrainingConfig, resolve_config, resolve_fast_path
 from cocktailparty.train.cuda_graph import CaptureFailed
@@ -56,15 +57,23 @@ def test_auto_is_the_default_kept_in_the_config_and_off_on_a_cpu(gpu_has_bf16):
                     "CUDA graph off (auto: training.cuda_graph needs a CUDA device, not cpu), "
                     "precision fp32 (auto: not on CUDA but cpu)")
     t, d = _sections()
-    assert resolve_fast_path(t, d, "cuda:0", 1) == ("training step: torch.compile on (auto), CUDA graph on (auto), "
-                                                    "precision bf16 (auto)")
+    assert resolve_fast_path(t, d, "cuda:0", 1, model_precision="bf16") == (
+        "training step: torch.compile on (auto), CUDA graph on (auto), precision bf16 (auto)")
     assert t.compile is True and t.cuda_graph is True and t.precision == "bf16"
 
 
-def test_auto_precision_is_fp32_on_a_gpu_without_bf16_and_an_explicit_one_is_kept(monkeypatch):
+def test_auto_precision_takes_bf16_only_where_measured_and_an_explicit_one_is_kept(monkeypatch):
+    # A model that names no auto_training_precision trains in fp32, as before auto existed.
+    t, d = _sections()
+    assert resolve_fast_path(t, d, "cuda:0", 1).endswith(", precision fp32 (auto: this model's training in bf16 "
+                                                         "is unmeasured)")
+    assert t.precision == "fp32"
+    assert build_model("tdanet").auto_training_precision == "bf16"
+    assert getattr(build_model("tunein"), "auto_training_precision", "fp32") == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     t, d = _sections()
-    assert resolve_fast_path(t, d, "cuda:0", 1).endswith(", precision fp32 (auto: this GPU has no bf16)")
+    assert resolve_fast_path(t, d, "cuda:0", 1, model_precision="bf16").endswith(
+        ", precision fp32 (auto: this GPU has no bf16)")
     assert t.precision == "fp32"
     for asked in ("fp32", "tf32", "bf16"):
         t, d = _sections({"precision": asked})
@@ -80,7 +89,7 @@ def test_auto_precision_is_fp32_on_a_gpu_without_bf16_and_an_explicit_one_is_kep
 def test_auto_leaves_the_graph_off_where_the_run_cannot_capture_and_says_why(training, data, processes, why,
                                                                             gpu_has_bf16):
     t, d = _sections(training, data)
-    line = resolve_fast_path(t, d, "cuda:0", processes)
+    line = resolve_fast_path(t, d, "cuda:0", processes, model_precision="bf16")
     assert t.cuda_graph is False and t.compile is True
     assert line.startswith("training step: torch.compile on (auto), CUDA graph off (auto: ") and why in line
 

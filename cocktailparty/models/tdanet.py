@@ -470,6 +470,10 @@ class TDANet(nn.Module):
     ``2**depth`` (every stride-2 stage halves it exactly) and the output is cropped back.
     """
 
+    # training.precision: auto on a GPU with bf16 units: bf16 trained as well as fp32, measured
+    # (README, "Training"), 1.6x as fast.
+    auto_training_precision = "bf16"
+
     def __init__(self, config: TDANetConfig | None = None):
         super().__init__()
         cfg = config if config is not None else TDANetConfig()

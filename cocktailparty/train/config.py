@@ -105,8 +105,8 @@ class TrainingConfig(_Section):
     max_steps_per_epoch: Optional[int] = _key(None, "Cap on an epoch's batches (e.g. to set an epoch length).")
     precision: str = _key(
         AUTO, "`tf32`: fp32 with TensorFloat-32 matrix products; `bf16`/`fp16`: autocast, fp16 adds a GradScaler. "
-              "`auto`: bf16 on a CUDA GPU with bf16 units (1.5x fp32's speed at the same quality, measured: "
-              "README, Training), else fp32.",
+              "`auto`: bf16 for TDANet on a CUDA GPU with bf16 units (1.5x fp32's speed at the same quality, "
+              "measured: README, Training), else fp32.",
         choices=(AUTO, "fp32", "tf32", "bf16", "fp16"))
     cuda_graph: Union[bool, str] = _key(
         AUTO, "Capture the whole step (forward, backward, clipping, optimizer) once as a CUDA graph and replay it: "
@@ -319,15 +319,17 @@ def cuda_graph_obstacle(t: TrainingConfig, d: DataConfig, device: Optional[str] 
     return None
 
 
-def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: int, source: str = "config") -> str:
+def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: int, source: str = "config",
+                      model_precision: str = "fp32") -> str:
     """Set ``t.compile`` and ``t.cuda_graph`` to true or false and ``t.precision`` to a
     precision for a run on ``device`` with ``processes`` processes: ``auto`` becomes on where the
     run allows it (compile: on CUDA; the graph: no :func:`cuda_graph_obstacle`) and off otherwise,
-    and bf16 on a CUDA device with bf16 units, else fp32; an explicit true the run cannot take is
-    refused. Returns one line for the log: what the step uses, and why an ``auto`` is off."""
+    and the precision :func:`auto_precision` picks (``model_precision``: the model's
+    ``auto_training_precision``); an explicit true the run cannot take is refused. Returns one
+    line for the log: what the step uses, and why an ``auto`` is off."""
     precision_note = ""
     if t.precision == AUTO:
-        t.precision, precision_note = auto_precision(device)
+        t.precision, precision_note = auto_precision(device, model_precision)
     obstacle = cuda_graph_obstacle(t, d, device, processes)
     if t.cuda_graph is True and obstacle:
         raise CocktailError(f"{source}: {obstacle}")
@@ -346,20 +348,25 @@ def resolve_fast_path(t: TrainingConfig, d: DataConfig, device: str, processes: 
     return "training step: " + ", ".join(parts)
 
 
-def auto_precision(device: str) -> tuple[str, str]:
+def auto_precision(device: str, model_precision: str = "fp32") -> tuple[str, str]:
     """``training.precision: auto`` on ``device``: the precision and the log's note on it.
 
-    bf16 on CUDA: on one H200 it trains the default's config 1.5x faster than fp32 (137 against
-    92 samples/s at 8 x 2 s), and 2500-step fine-tunes in bf16 and fp32 from the same weights
-    scored alike on real and synthetic voices (README, "Training"). A CPU keeps fp32: bf16
-    training there is unmeasured, and without bf16 units it is emulated and slower."""
+    ``model_precision`` is what the model's class names for a CUDA GPU with bf16 units (its
+    ``auto_training_precision`` attribute; fp32 when it names none), so that bf16 is taken only
+    where its effect on quality was measured. TDANet names bf16: on one H200 it trains the
+    default's config 1.5x as fast as fp32 (137 against 92 samples/s at 8 x 2 s), and 2500-step
+    fine-tunes in bf16 and fp32 from the same weights scored alike on real and synthetic voices
+    (README, "Training"). A CPU keeps fp32: bf16 training there is unmeasured, and without bf16
+    units it is emulated and slower."""
     import torch
 
     if not device.startswith("cuda"):
         return "fp32", f" (auto: not on CUDA but {device})"
+    if model_precision == "fp32":
+        return "fp32", " (auto: this model's training in bf16 is unmeasured)"
     if not torch.cuda.is_bf16_supported(including_emulation=False):
         return "fp32", " (auto: this GPU has no bf16)"
-    return "bf16", " (auto)"
+    return model_precision, " (auto)"
 
 
 def default_num_workers() -> int:

@@ -122,7 +122,8 @@ class Trainer:
         self.model.to(self.device)
         # From here on self.t.compile and self.t.cuda_graph are booleans: what the step uses now
         # (a failed compile or capture turns them off); self.cfg keeps what the config asked.
-        fast_path = resolve_fast_path(self.t, self.data, str(self.device), self.dist.world, source)
+        fast_path = resolve_fast_path(self.t, self.data, str(self.device), self.dist.world, source,
+                                      getattr(self.model, "auto_training_precision", "fp32"))
         if self.dist.main:
             log.info("%s", fast_path)
         # torch.compile compiles on the first call, so until one step has run compiled a compile

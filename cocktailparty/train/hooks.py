@@ -11,6 +11,10 @@ them (with ``data.rooms``, ``sources`` of an item put in a room are its early im
 ``enrollment (B, C, T_e)`` with ``data.enrollment_seconds`` (row ``j``: another recording of
 the talker of ``sources[:, j]``, see :class:`~cocktailparty.train.data.WithEnrollment`).
 
+A model class may also name ``auto_training_precision = "bf16"``: what ``training.precision:
+auto`` picks for it on a CUDA GPU with bf16 units, once bf16's effect on its quality has been
+measured (else auto keeps fp32).
+
 Hooks run under autocast when ``training.precision`` is bf16/fp16: compute losses in
 float32. With several processes the model and objective are wrapped together in DDP, which
 averages gradients and broadcasts buffers from rank 0 before every forward; a buffer updated
