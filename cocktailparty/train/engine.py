@@ -120,8 +120,9 @@ class Trainer:
         if self.t.init_from and not resume:
             load_init_weights(self.model, Path(self.t.init_from), architecture)
         self.model.to(self.device)
-        # From here on self.t.compile and self.t.cuda_graph are booleans: what the step uses now
-        # (a failed compile or capture turns them off); self.cfg keeps what the config asked.
+        # From here on self.t.compile and self.t.cuda_graph are booleans and self.t.precision is
+        # no longer auto: what the step uses now (a failed compile or capture turns them off);
+        # self.cfg keeps what the config asked.
         fast_path = resolve_fast_path(self.t, self.data, str(self.device), self.dist.world, source,
                                       getattr(self.model, "auto_training_precision", "fp32"))
         if self.dist.main:
