@@ -210,9 +210,10 @@ class Subject:
 def subject(name: str, spec: str | None) -> Subject:
     from cocktailparty.core.checkpoint import load_model
     from cocktailparty.train.config import auto_precision
+    from cocktailparty.train.hooks import auto_training_precision
 
     model = load_model(spec, "cpu")
-    precision = auto_precision("cuda", getattr(model, "auto_training_precision", "fp32"))[0]
+    precision = auto_precision("cuda", auto_training_precision(model))[0]
     return Subject(name, spec, model.config.sample_rate, model.config.num_sources, like_the_authors(model), precision)
 
 

@@ -19,6 +19,7 @@ from cocktailparty.models import build_model
 from cocktailparty.train import engine
 from cocktailparty.train.config import DataConfig, TrainingConfig, resolve_config, resolve_fast_path
 from cocktailparty.train.cuda_graph import CaptureFailed
+from cocktailparty.train.hooks import auto_training_precision
 from cocktailparty.train.engine import Trainer
 from tests.helpers import write_tone_corpus
 
@@ -68,8 +69,8 @@ def test_auto_precision_takes_bf16_only_where_measured_and_an_explicit_one_is_ke
     assert resolve_fast_path(t, d, "cuda:0", 1).endswith(", precision fp32 (auto: this model's training in bf16 "
                                                          "is unmeasured)")
     assert t.precision == "fp32"
-    assert build_model("tdanet").auto_training_precision == "bf16"
-    assert getattr(build_model("tunein"), "auto_training_precision", "fp32") == "fp32"
+    assert auto_training_precision(build_model("tdanet")) == "bf16"
+    assert auto_training_precision(build_model("tunein")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     t, d = _sections()
     assert resolve_fast_path(t, d, "cuda:0", 1, model_precision="bf16").endswith(

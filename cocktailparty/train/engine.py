@@ -52,7 +52,7 @@ from .config import write_config
 from .cuda_graph import CaptureFailed, GraphedStep
 from .data import EpochBatches, build_datasets, epoch_order, make_loader, to_device
 from .distributed import Distributed, agree, seed_rank, set_process_state, training_device
-from .hooks import TrainingInfo, find_hooks, validation_estimates
+from .hooks import TrainingInfo, auto_training_precision, find_hooks, validation_estimates
 from .logs import CsvLog, fmt
 from .schedules import Recipe, build_optimizer
 from .signals import StopSignals
@@ -124,7 +124,7 @@ class Trainer:
         # no longer auto: what the step uses now (a failed compile or capture turns them off);
         # self.cfg keeps what the config asked.
         fast_path = resolve_fast_path(self.t, self.data, str(self.device), self.dist.world, source,
-                                      getattr(self.model, "auto_training_precision", "fp32"))
+                                      auto_training_precision(self.model))
         if self.dist.main:
             log.info("%s", fast_path)
         # torch.compile compiles on the first call, so until one step has run compiled a compile

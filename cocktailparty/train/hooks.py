@@ -112,6 +112,12 @@ def find_hooks(model: nn.Module) -> ModelHooks:
     return ModelHooks(**{name: getattr(model, name, None) for name in hook_names()})
 
 
+def auto_training_precision(model: nn.Module) -> str:
+    """What ``training.precision: auto`` may pick for ``model`` on a CUDA GPU with bf16 units:
+    the class's ``auto_training_precision``, else fp32 (see the module's docstring)."""
+    return getattr(model, "auto_training_precision", "fp32")
+
+
 def validation_estimates(model: nn.Module, hooks: ModelHooks, batch: dict) -> torch.Tensor:
     """What validation scores for ``batch``: ``(B, C, T)``, the hook's or the default."""
     if hooks.validation_estimates is not None:
