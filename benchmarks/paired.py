@@ -3,8 +3,8 @@
 Two ``cocktail evaluate --out`` CSVs of the same mixtures differ mostly by how hard each
 mixture is; the per-mixture difference removes that, so its 95% interval is often half the
 width of either mean's. Prints, for B - A: both means over the mixtures they share, the mean
-difference with its 95% interval (normal approximation, 1.96 standard errors), and on how
-many mixtures B scored higher.
+difference with its 95% interval (Student t, as ``cocktail evaluate`` gives a mean's), and on
+how many mixtures B scored higher.
 
     cocktail evaluate --data data/test-real8k --model tdanet-real8k --out a.csv
     cocktail evaluate --data data/test-real8k --model runs/x/best.safetensors --out b.csv
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from cocktailparty.eval.evaluate import mean_ci
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,10 @@ def compare(a: dict[str, float], b: dict[str, float]) -> Paired:
     if len(shared) < 2:
         raise SystemExit(f"the two files share {len(shared)} mixture ids; a paired comparison needs at least 2")
     diffs = [b[i] - a[i] for i in shared]
+    difference = mean_ci(diffs)
     return Paired(n=len(shared), mean_a=statistics.fmean(a[i] for i in shared),
-                  mean_b=statistics.fmean(b[i] for i in shared), difference=statistics.fmean(diffs),
-                  ci95=1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)),
-                  b_better=sum(d > 0 for d in diffs))
+                  mean_b=statistics.fmean(b[i] for i in shared), difference=difference["mean"],
+                  ci95=difference["ci95"], b_better=sum(d > 0 for d in diffs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import torch
 from cocktailparty.cli import main
 from cocktailparty.core import checkpoint
 from cocktailparty.core.errors import CocktailError
-from cocktailparty.eval.evaluate import _mean_ci, evaluate
+from cocktailparty.eval.evaluate import mean_ci, evaluate
 from tests.toys import BandSplit, BandSplitConfig
 
 
@@ -116,7 +116,7 @@ def test_source_count_mismatch_is_explained(tmp_path):
 
 def test_confidence_interval_matches_t_distribution():
     values = [1.0, 2.0, 3.0, 4.0, float("nan")]
-    result = _mean_ci(values)
+    result = mean_ci(values)
     # n = 4, sd = 1.2910, t(0.975, 3) = 3.1824: half-width = 3.1824 * 1.2910 / 2
     assert result["n"] == 4 and result["mean"] == pytest.approx(2.5)
     assert result["ci95"] == pytest.approx(3.18245 * 1.290994 / 2, rel=1e-4)

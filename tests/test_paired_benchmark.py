@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired.py"
 
@@ -28,7 +29,7 @@ def test_paired_difference_matches_numpy_and_ignores_unshared_mixtures(tmp_path)
     result = subprocess.run([sys.executable, str(SCRIPT), str(first), str(second)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     d = b - a
-    ci = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    ci = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)  # as cocktail evaluate's intervals
     expected = (f"si_snri: A {a.mean():.2f}  B {b.mean():.2f}  B-A {d.mean():+.2f} +- {ci:.2f} (95%)  "
                 f"B higher on {int((d > 0).sum())}/40  (2 mixtures in only one file left out)")
     assert result.stdout.strip() == expected

@@ -97,7 +97,7 @@ def evaluate(
     if limit is not None:
         wanted = set(dataset.ids[:limit])
         rows = [r for r in rows if r["id"] in wanted]
-    summary = {m: _mean_ci([float(r[m]) for r in rows]) for m in metrics}
+    summary = {m: mean_ci([float(r[m]) for r in rows]) for m in metrics}
     identity["summary"] = summary
     _identity_path(out_csv).write_text(json.dumps(identity, indent=2) + "\n")
     return summary
@@ -144,7 +144,7 @@ def _read_rows(out_csv: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _mean_ci(values: list[float]) -> dict:
+def mean_ci(values: list[float]) -> dict:
     """Mean and 95% confidence half-width (Student t) of finite values."""
     from scipy import stats
 
