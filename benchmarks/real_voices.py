@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cocktailparty.core.checkpoint import PRETRAINED_DIR, read_metadata  # noqa: E402
 from cocktailparty.core.errors import CocktailError  # noqa: E402
 from cocktailparty.data.mixture_sets import write_mixture_set  # noqa: E402
-from cocktailparty.eval.evaluate import evaluate  # noqa: E402
+from cocktailparty.eval.evaluate import evaluate, mean_ci  # noqa: E402
 from targets import finish, mark  # noqa: E402  (benchmarks/targets.py, beside this script)
 
 # (set, model rate) -> SI-SNRi target in dB for the default model of that rate: real voices
@@ -148,8 +148,13 @@ def _enrolled_scores(corpus: Path, model_name: str, num_trials: int, device: str
         right.append(to_target > float(si_snr(estimate, other)))
         gains.append(to_target - float(si_snr(rendered.mixture, rendered.clean)))
     return {"model": Path(model_name).stem, "rate": rate, "trials": len(trials), "eer": float(eer(scores, labels(trials))),
-            "right_talker": float(np.mean(right)), "si_snri": float(np.mean(gains)),
-            "si_snri_ci95": float(1.96 * np.std(gains, ddof=1) / np.sqrt(len(gains)))}
+            "right_talker": float(np.mean(right)), **gain_interval(gains)}
+
+
+def gain_interval(gains: list[float]) -> dict:
+    """SI-SNRi mean and 95% interval (Student t, as ``cocktail evaluate`` reports) of target-talker gains."""
+    summary = mean_ci(gains)
+    return {"si_snri": summary["mean"], "si_snri_ci95": summary["ci95"]}
 
 
 def selection(corpus: Path, separator_name: str, embedders: list[str], num_trials: int, device: str | None,
@@ -212,10 +217,8 @@ def _selection_scores(corpus: Path, separator_name: str, embedders: list[str], n
                 right[name].append(to_target[k] > to_other[k])
                 gains[name].append(to_target[k] - baseline)
     for name in right:
-        g = np.array(gains[name])
         results[name] = {"separator": Path(separator_name).stem, "embedder": name, "rate": rate,
-                         "trials": len(trials), "right_talker": float(np.mean(right[name])),
-                         "si_snri": float(g.mean()), "si_snri_ci95": float(1.96 * g.std(ddof=1) / np.sqrt(len(g)))}
+                         "trials": len(trials), "right_talker": float(np.mean(right[name])), **gain_interval(gains[name])}
         if name in scores:
             results[name].update(eer=float(eer(scores[name], y)), scores=scores[name], labels=y)
     return results
