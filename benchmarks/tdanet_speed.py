@@ -32,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from cocktailparty.core.cuda_graphs import graphs_off
 from cocktailparty.models import build_model
 from targets import finish, mark  # benchmarks/targets.py, beside this script
 
@@ -241,7 +242,8 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
 
     def latency(mode: str, fn: Callable[[], torch.Tensor]) -> None:
         try:
-            with torch.inference_mode():
+            # graphs_off: "eager" means eager here, not the model's own graph replays.
+            with torch.inference_mode(), graphs_off():
                 # Cloned: a replayed CUDA graph (ours or torch.compile's) overwrites its output.
                 out = fn().clone()
                 t = median_time(fn, args.runs, cuda)

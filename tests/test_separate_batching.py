@@ -348,62 +348,6 @@ def test_batch_budget():
     assert cuda_path.batch_budget(10**9, 0.0, 16000) == 320 * 16000
 
 
-# --- CUDA graphs: captured when a shape repeats ------------------------------------------
-
-
-class FakeGraphs:
-    """Stand-ins for the CUDA calls that record what the policy asked for."""
-
-    def __init__(self, fail: bool = False):
-        self.log, self.fail = [], fail
-
-    def warm_up(self, forward, x):
-        self.log.append(("warm up", tuple(x.shape)))
-        return forward(x)
-
-    def capture(self, forward, example):
-        self.log.append(("capture", tuple(example.shape)))
-        if self.fail:
-            raise RuntimeError("operation not permitted when stream is capturing\nmore")
-
-        def replay(x):
-            self.log.append(("replay", tuple(x.shape)))
-            return forward(x)
-
-        return replay
-
-
-def test_a_shape_is_captured_the_second_time_and_replayed_after():
-    fake = FakeGraphs()
-    graphs = cuda_path.ShapeGraphs(lambda x: x * 2, capture=fake.capture, warm_up=fake.warm_up)
-    a, b = torch.ones(4, 10), torch.ones(1, 7)
-    for x in (a, a, a, b, a):
-        torch.testing.assert_close(graphs(x), x * 2)
-    assert fake.log == [("warm up", (4, 10)), ("capture", (4, 10)), ("replay", (4, 10)), ("replay", (4, 10)),
-                        ("warm up", (1, 7)), ("replay", (4, 10))]
-
-
-def test_at_most_max_graphs_shapes_are_captured():
-    fake = FakeGraphs()
-    graphs = cuda_path.ShapeGraphs(lambda x: x, capture=fake.capture, warm_up=fake.warm_up, max_graphs=1)
-    for x in (torch.ones(2), torch.ones(2), torch.ones(3), torch.ones(3)):
-        graphs(x)
-    assert [entry for entry in fake.log if entry[0] == "capture"] == [("capture", (2,))]
-    assert list(graphs.graphs) == [(2,)]
-
-
-def test_a_failed_capture_leaves_everything_eager(caplog):
-    fake = FakeGraphs(fail=True)
-    graphs = cuda_path.ShapeGraphs(lambda x: x + 1, capture=fake.capture, warm_up=fake.warm_up)
-    x = torch.zeros(3)
-    with caplog.at_level(logging.WARNING, logger="cocktailparty"):
-        for _ in range(4):
-            torch.testing.assert_close(graphs(x), x + 1)
-    assert fake.log == [("warm up", (3,)), ("capture", (3,))]
-    assert "could not capture the model as a CUDA graph (RuntimeError: operation not permitted" in caplog.text
-    assert caplog.text.count("could not capture") == 1
-
-
 # --- the mixture's scale, on the device ---------------------------------------------------
 
 

@@ -14,9 +14,12 @@ equal-length pieces (chunks of long recordings, or whole short ones, side by sid
 - puts every estimate back at its mixture's scale on the device (:func:`rescale_batch`), so
   the host only copies finished rows out.
 
-Everything except the CUDA calls themselves (:func:`capture_graph`,
-:func:`warm_up_on_side_stream`, the memory figures of :func:`run_measuring_peak` and
-:func:`free_memory`) runs on any device, so the CPU tests cover the logic. The CPU path of
+The runner owns the graph policy for its batches: the model's own inference graphs
+(:func:`~cocktailparty.core.cuda_graphs.replay_inference`) are off inside it.
+
+Everything except the CUDA calls themselves (the captures, the memory figures of
+:func:`run_measuring_peak` and :func:`free_memory`) runs on any device, so the CPU tests
+cover the logic. The CPU path of
 the Separator does not come here: it keeps its per-chunk numpy code, bit for bit.
 """
 
@@ -31,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from ..core.cuda_graphs import ShapeGraphs, capture_graph, graphs_off, one_line
 
 log = logging.getLogger("cocktailparty")
 
@@ -55,7 +60,6 @@ MAX_BATCH_SECONDS = 320.0
 # The share of free GPU memory one batch's activations may take: the graphs' shared pool holds
 # as much again (see CudaBatchRunner), and the rest is headroom for fragmentation.
 MEMORY_FRACTION = 0.4
-MAX_GRAPHS = 8  # batch shapes captured per Separator; later new shapes run eagerly
 PROBE_BATCH = 2
 PROBE_SEED = 1234
 
@@ -74,11 +78,6 @@ class ModelProfile:
     precision: str
     bytes_per_sample: float
     probe_samples: int
-
-
-def _one_line(err: Exception) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def check_precision(precision: str, name: str = "precision") -> str:
@@ -110,7 +109,7 @@ def choose_precision(requested: str, measure_snr: Callable[[str], float],
         try:
             snr = measure_snr(precision)
         except RuntimeError as err:  # an op without a half kernel: not worth failing the run for
-            log.info("%s autocast failed on the probe (%s)", precision, _one_line(err))
+            log.info("%s autocast failed on the probe (%s)", precision, one_line(err))
             continue
         log.info("%s output is %.1f dB SNR from fp32's on the probe (needed: %g dB)", precision, snr, MIN_SNR_DB)
         if snr >= MIN_SNR_DB:
@@ -190,83 +189,6 @@ def batch_budget(free_bytes: int, bytes_per_sample: float, sample_rate: int,
     return max(1, int(min(max_seconds * sample_rate, by_memory)))
 
 
-# ----------------------------------------------------------------------------- CUDA graphs
-
-
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def warm_up_on_side_stream(forward: Forward, x: torch.Tensor) -> torch.Tensor:
-    """``forward(x)`` run eagerly on a side stream, as torch asks of a shape before its capture
-    (cuBLAS and cuDNN set themselves up on a first call, which a capture must not see)."""
-    current = torch.cuda.current_stream(x.device)
-    side = torch.cuda.Stream(x.device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
-        out = forward(x)
-    current.wait_stream(side)
-    return out
-
-
-def capture_graph(forward: Forward, example: torch.Tensor, pool=None) -> Forward:
-    """``forward`` captured as a CUDA graph for ``example``'s shape; returns a call that copies
-    its input into the graph's static input, replays, and returns the static output, which
-    the next call overwrites. ``pool``: a memory pool shared with other graphs that never run
-    at the same time (the caller consumes each output before the next replay)."""
-    static_in = example.clone()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
-        static_out = forward(static_in)
-
-    def replay(x: torch.Tensor) -> torch.Tensor:
-        static_in.copy_(x)
-        graph.replay()
-        return static_out
-
-    return replay
-
-
-class ShapeGraphs:
-    """``forward`` for inputs of any shape, replayed from a CUDA graph per shape once it repeats.
-
-    The first input of a shape runs eagerly through ``warm_up`` (on CUDA: on a side stream,
-    which a later capture needs); the second is captured with ``capture`` and replayed, as is
-    every later one. At most ``max_graphs`` shapes are captured; others stay eager. If a
-    capture fails (a model that syncs with the host mid-forward), that is logged once and
-    everything runs eagerly from then on. The returned tensor may be overwritten by the next
-    call: use it first.
-
-    ``capture`` and ``warm_up`` are parameters so that this policy is tested without a GPU.
-    """
-
-    def __init__(self, forward: Forward, capture: Callable[[Forward, torch.Tensor], Forward] = capture_graph,
-                 warm_up: Callable[[Forward, torch.Tensor], torch.Tensor] = warm_up_on_side_stream,
-                 max_graphs: int = MAX_GRAPHS):
-        self.forward, self.capture, self.warm_up, self.max_graphs = forward, capture, warm_up, max_graphs
-        self.graphs: dict[tuple[int, ...], Forward] = {}
-        self.seen: set[tuple[int, ...]] = set()
-        self.enabled = True
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape)
-        replay = self.graphs.get(shape)
-        if replay is not None:
-            return replay(x)
-        if not self.enabled or len(self.graphs) >= self.max_graphs:
-            return self.forward(x)
-        if shape not in self.seen:
-            self.seen.add(shape)
-            return self.warm_up(self.forward, x)
-        try:
-            replay = self.capture(self.forward, x)
-        except Exception as err:  # any failure to capture leaves the eager path, which works
-            log.warning("could not capture the model as a CUDA graph (%s); running it eagerly", _one_line(err))
-            self.enabled = False
-            return self.forward(x)
-        self.graphs[shape] = replay
-        return replay(x)
-
-
 # ----------------------------------------------------------------------------- scale
 
 
@@ -332,8 +254,9 @@ class CudaBatchRunner:
     def profile(self) -> ModelProfile:
         """Measured at the first use (two forwards of the probe), once per model."""
         if self._profile is None:
-            self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
-                                          self.sample_rate)
+            with graphs_off():
+                    self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
+                                              self.sample_rate)
         return self._profile
 
     def budget_samples(self, max_seconds: float) -> int:
@@ -344,6 +267,7 @@ class CudaBatchRunner:
         return forward_in(self.model, x, self.profile.precision)
 
     @torch.inference_mode()
+    @graphs_off()
     def __call__(self, pieces: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(pieces).to(self.device)
         estimates = self.graphs(x) if self.graphs is not None else self._forward(x)

@@ -39,6 +39,7 @@ from ..core.cpu import keep_freed_memory
 from ..core.device import resolve_device
 from ..core.errors import AudioError, CocktailError
 from ..core.progress import Bar, Stages
+from ..core.cuda_graphs import graphs_allowed
 from .chunks import chunk_bounds
 from .cuda_path import MAX_BATCH_SECONDS, CudaBatchRunner, check_precision
 
@@ -51,7 +52,7 @@ Array = Union[np.ndarray, torch.Tensor]
 
 # Debugging switches for the CUDA path, read when a Separator is made without the argument:
 # COCKTAIL_PRECISION=fp32 (or bf16, fp16; default auto) and COCKTAIL_CUDA_GRAPHS=0.
-PRECISION_ENV, GRAPHS_ENV = "COCKTAIL_PRECISION", "COCKTAIL_CUDA_GRAPHS"
+PRECISION_ENV = "COCKTAIL_PRECISION"
 
 
 class Separator:
@@ -117,7 +118,7 @@ class Separator:
         self.precision = requested_precision() if precision is None else check_precision(precision)
         self._cpu_bf16 = self.device is not None and self.device.type == "cpu" and cpu_runs_bf16(self.precision)
         if cuda_graphs is None:
-            cuda_graphs = os.environ.get(GRAPHS_ENV, "1") != "0"
+            cuda_graphs = graphs_allowed()
         self.cuda_graphs = cuda_graphs
         if self.device is not None and self.device.type == "cuda":
             # The probe is as long as the longest piece that is batched: one chunk (10 s when
