@@ -228,6 +228,23 @@ def test_real_time_factor_positive():
     assert torch.get_num_threads() >= 1
 
 
+def test_real_time_factor_times_every_model_without_cuda_graphs():
+    # A TDANet replays repeated CUDA inputs from a graph by itself; a cost table must not
+    # time it that way while other models launch every kernel.
+    from cocktailparty.core.cuda_graphs import graphs_allowed
+
+    allowed = []
+
+    class Watched(ProfileTiny):
+        def forward(self, x):
+            allowed.append(graphs_allowed())
+            return super().forward(x)
+
+    memory_speed.real_time_factor(Watched(ProfileTinyConfig()), seconds=0.1, repeats=2)
+    assert allowed and not any(allowed)
+    assert graphs_allowed()
+
+
 def _profile_table_module():
     import importlib.util
     from pathlib import Path

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..core.cuda_graphs import graphs_off
 from ..core.errors import CocktailError
 from .profile_inputs import at_rate, cpu_copy, device_of, example_input, model_sample_rate, resolve_model
 
@@ -190,6 +191,9 @@ def real_time_factor(model: nn.Module, seconds: float = 1.0, sample_rate: int | 
     ``rtf`` is the median forward time over the audio duration (``seconds``; with a batch, the
     time per batch over ``seconds``, so divide by ``batch`` for per-track throughput). On CPU,
     ``threads`` intra-op threads (``None``: leave torch's setting) for the duration of the call.
+    Every kernel is launched eagerly: a TDANet would replay the repeated input from a CUDA graph
+    by itself (see :mod:`cocktailparty.core.cuda_graphs`), other models do not, and a cost table
+    compares models alike.
     """
     device = device_of(model)
     x = example_input(model, seconds, sample_rate, batch, device)
@@ -199,7 +203,7 @@ def real_time_factor(model: nn.Module, seconds: float = 1.0, sample_rate: int | 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), graphs_off():
             ms, runs = _median_ms(lambda: model(x), device, repeats, budget_s)
     finally:
         torch.set_num_threads(previous)

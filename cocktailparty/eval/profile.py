@@ -35,7 +35,8 @@ Tune-In's Table 1), measured the same way for every model in the registry:
   a fresh Python process, after a warm-up on a short input. GPU: ``max_memory_allocated``
   during the forward minus what was allocated before it.
 - **rtf**: real-time factor, median forward time divided by the audio duration (below 1 is
-  faster than real time), in eval mode under ``torch.inference_mode``. CPU timings use one
+  faster than real time), in eval mode under ``torch.inference_mode``, every kernel launched
+  eagerly (no CUDA graphs, for any model, so that models compare alike). CPU timings use one
   thread unless told otherwise, because the reference figures are one-thread figures. On a
   GPU, ``fwd_bwd_ms`` also times a training step without the optimizer (forward, a loss,
   backward).
