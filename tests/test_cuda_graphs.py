@@ -72,6 +72,17 @@ def test_a_failed_capture_leaves_everything_eager(caplog):
     assert caplog.text.count("could not capture") == 1
 
 
+def test_shapes_met_once_are_remembered_up_to_a_bound(monkeypatch):
+    monkeypatch.setattr(cuda_graphs, "MAX_SEEN", 3)
+    fake = FakeGraphs()
+    graphs = cuda_graphs.ShapeGraphs(lambda x: x, capture=fake.capture, warm_up=fake.warm_up)
+    for length in range(1, 8):
+        graphs(torch.ones(length))
+    assert len(graphs.seen) <= 3 and not graphs.graphs
+    graphs(torch.ones(7))  # the latest one is still remembered: captured now
+    assert list(graphs.graphs) == [(7,)]
+
+
 def test_the_key_decides_what_shares_a_graph():
     fake = FakeGraphs()
     graphs = cuda_graphs.ShapeGraphs(lambda x: x * 2, capture=fake.capture, warm_up=fake.warm_up,

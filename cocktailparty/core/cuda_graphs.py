@@ -32,6 +32,9 @@ log = logging.getLogger("cocktailparty")
 
 GRAPHS_ENV = "COCKTAIL_CUDA_GRAPHS"
 MAX_GRAPHS = 8  # input shapes captured per Separator or model; later new shapes run eagerly
+# Shapes met once that a ShapeGraphs remembers: inputs of ever new lengths (a service, an
+# evaluation of whole utterances) must not grow the set without end; past this it starts over.
+MAX_SEEN = 1024
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -123,6 +126,8 @@ class ShapeGraphs:
         if not self.enabled or len(self.graphs) >= self.max_graphs:
             return self.forward(x)
         if key not in self.seen:
+            if len(self.seen) >= MAX_SEEN:
+                self.seen.clear()
             self.seen.add(key)
             return self.warm_up(self.forward, x)
         try:
