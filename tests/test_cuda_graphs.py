@@ -147,3 +147,12 @@ def test_a_cpu_forward_never_touches_the_graphs(monkeypatch):
         for _ in range(3):
             assert model(torch.randn(2, 800)).shape == (2, 2, 800)
     assert model not in cuda_graphs._MODEL_GRAPHS
+
+
+def test_a_tdanet_forgets_its_graphs_when_its_tensors_may_move():
+    model = build_model("tdanet", **TINY).eval()
+    for move in (lambda: model.load_state_dict(model.state_dict(), assign=True), lambda: model.double(),
+                 lambda: model.to("cpu")):
+        cuda_graphs._MODEL_GRAPHS[model] = object()  # stands in for captured graphs
+        move()
+        assert model not in cuda_graphs._MODEL_GRAPHS

@@ -191,9 +191,10 @@ def replay_inference(module: nn.Module, forward: Forward, x: torch.Tensor) -> to
     ``forward``: the module's eager forward, a bound method of ``module`` (held weakly). The
     output is a fresh tensor, as an eager forward's is. All of a module's graphs share one
     memory pool (they run one at a time). A module whose parameters move (``.to()``,
-    ``.half()``) must call :func:`forget_graphs` (its ``_apply`` does): the graphs read the
-    old tensors' addresses. Weights changed in place (``load_state_dict``, an optimizer
-    step) are read by the next replay.
+    ``.half()``, ``load_state_dict(assign=True)``) must call :func:`forget_graphs` (a TDANet
+    does, from ``_apply`` and after every load): the graphs read the old tensors' addresses.
+    Weights changed in place (an optimizer step) are read by the next replay. A parameter
+    swapped for a new one by hand is not noticed: call :func:`forget_graphs` after it.
     """
     graphs = _MODEL_GRAPHS.get(module)
     if graphs is None:

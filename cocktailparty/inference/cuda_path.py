@@ -19,8 +19,8 @@ The runner owns the graph policy for its batches: the model's own inference grap
 
 Everything except the CUDA calls themselves (the captures, the memory figures of
 :func:`run_measuring_peak` and :func:`free_memory`) runs on any device, so the CPU tests
-cover the logic. The CPU path of
-the Separator does not come here: it keeps its per-chunk numpy code, bit for bit.
+cover the logic. The CPU path of the Separator does not come here: it keeps its per-chunk
+numpy code, bit for bit.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class CudaBatchRunner:
         """Measured at the first use (two forwards of the probe), once per model."""
         if self._profile is None:
             with graphs_off():
-                    self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
+                self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
                                               self.sample_rate)
         return self._profile
 

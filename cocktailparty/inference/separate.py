@@ -36,10 +36,10 @@ from torch import nn
 from ..core import audio
 from ..core.checkpoint import load_model
 from ..core.cpu import keep_freed_memory
+from ..core.cuda_graphs import graphs_allowed
 from ..core.device import resolve_device
 from ..core.errors import AudioError, CocktailError
 from ..core.progress import Bar, Stages
-from ..core.cuda_graphs import graphs_allowed
 from .chunks import chunk_bounds
 from .cuda_path import MAX_BATCH_SECONDS, CudaBatchRunner, check_precision
 

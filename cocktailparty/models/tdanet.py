@@ -528,6 +528,8 @@ class TDANet(nn.Module):
         # Decoder shared by all sources (Fig. 2): transposed conv with the encoder's window.
         self.decoder = nn.ConvTranspose1d(basis, 1, kernel, stride, bias=False)
         self.channels_last: bool | None = None  # None: on CPU only, where oneDNN wants it
+        # A load may put new tensors in place of the old (assign=True): the graphs would read freed memory.
+        self.register_load_state_dict_post_hook(_forget_graphs_after_load)
 
     def compile(self, **options) -> None:
         """torch.compile in place, as ``nn.Module.compile``, but only the shared block.
@@ -605,6 +607,10 @@ class TDANet(nn.Module):
         with _no_autocast(wav.device.type):
             out = self.decoder(masked.to(enc.dtype))  # (batch * C, 1, padded length)
         return out.view(batch, cfg.num_sources, -1)[..., left:left + length]
+
+
+def _forget_graphs_after_load(module: nn.Module, incompatible_keys) -> None:
+    forget_graphs(module)
 
 
 @register("tdanet-large", TDANetLargeConfig)
