@@ -412,3 +412,23 @@ def test_the_throughput_benchmark_smoke_run_prints_its_table(capsys):
     assert load_benchmark("separate_throughput").main(["--smoke", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "folder: 20 x 0.5 s" in out and "one file of 0.5 min" in out and "x real time" in out
+
+
+def test_the_runner_calls_the_model_without_its_own_graphs():
+    # The runner captures its batches itself: a model's inference graphs inside it would only hold memory.
+    from cocktailparty.core.cuda_graphs import graphs_allowed
+
+    allowed = []
+
+    class Watched(Halves):
+        def forward(self, x):
+            allowed.append(graphs_allowed())
+            return super().forward(x)
+
+    model = Watched(HalvesConfig()).eval()
+    runner = cuda_path.CudaBatchRunner(model, torch.device("cpu"), "fp32", graphs=False, probe_samples=800,
+                                       sample_rate=RATE)
+    runner(np.zeros((2, 800), dtype=np.float32))
+    assert allowed and not any(allowed)
+    assert graphs_allowed()
+

@@ -15,7 +15,8 @@ equal-length pieces (chunks of long recordings, or whole short ones, side by sid
   the host only copies finished rows out.
 
 The runner owns the graph policy for its batches: the model's own inference graphs
-(:func:`~cocktailparty.core.cuda_graphs.replay_inference`) are off inside it.
+(:func:`~cocktailparty.core.cuda_graphs.replay_inference`) are off in its model calls
+(:func:`forward_in`).
 
 Everything except the CUDA calls themselves (the captures, the memory figures of
 :func:`run_measuring_peak` and :func:`free_memory`) runs on any device, so the CPU tests
@@ -122,9 +123,11 @@ def forward_in(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tenso
     """``model(x)`` as float32 ``(B, C, T)`` from ``x (B, T)``, under autocast for ``"bf16"`` and ``"fp16"``.
 
     Autocast's weight-cast cache is off: a cache filled while a CUDA graph is captured would
-    hold casts made in the graph's pool, stale for the next call.
+    hold casts made in the graph's pool, stale for the next call. The model's own inference
+    graphs are off (:func:`~cocktailparty.core.cuda_graphs.graphs_off`): every model call of the
+    runner comes through here, and the runner captures its batches itself.
     """
-    with torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16), enabled=precision in _DTYPES,
+    with graphs_off(), torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16), enabled=precision in _DTYPES,
                         cache_enabled=False):
         return model(x).float()
 
@@ -254,9 +257,8 @@ class CudaBatchRunner:
     def profile(self) -> ModelProfile:
         """Measured at the first use (two forwards of the probe), once per model."""
         if self._profile is None:
-            with graphs_off():
-                self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
-                                              self.sample_rate)
+            self._profile = model_profile(self.model, self.device, self.requested, self.probe_samples,
+                                          self.sample_rate)
         return self._profile
 
     def budget_samples(self, max_seconds: float) -> int:
@@ -267,7 +269,6 @@ class CudaBatchRunner:
         return forward_in(self.model, x, self.profile.precision)
 
     @torch.inference_mode()
-    @graphs_off()
     def __call__(self, pieces: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(pieces).to(self.device)
         estimates = self.graphs(x) if self.graphs is not None else self._forward(x)

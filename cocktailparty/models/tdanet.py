@@ -202,8 +202,9 @@ class _GLNFunction(torch.autograd.Function):
     norm backward. Eager, the backward is torch's ``native_group_norm_backward`` with one group
     (gLN's backward in ~4 kernels, each over many thread blocks), fed the statistics this
     forward saved: 14,300 -> 8,900 kernels a step, 26 -> 33 samples/s (H200, fp32, alternating
-    rounds in one process; ``benchmarks/speed.py``'s eager training row 31.4 -> 46.6). Its CUDA kernels read mean, rstd and weight in the activations'
-    dtype, so bf16 activations are cast to fp32 for it. Under torch.compile the written-out
+    rounds in one process; ``benchmarks/speed.py``'s eager training row 31.4 -> 46.6). Its CUDA
+    kernels read mean, rstd and weight in the activations' dtype, so bf16 activations are cast
+    to fp32 for it. Under torch.compile the written-out
     maths stays: Inductor fuses it into fewer passes than its own decomposition of the native
     op (compiled bf16 training, 8 x 2 s: 143.5 samples/s against 123.0 with the native op).
     """
