@@ -17,6 +17,11 @@ import soundfile as sf
 from cocktailparty.data.speaker_corpus import MANIFEST_COLUMNS
 
 
+# A TDANet small enough for CPU tests and quick GPU ones: every part of the network, few channels.
+TINY_TDANET = dict(basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2, ffn_channels=16, dropout=0.0,
+                   drop_path=0.0)
+
+
 def write_manifest(root, rows: list[dict], corpus_info: dict | None = None) -> None:
     """Write a corpus's manifest.csv and corpus.json, as `cocktail corpus build` lays them out."""
     with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as handle:

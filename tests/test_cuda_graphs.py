@@ -11,9 +11,7 @@ import torch
 
 from cocktailparty.core import cuda_graphs
 from cocktailparty.models import build_model, tdanet
-
-TINY = dict(basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2, ffn_channels=16, dropout=0.0,
-            drop_path=0.0)
+from tests.helpers import TINY_TDANET
 
 
 # --- CUDA graphs: captured when a shape repeats ------------------------------------------
@@ -127,7 +125,7 @@ class FakeCudaTensor:
 
 def test_only_inference_on_cuda_may_replay(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has none
-    model = build_model("tdanet", **TINY).eval()
+    model = build_model("tdanet", **TINY_TDANET).eval()
     cpu_input = torch.zeros(1, 800)
     with torch.no_grad():
         assert not cuda_graphs.replays_inference(model, cpu_input)
@@ -141,7 +139,7 @@ def test_only_inference_on_cuda_may_replay(monkeypatch):
 
 
 def test_a_cpu_forward_never_touches_the_graphs(monkeypatch):
-    model = build_model("tdanet", **TINY).eval()
+    model = build_model("tdanet", **TINY_TDANET).eval()
     monkeypatch.setattr(tdanet, "replay_inference", lambda *args: pytest.fail("replayed on the CPU"))
     with torch.no_grad():
         for _ in range(3):
@@ -150,7 +148,7 @@ def test_a_cpu_forward_never_touches_the_graphs(monkeypatch):
 
 
 def test_a_tdanet_forgets_its_graphs_when_its_tensors_may_move():
-    model = build_model("tdanet", **TINY).eval()
+    model = build_model("tdanet", **TINY_TDANET).eval()
     for move in (lambda: model.load_state_dict(model.state_dict(), assign=True), lambda: model.double(),
                  lambda: model.to("cpu")):
         cuda_graphs._MODEL_GRAPHS[model] = object()  # stands in for captured graphs

@@ -18,16 +18,15 @@ from torch import nn
 from cocktailparty.inference import cuda_path
 from cocktailparty.inference.separate import Separator, best_order, match_mixture_scale, process_files
 from cocktailparty.models import build_model
+from tests.helpers import TINY_TDANET
 from tests.toys import BandSplit, BandSplitConfig, Halves, HalvesConfig
 
 RATE = 8000
-TINY_TDANET = dict(sample_rate=RATE, basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2,
-                   ffn_channels=16, dropout=0.0, drop_path=0.0)
 
 
 def tiny_tdanet() -> nn.Module:
     torch.manual_seed(0)
-    return build_model("tdanet", **TINY_TDANET).eval()
+    return build_model("tdanet", **TINY_TDANET, sample_rate=RATE).eval()
 
 
 def speech(seconds: float, seed: int) -> np.ndarray:

@@ -10,14 +10,12 @@ import torch
 from cocktailparty.core import cuda_graphs
 from cocktailparty.inference.separate import Separator
 from cocktailparty.models import build_model
-
-TINY = dict(basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2, ffn_channels=16, dropout=0.0,
-            drop_path=0.0)
+from tests.helpers import TINY_TDANET
 
 
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("tdanet", **TINY).cuda().eval()
+    return build_model("tdanet", **TINY_TDANET).cuda().eval()
 
 
 def captured(model: torch.nn.Module) -> list:

@@ -17,10 +17,10 @@ from cocktailparty.inference import cuda_path
 from cocktailparty.inference.export import speech_like_mixtures
 from cocktailparty.inference.separate import Separator
 from cocktailparty.models import build_model
+from tests.helpers import TINY_TDANET
 
 RATE = 16000
-TINY = dict(sample_rate=RATE, basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads=2, ffn_channels=16,
-            dropout=0.0, drop_path=0.0)
+TINY = dict(TINY_TDANET, sample_rate=RATE)
 
 
 def speech(count: int, seconds: float, seed: int) -> list[np.ndarray]:
