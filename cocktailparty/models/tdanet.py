@@ -124,8 +124,11 @@ class Conv(nn.Conv1d):
         # A pointwise conv on a channels-last tensor is one GEMM over its physical
         # (batch, 1, time, channels) layout; torch's CPU conv would transpose in and out.
         self.pointwise = kernel == 1 and stride == 1 and groups == 1
+        self.depthwise = kernel > 1 and groups == cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.depthwise and torch.compiler.is_compiling():
+            return self._depthwise_as_taps(x)
         if self.pointwise and x.is_contiguous(memory_format=torch.channels_last):
             return F.linear(x.permute(0, 2, 3, 1), self.weight.squeeze(2), self.bias).permute(0, 3, 1, 2)
         if self.pointwise and x.is_cuda:
@@ -139,6 +142,26 @@ class Conv(nn.Conv1d):
             return y.view(b, -1, h, t)
         return F.conv2d(x, self.weight.unsqueeze(2), self.bias, (1, self.stride[0]), (0, self.padding[0]),
                         (1, self.dilation[0]), self.groups)
+
+    def _depthwise_as_taps(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv written as the sum of its k shifted, per-channel-scaled copies of
+        ``x`` ``(batch, C, 1, T)``; the same values as :meth:`forward`'s conv.
+
+        Used under torch.compile only: Inductor fuses the taps, forward and backward, with the
+        gLN, PReLU and gating around them into its own kernels, where cuDNN's depthwise kernels
+        (forward, input and weight gradients) took 16.8 of 53 ms of GPU time in a compiled bf16
+        training step (8 x 2 s, H200): 145 -> 238 samples/s. Eagerly each tap would be its own
+        launches, so eager keeps the conv.
+        """
+        k, stride, dilation, pad = self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
+        frames = (x.shape[-1] + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+        padded = F.pad(x, (pad, pad))
+        weight = self.weight.to(x.dtype).view(1, -1, 1, k)  # under autocast, as the conv casts it
+        y = self.bias.to(x.dtype).view(1, -1, 1, 1) if self.bias is not None else 0
+        for tap in range(k):
+            start = tap * dilation
+            y = y + padded[..., start:start + stride * (frames - 1) + 1:stride] * weight[..., tap:tap + 1]
+        return y
 
 
 class GLN(GlobalLayerNorm):
