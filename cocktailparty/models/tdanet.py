@@ -558,8 +558,8 @@ class TDANet(nn.Module):
     def compile(self, **options) -> None:
         """torch.compile in place, as ``nn.Module.compile``, but only the shared block.
 
-        The GPU's fastest training path (fused gLN, PReLU and gating kernels, far fewer
-        launches). All unfolds run the same block on same-shaped inputs, so one graph is
+        The GPU's fastest training path (fused gLN, PReLU and gating kernels, the depthwise
+        convs as fused taps: see :meth:`Conv._depthwise_as_taps`, far fewer launches). All unfolds run the same block on same-shaped inputs, so one graph is
         compiled and reused; compiling the whole model would trace all unfolds unrolled.
 
         Static shapes unless ``options`` say otherwise: by default a second input shape makes
