@@ -363,7 +363,9 @@ def test_depthwise_taps_are_the_conv_and_its_gradients(stride, dilation, length,
 
 
 @pytest.mark.slow
-def test_a_compiled_depthwise_conv_runs_as_taps_with_the_convs_values():
+def test_a_compiled_depthwise_conv_on_a_cpu_keeps_the_conv():
+    # Inductor's vectorised CPU code for the taps' backward corrupted the heap (torch 2.13), so
+    # only CUDA inputs take them (tests/gpu/test_fast_path.py checks that path).
     from cocktailparty.models.tdanet import Conv
 
     torch.manual_seed(0)
@@ -371,10 +373,10 @@ def test_a_compiled_depthwise_conv_runs_as_taps_with_the_convs_values():
     x = torch.randn(2, 8, 1, 40)
     calls = []
     taps = conv._depthwise_as_taps
-    conv._depthwise_as_taps = lambda inp: calls.append(1) or taps(inp)  # traced once by dynamo
+    conv._depthwise_as_taps = lambda inp: calls.append(1) or taps(inp)
     torch.testing.assert_close(torch.compile(conv, dynamic=False)(x), F.conv2d(
         x, conv.weight.unsqueeze(2), conv.bias, (1, 2), (0, 2), 1, 8), rtol=1e-5, atol=1e-5)
-    assert calls, "under torch.compile the depthwise conv did not take the taps"
+    assert not calls
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ class Conv(nn.Conv1d):
         self.depthwise = kernel > 1 and groups == cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.depthwise and torch.compiler.is_compiling():
+        if self.depthwise and x.is_cuda and torch.compiler.is_compiling():
             return self._depthwise_as_taps(x)
         if self.pointwise and x.is_contiguous(memory_format=torch.channels_last):
             return F.linear(x.permute(0, 2, 3, 1), self.weight.squeeze(2), self.bias).permute(0, 3, 1, 2)
@@ -151,7 +151,9 @@ class Conv(nn.Conv1d):
         gLN, PReLU and gating around them into its own kernels, where cuDNN's depthwise kernels
         (forward, input and weight gradients) took 16.8 of 53 ms of GPU time in a compiled bf16
         training step (8 x 2 s, H200): 145 -> 238 samples/s. Eagerly each tap would be its own
-        launches, so eager keeps the conv.
+        launches, so eager keeps the conv. CUDA only: Inductor's vectorised CPU code for the taps'
+        backward through the whole block corrupted the heap (``free(): invalid next size``, torch
+        2.13); its scalar CPU code gave the eager gradients, so the traced maths is sound.
         """
         k, stride, dilation, pad = self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
         frames = (x.shape[-1] + 2 * pad - dilation * (k - 1) - 1) // stride + 1

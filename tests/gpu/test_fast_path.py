@@ -66,3 +66,29 @@ def test_a_compile_that_fails_on_cuda_warns_once_and_keeps_the_graph(tmp_path, c
     assert "inductor exploded" in _warnings(caplog)[0]
     assert trainer.t.compile is False and trainer.graphed is not None
     assert math.isfinite(_valid_score(trainer))
+
+
+def test_compiled_on_cuda_the_depthwise_convs_run_as_taps_with_the_eager_gradients(monkeypatch):
+    """The compiled block's depthwise convs take :meth:`Conv._depthwise_as_taps` on CUDA, and the
+    compiled model's gradients (fp32, no dropout) are the eager model's."""
+    import copy
+
+    from cocktailparty.models import build_model
+    from cocktailparty.models.tdanet import Conv
+
+    calls = []
+    taps = Conv._depthwise_as_taps
+    monkeypatch.setattr(Conv, "_depthwise_as_taps", lambda self, x: calls.append(1) or taps(self, x))
+    torch.manual_seed(0)
+    config = {k: v for k, v in TINY.items() if k != "architecture"}
+    eager = build_model("tdanet", **{**config, "dropout": 0.0, "drop_path": 0.0}).cuda().train()
+    compiled = copy.deepcopy(eager)
+    compiled.compile()
+    x = torch.randn(4, RATE // 2, device="cuda")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # eager convs in true fp32
+        for model in (eager, compiled):
+            model(x).square().mean().backward()
+    assert calls, "the compiled block kept cuDNN's depthwise convs"
+    for (name, a), b in zip(compiled.named_parameters(), eager.parameters()):
+        scale = b.grad.abs().max().clamp_min(1e-12)
+        assert float((a.grad - b.grad).abs().max() / scale) < 1e-3, name
