@@ -147,7 +147,7 @@ class Conv(nn.Conv1d):
         """The depthwise conv written as the sum of its k shifted, per-channel-scaled copies of
         ``x`` ``(batch, C, 1, T)``; the same values as :meth:`forward`'s conv.
 
-        Used under torch.compile only: Inductor fuses the taps, forward and backward, with the
+        Used under torch.compile on CUDA only: Inductor fuses the taps, forward and backward, with the
         gLN, PReLU and gating around them into its own kernels, where cuDNN's depthwise kernels
         (forward, input and weight gradients) took 16.8 of 53 ms of GPU time in a compiled bf16
         training step (8 x 2 s, H200): 145 -> 238 samples/s. Eagerly each tap would be its own
@@ -561,8 +561,9 @@ class TDANet(nn.Module):
         """torch.compile in place, as ``nn.Module.compile``, but only the shared block.
 
         The GPU's fastest training path (fused gLN, PReLU and gating kernels, the depthwise
-        convs as fused taps: see :meth:`Conv._depthwise_as_taps`, far fewer launches). All unfolds run the same block on same-shaped inputs, so one graph is
-        compiled and reused; compiling the whole model would trace all unfolds unrolled.
+        convs as fused taps (:meth:`Conv._depthwise_as_taps`), far fewer launches). All unfolds
+        run the same block on same-shaped inputs, so one graph is compiled and reused;
+        compiling the whole model would trace all unfolds unrolled.
 
         Static shapes unless ``options`` say otherwise: by default a second input shape makes
         torch.compile retrace with symbolic sizes, and Inductor fails on this block's pooled
