@@ -22,6 +22,21 @@ TINY_TDANET = dict(basis=9, bottleneck=8, channels=16, depth=2, unfolds=2, heads
                    drop_path=0.0)
 
 
+def recording_graphs_allowed(model_class: type) -> tuple[type, list[bool]]:
+    """A subclass of ``model_class`` whose forward appends ``graphs_allowed()`` (whether a model
+    may replay its own CUDA graphs there) to the returned list at every call."""
+    from cocktailparty.core.cuda_graphs import graphs_allowed
+
+    allowed: list[bool] = []
+
+    class Watched(model_class):
+        def forward(self, x):
+            allowed.append(graphs_allowed())
+            return super().forward(x)
+
+    return Watched, allowed
+
+
 def write_manifest(root, rows: list[dict], corpus_info: dict | None = None) -> None:
     """Write a corpus's manifest.csv and corpus.json, as `cocktail corpus build` lays them out."""
     with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as handle:

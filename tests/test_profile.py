@@ -232,14 +232,9 @@ def test_real_time_factor_times_every_model_without_cuda_graphs():
     # A TDANet replays repeated CUDA inputs from a graph by itself; a cost table must not
     # time it that way while other models launch every kernel.
     from cocktailparty.core.cuda_graphs import graphs_allowed
+    from tests.helpers import recording_graphs_allowed
 
-    allowed = []
-
-    class Watched(ProfileTiny):
-        def forward(self, x):
-            allowed.append(graphs_allowed())
-            return super().forward(x)
-
+    Watched, allowed = recording_graphs_allowed(ProfileTiny)
     memory_speed.real_time_factor(Watched(ProfileTinyConfig()), seconds=0.1, repeats=2)
     assert allowed and not any(allowed)
     assert graphs_allowed()

@@ -416,14 +416,9 @@ def test_the_throughput_benchmark_smoke_run_prints_its_table(capsys):
 def test_the_runner_calls_the_model_without_its_own_graphs():
     # The runner captures its batches itself: a model's inference graphs inside it would only hold memory.
     from cocktailparty.core.cuda_graphs import graphs_allowed
+    from tests.helpers import recording_graphs_allowed
 
-    allowed = []
-
-    class Watched(Halves):
-        def forward(self, x):
-            allowed.append(graphs_allowed())
-            return super().forward(x)
-
+    Watched, allowed = recording_graphs_allowed(Halves)
     model = Watched(HalvesConfig()).eval()
     runner = cuda_path.CudaBatchRunner(model, torch.device("cpu"), "fp32", graphs=False, probe_samples=800,
                                        sample_rate=RATE)

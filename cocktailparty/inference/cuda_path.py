@@ -127,8 +127,9 @@ def forward_in(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tenso
     graphs are off (:func:`~cocktailparty.core.cuda_graphs.graphs_off`): every model call of the
     runner comes through here, and the runner captures its batches itself.
     """
-    with graphs_off(), torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16), enabled=precision in _DTYPES,
-                        cache_enabled=False):
+    autocast = torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16),
+                              enabled=precision in _DTYPES, cache_enabled=False)
+    with graphs_off(), autocast:
         return model(x).float()
 
 

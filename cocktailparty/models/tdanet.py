@@ -151,7 +151,7 @@ class Conv(nn.Conv1d):
         gLN, PReLU and gating around them into its own kernels, where cuDNN's depthwise kernels
         (forward, input and weight gradients) took 16.8 of 53 ms of GPU time in a compiled bf16
         training step (8 x 2 s, H200): 145 -> 238 samples/s. Eagerly each tap would be its own
-        launches, so eager keeps the conv. CUDA only: Inductor's vectorised CPU code for the taps'
+        launches, so eager keeps the conv. Not on CPUs: Inductor's vectorised CPU code for the taps'
         backward through the whole block corrupted the heap (``free(): invalid next size``, torch
         2.13); its scalar CPU code gave the eager gradients, so the traced maths is sound.
         """

@@ -16,11 +16,11 @@ import torch
 
 from cocktailparty.train.config import resolve_config
 from cocktailparty.train.engine import Trainer
-from tests.helpers import write_tone_corpus
+from tests.helpers import TINY_TDANET, write_tone_corpus
 
 RATE = 16000
-TINY = {"architecture": "tdanet", "sample_rate": RATE, "num_sources": 2, "basis": 9, "bottleneck": 8,
-        "channels": 16, "depth": 2, "unfolds": 2, "heads": 2, "ffn_channels": 16, "dropout": 0.1, "drop_path": 0.1}
+TINY = {"architecture": "tdanet", "sample_rate": RATE, "num_sources": 2, **TINY_TDANET,
+        "dropout": 0.1, "drop_path": 0.1}
 
 
 def _default_run(tmp_path) -> Trainer:
@@ -80,8 +80,7 @@ def test_compiled_on_cuda_the_depthwise_convs_run_as_taps_with_the_eager_gradien
     taps = Conv._depthwise_as_taps
     monkeypatch.setattr(Conv, "_depthwise_as_taps", lambda self, x: calls.append(1) or taps(self, x))
     torch.manual_seed(0)
-    config = {k: v for k, v in TINY.items() if k != "architecture"}
-    eager = build_model("tdanet", **{**config, "dropout": 0.0, "drop_path": 0.0}).cuda().train()
+    eager = build_model("tdanet", sample_rate=RATE, **TINY_TDANET).cuda().train()  # no dropout
     compiled = copy.deepcopy(eager)
     compiled.compile()
     x = torch.randn(4, RATE // 2, device="cuda")
