@@ -75,6 +75,15 @@ def warm_up_on_side_stream(forward: Forward, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def uncached_autocast():
+    """CUDA autocast as it stands (on or off, its dtype) but without its weight-cast cache, for a
+    capture: a cast the cache already holds (made by an eager call earlier in the same autocast
+    block) would not be recorded, and the graph would go on reading that tensor after the block
+    ends and frees it, or after the weights change."""
+    return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
+                          cache_enabled=False)
+
+
 def capture_graph(forward: Forward, example: torch.Tensor, pool=None) -> Forward:
     """``forward`` captured as a CUDA graph for ``example``'s shape; returns a call that copies
     its input into the graph's static input, replays, and returns the static output, which
@@ -82,7 +91,7 @@ def capture_graph(forward: Forward, example: torch.Tensor, pool=None) -> Forward
     at the same time (the caller consumes each output before the next replay)."""
     static_in = example.clone()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with uncached_autocast(), torch.cuda.graph(graph, pool=pool):
         static_out = forward(static_in)
 
     def replay(x: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,24 @@ def test_autocast_gets_a_graph_of_its_own():
     torch.testing.assert_close(bf16, expected, rtol=0.0, atol=0.02 * float(expected.abs().max()))
 
 
+def test_a_capture_inside_one_autocast_block_records_the_weight_casts():
+    model = tiny_model()
+    x = torch.randn(2, 800, device="cuda")
+    with torch.no_grad():
+        with torch.autocast("cuda", torch.bfloat16):  # one block: the eager first call fills the cast cache
+            for _ in range(3):
+                model(x)
+        assert len(captured(model)) == 1
+        for parameter in model.parameters():
+            parameter.mul_(0.5)
+        with torch.autocast("cuda", torch.bfloat16):
+            out = model(x)
+        with torch.autocast("cuda", torch.bfloat16), cuda_graphs.graphs_off():
+            expected = model(x)
+    # A graph that had read the first block's cached casts would still compute with the old weights.
+    torch.testing.assert_close(out, expected, rtol=0.0, atol=0.02 * float(expected.abs().max()))
+
+
 def test_weights_changed_in_place_are_read_and_moved_weights_forget_the_graphs():
     model = tiny_model()
     x = torch.randn(2, 800, device="cuda")
