@@ -77,7 +77,7 @@ def cuda_graph(model: torch.nn.Module, x: torch.Tensor, precision: str) -> Calla
     static_x = x.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.inference_mode(), autocast(precision, x.device):
+    with torch.cuda.stream(stream), torch.inference_mode(), autocast(precision, x.device), graphs_off():
         for _ in range(3):
             model(static_x)
     torch.cuda.current_stream().wait_stream(stream)
@@ -127,7 +127,7 @@ def graphed_train_step(net: torch.nn.Module, mix: torch.Tensor, sources: torch.T
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(stream), graphs_off():  # the warm-ups: no graphs of the model's own
         for _ in range(3):
             opt.zero_grad(set_to_none=True)
             step()
@@ -351,7 +351,8 @@ def bench_gpu(args: argparse.Namespace, table: Table) -> None:
 
         mode = ("compiled block" if how == "compile" else how) + f" {precision}" + (" autocast" if precision == "bf16" else "") + (" ch-last" if channels_last else "")
         try:
-            with Memory(device) as mem:
+            # graphs_off: "eager" is kernel by kernel here, not the model's own training graphs.
+            with Memory(device) as mem, graphs_off():
                 t0 = time.perf_counter()
                 step()  # the first step compiles (and runs cudnn's algorithm search)
                 if cuda:

@@ -3,6 +3,7 @@ and replayed, the switches that turn graphs off, and when a model's own forward 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -154,3 +155,182 @@ def test_a_tdanet_forgets_its_graphs_when_its_tensors_may_move():
         cuda_graphs._MODEL_GRAPHS[model] = object()  # stands in for captured graphs
         move()
         assert model not in cuda_graphs._MODEL_GRAPHS
+
+
+def test_only_training_on_cuda_with_autograd_may_replay_a_training_step(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    model = build_model("tdanet", **TINY_TDANET).train()
+    needs_grad = FakeCudaTensor()
+    needs_grad.requires_grad = True
+    FakeCudaTensor.requires_grad = False
+    assert cuda_graphs.replays_training(model, FakeCudaTensor())
+    assert not cuda_graphs.replays_training(model, torch.zeros(1, 800))  # a CPU input
+    assert not cuda_graphs.replays_training(model, needs_grad)  # a gradient of the input is asked for
+    with cuda_graphs.graphs_off():
+        assert not cuda_graphs.replays_training(model, FakeCudaTensor())
+    with torch.no_grad():
+        assert not cuda_graphs.replays_training(model, FakeCudaTensor())
+    assert not cuda_graphs.replays_training(model.eval(), FakeCudaTensor())
+
+
+# --- training steps: a stand-in with the graphs' contract --------------------------------
+
+
+def stand_in_capture(parameters, forward, example):
+    """:func:`cuda_graphs.capture_training` without a GPU: each "replay" recomputes into the
+    same static tensors, and a second forward before the backward overwrites what the first
+    saved, as a graph's replay overwrites its pool."""
+    params = parameters()
+    static_in = example.detach().clone()
+    with torch.enable_grad():
+        out = forward(static_in)
+        first = torch.autograd.grad(out, params, torch.ones_like(out), allow_unused=True)
+    grads = tuple(None if g is None else torch.zeros_like(g) for g in first)
+    flat = cuda_graphs.flat_gradients(grads)
+    static_out, static_grad_out, saved = torch.zeros_like(out), torch.zeros_like(out), {}
+
+    def run_forward():
+        with torch.enable_grad():
+            saved["out"] = forward(static_in)
+        static_out.copy_(saved["out"].detach())
+
+    def run_backward():
+        new = torch.autograd.grad(saved["out"], params, static_grad_out, allow_unused=True, retain_graph=True)
+        for into, g in zip(grads, new):
+            if into is not None:
+                into.copy_(g)
+        if flat is not None:
+            flat.copy_(torch.cat([g.reshape(-1) for g in new if g is not None]))
+
+    step = cuda_graphs.TrainingStep(params, static_in, static_out, static_grad_out, grads, flat,
+                                    run_forward, run_backward)
+    return functools.partial(step, forward)
+
+
+class Net(torch.nn.Module):
+    """A small network with a parameter its output does not use and a dropout-free forward."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(6, 6)
+        self.b = torch.nn.Linear(6, 3)
+        self.unused = torch.nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def replaying(net, log=None):
+    """``net``'s forward through the training policy with the stand-in capture."""
+    trained = lambda: [p for p in net.parameters() if p.requires_grad]  # noqa: E731
+
+    def capture(forward, example):
+        if log is not None:
+            log.append("capture")
+        return stand_in_capture(trained, forward, example)
+
+    return cuda_graphs.ShapeGraphs(net.forward, capture=capture, warm_up=cuda_graphs.run_eagerly,
+                                   max_graphs=cuda_graphs.MAX_TRAINING_GRAPHS, key=cuda_graphs.training_key(trained))
+
+
+def only_step(graphs) -> cuda_graphs.TrainingStep:
+    (replay,) = graphs.graphs.values()
+    return replay.func
+
+
+def eager_grads(net, xs, loss):
+    net.zero_grad(set_to_none=True)
+    loss([net(x) for x in xs]).backward()
+    return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+
+def assert_grads(net, expected):
+    for p, g in zip(net.parameters(), expected):
+        if g is None:
+            assert p.grad is None
+        else:
+            torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=1e-6)
+
+
+def test_a_replayed_training_step_gives_eager_outputs_and_gradients():
+    net, log = Net(), []
+    graphs = replaying(net, log)
+    x = torch.randn(4, 6)
+    loss = lambda outs: sum((o * torch.arange(3.0)).square().mean() for o in outs)  # noqa: E731
+    expected = eager_grads(net, [x], loss)
+    for _ in range(3):  # eager, captured + replayed, replayed
+        net.zero_grad(set_to_none=True)
+        out = graphs(x)
+        torch.testing.assert_close(out, net(x))
+        loss([out]).backward()
+        assert_grads(net, expected)
+    assert log == ["capture"] and net.unused.grad is None
+    # .grad accumulates over micro-batches as eagerly: two steps' gradients add up
+    net.zero_grad(set_to_none=True)
+    for _ in range(2):
+        loss([graphs(x)]).backward()
+    assert_grads(net, [None if g is None else 2 * g for g in expected])
+
+
+def test_a_second_forward_before_the_backward_runs_eagerly_and_both_gradients_hold():
+    net = Net()
+    graphs = replaying(net)
+    x1, x2 = torch.randn(4, 6), torch.randn(4, 6)
+    loss = lambda outs: outs[0].square().mean() + (3 * outs[1]).sin().mean()  # noqa: E731
+    expected = eager_grads(net, [x1, x2], loss)
+    for _ in range(2):
+        graphs(x1).sum().backward()  # first sight, then the capture
+    net.zero_grad(set_to_none=True)
+    first = graphs(x1)  # replayed: its activations stay in the static tensors until its backward
+    second = graphs(x2)  # would overwrite them: eager instead
+    loss([first, second]).backward()
+    assert_grads(net, expected)
+
+
+def test_an_output_dropped_without_a_backward_frees_the_step_for_the_next_replay():
+    net = Net()
+    graphs = replaying(net)
+    x = torch.randn(4, 6)
+    for _ in range(2):
+        graphs(x).sum().backward()
+    out = graphs(x)
+    replayed = only_step(graphs)
+    assert replayed.busy()
+    del out
+    assert not replayed.busy()
+    generation = replayed.generation
+    graphs(x).sum().backward()
+    assert replayed.generation == generation + 1  # replayed, not run eagerly
+
+
+def test_a_backward_through_activations_a_newer_replay_overwrote_raises():
+    net = Net()
+    graphs = replaying(net)
+    x = torch.randn(4, 6)
+    for _ in range(2):
+        graphs(x).sum().backward()
+    old = graphs(x).sum()
+    old.backward(retain_graph=True)
+    graphs(x).sum().backward()  # the old output's backward ran: this one replays over its activations
+    with pytest.raises(RuntimeError, match="newer forward of the same shape"):
+        old.backward()
+
+
+def test_frozen_parameters_get_no_gradient_and_a_change_of_them_is_a_new_key():
+    net, log = Net(), []
+    graphs = replaying(net, log)
+    x = torch.randn(4, 6)
+    net.a.weight.requires_grad_(False)
+    for _ in range(3):
+        net.zero_grad(set_to_none=True)
+        graphs(x).sum().backward()
+        assert net.a.weight.grad is None and net.a.bias.grad is not None
+    assert log == ["capture"]
+    net.a.weight.requires_grad_(True)
+    expected = eager_grads(net, [x], lambda outs: outs[0].sum())
+    for _ in range(3):
+        net.zero_grad(set_to_none=True)
+        graphs(x).sum().backward()
+        assert_grads(net, expected)
+    assert log == ["capture", "capture"]

@@ -137,9 +137,9 @@ def test_smoke_run_prints_every_part_for_every_model(speed, no_cuda, capsys):
     assert table[0] == list(speed.COLUMNS) and all(len(row) == len(speed.COLUMNS) for row in table[1:])
     for model in TINY_MODELS:
         measurements = [row[0] for row in table[1:] if row[1] == model]
-        assert len(measurements) == 14  # 2 model(x), 2 eager, eager training, 2 Separator, fast-path training,
+        assert len(measurements) == 15  # 2 model(x), 2 eager, 2 eager training, 2 Separator, fast-path training,
         # 2 latency, RTF, RSS, 2 onnx
-        assert sum(m.startswith("CUDA") for m in measurements) == 8
+        assert sum(m.startswith("CUDA") for m in measurements) == 9
     cpu = [row for row in table[1:] if row[0].startswith("CPU")]
     assert cpu and all(row[2] != "-" and row[-1] in ("ok", "MISSED", "reported") for row in cpu), cpu
     assert status == 1  # the CUDA rows with targets, not measured here

@@ -424,3 +424,14 @@ def test_a_compiled_model_trains_on_a_second_input_shape():
         estimate.square().mean().backward()
         assert estimate.shape == (batch, 2, samples) and torch.isfinite(estimate).all()
         assert all(p.grad is not None for p in model.block.parameters())
+
+
+def test_compiled_says_whether_the_block_runs_compiled_until_the_trainer_undoes_it():
+    from cocktailparty.train.engine import uncompile
+
+    model = tiny()
+    assert not model.compiled
+    model.compile()  # lazy: nothing is compiled before a call
+    assert model.compiled
+    uncompile(model)
+    assert not model.compiled

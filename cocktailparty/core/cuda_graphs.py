@@ -9,7 +9,10 @@ them in one launch. Two users here:
   fixed-length chunks through a :class:`ShapeGraphs`;
 - a model's own ``forward`` (:func:`replay_inference`): ``model(x)`` in eval mode without
   autograd on CUDA replays an input shape from a graph once it has met that shape before,
-  so a plain ``model(x)`` loop gets the graphs' speed with no flag.
+  so a plain ``model(x)`` loop gets the graphs' speed with no flag;
+- the same in training (:func:`replay_training`): with autograd on, a repeated shape's forward
+  and its backward are two graphs, so a user's own eager training loop (forward, loss,
+  ``backward()``, optimizer) launches the network's kernels twice a step, not ~9,000 times.
 
 ``COCKTAIL_CUDA_GRAPHS=0`` in the environment turns both off (debugging), as does
 :func:`graphs_off` for a block of code.
@@ -142,7 +145,9 @@ class ShapeGraphs:
         try:
             replay = self.capture(self.forward, x)
         except Exception as err:  # any failure to capture leaves the eager path, which works
-            log.warning("could not capture the model as a CUDA graph (%s); running it eagerly", one_line(err))
+            # The first error, where a failed capture's exit raised another one over it.
+            first = err.__context__ if err.__context__ is not None and "during capture" in str(err) else err
+            log.warning("could not capture the model as a CUDA graph (%s); running it eagerly", one_line(first))
             self.enabled = False
             return self.forward(x)
         self.graphs[key] = replay
@@ -152,13 +157,17 @@ class ShapeGraphs:
 # ----------------------------------------------------------------------------- model(x)
 
 
+def _recording() -> bool:
+    """Inside a CUDA-graph capture, torch.compile, a trace or an export: they record the
+    forward's operations, which a replay would hide. (Ask only with a CUDA input.)"""
+    return (torch.cuda.is_current_stream_capturing() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
 def replays_inference(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``module(x)`` may come from :func:`replay_inference`: a CUDA input, eval mode,
-    no autograd, and not inside a capture, torch.compile, a trace or an export (those
-    record the forward's operations, which a replay would hide)."""
-    return (x.is_cuda and not module.training and not torch.is_grad_enabled() and graphs_allowed()
-            and not torch.cuda.is_current_stream_capturing() and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
+    no autograd, graphs allowed, and not inside a capture, torch.compile, a trace or an export."""
+    return x.is_cuda and not module.training and not torch.is_grad_enabled() and graphs_allowed() and not _recording()
 
 
 def _inference_key(x: torch.Tensor) -> Hashable:
@@ -169,17 +178,20 @@ def _inference_key(x: torch.Tensor) -> Hashable:
 
 
 class _ModelGraphs:
-    """One module's inference graphs: a :class:`ShapeGraphs` that returns copies, and a lock
-    (replays share the static input and output)."""
+    """One module's graphs: inference and training :class:`ShapeGraphs` that return fresh
+    tensors, and a lock (replays share the static input and output)."""
 
-    def __init__(self, forward: Forward):
+    def __init__(self, module: nn.Module, forward: Forward):
         capture = functools.partial(_capture_returning_copies, pool=torch.cuda.graph_pool_handle())
-        self.shapes = ShapeGraphs(forward, capture=capture, key=_inference_key)
-        self.lock = threading.Lock()
+        self.inference = ShapeGraphs(forward, capture=capture, key=_inference_key)
+        held = weakref.ref(module)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with self.lock, torch.cuda.device(x.device):
-            return self.shapes(x)
+        def trained() -> list[nn.Parameter]:
+            return [p for p in held().parameters() if p.requires_grad]
+
+        self.training = ShapeGraphs(forward, capture=functools.partial(capture_training, held),
+                                    warm_up=run_eagerly, max_graphs=MAX_TRAINING_GRAPHS, key=training_key(trained))
+        self.lock = threading.Lock()
 
 
 def _capture_returning_copies(forward: Forward, example: torch.Tensor, pool=None) -> Forward:
@@ -190,6 +202,14 @@ def _capture_returning_copies(forward: Forward, example: torch.Tensor, pool=None
 # Per module, weakly: the graphs die with their model, and the module itself carries no state
 # that copy.deepcopy, pickling or a state dict would have to handle.
 _MODEL_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, _ModelGraphs]" = weakref.WeakKeyDictionary()
+
+
+def _graphs_of(module: nn.Module, forward: Forward) -> _ModelGraphs:
+    graphs = _MODEL_GRAPHS.get(module)
+    if graphs is None:
+        method = weakref.WeakMethod(forward)
+        graphs = _MODEL_GRAPHS[module] = _ModelGraphs(module, lambda inputs: method()(inputs))
+    return graphs
 
 
 def replay_inference(module: nn.Module, forward: Forward, x: torch.Tensor) -> torch.Tensor:
@@ -205,13 +225,222 @@ def replay_inference(module: nn.Module, forward: Forward, x: torch.Tensor) -> to
     Weights changed in place (an optimizer step) are read by the next replay. A parameter
     swapped for a new one by hand is not noticed: call :func:`forget_graphs` after it.
     """
-    graphs = _MODEL_GRAPHS.get(module)
-    if graphs is None:
-        method = weakref.WeakMethod(forward)
-        graphs = _MODEL_GRAPHS[module] = _ModelGraphs(lambda inputs: method()(inputs))
-    return graphs(x)
+    graphs = _graphs_of(module, forward)
+    with graphs.lock, torch.cuda.device(x.device):
+        return graphs.inference(x)
 
 
 def forget_graphs(module: nn.Module) -> None:
-    """Drop ``module``'s inference graphs (its parameters are about to move)."""
+    """Drop ``module``'s graphs, inference and training (its parameters are about to move)."""
     _MODEL_GRAPHS.pop(module, None)
+
+
+# ----------------------------------------------------------------------------- training
+
+# Input keys captured per model in training: the training set's batch shape, and perhaps one
+# more (a last, shorter batch); each holds a step's activations in a pool of its own.
+MAX_TRAINING_GRAPHS = 2
+# A training graph is captured only where the GPU has this many times the activations it will
+# hold free (one copy for its pool, the rest for everything else: another shape's eager step).
+TRAINING_MEMORY_FACTOR = 2.0
+
+
+def replays_training(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module(x)`` may come from :func:`replay_training`: a CUDA input that needs no
+    gradient of its own, training mode, autograd on, graphs allowed, and not inside a capture,
+    torch.compile, a trace or an export."""
+    return (x.is_cuda and module.training and torch.is_grad_enabled() and not x.requires_grad and graphs_allowed()
+            and not _recording())
+
+
+def replay_training(module: nn.Module, forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    """``forward(x)`` for ``module``'s forward with autograd on, its forward and backward
+    replayed from two CUDA graphs from the second time ``x``'s key (as
+    :func:`replay_inference`'s, and which parameters train) comes; the first time it runs
+    eagerly. Call it only where :func:`replays_training` holds.
+
+    The output is a fresh tensor whose backward replays the captured backward and hands every
+    trained parameter its gradient (a fresh tensor: ``.grad`` accumulates as eagerly, over
+    micro-batches too). What the backward reads (the forward's saved activations) lives in the
+    graphs' pool until the next replay, so while an output still awaits its backward, a new
+    forward of that key runs eagerly instead of overwriting them; a second backward through an
+    output older than the latest replay raises. Dropout draws fresh numbers at every replay.
+    Not for double backward. A capture that fails, or for which the GPU lacks the memory
+    (:data:`TRAINING_MEMORY_FACTOR`), is logged once and leaves the model eager.
+    """
+    graphs = _graphs_of(module, forward)
+    with graphs.lock, torch.cuda.device(x.device):
+        return graphs.training(x)
+
+
+def run_eagerly(forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    """A training key's first forward: eager, on the current stream (its backward follows there)."""
+    return forward(x)
+
+
+def training_key(parameters: Callable[[], list[nn.Parameter]]) -> Callable[[torch.Tensor], Hashable]:
+    """The key of a training graph: :func:`replay_inference`'s, and which parameters train (the
+    backward computes their gradients alone)."""
+    return lambda x: (_inference_key(x), tuple(map(id, parameters())))
+
+
+class TrainingStep:
+    """A forward and its backward for one input key, recorded over static tensors.
+
+    ``run_forward()`` recomputes ``static_out`` (and the activations saved for the backward)
+    from ``static_in``; ``run_backward()`` writes the parameters' gradients of
+    ``static_out`` against ``static_grad_out`` into ``grads`` (None: a parameter the output does
+    not use), and into ``flat`` when that is not None (all of them, concatenated, so that a
+    copy of them all is one kernel). On CUDA the two runs are graph replays
+    (:func:`capture_training`); tests stand in plain functions with the same contract.
+    """
+
+    def __init__(self, params: list[nn.Parameter], static_in: torch.Tensor, static_out: torch.Tensor,
+                 static_grad_out: torch.Tensor, grads: tuple[torch.Tensor | None, ...], flat: torch.Tensor | None,
+                 run_forward: Callable[[], None], run_backward: Callable[[], None]):
+        self.params, self.static_in, self.static_out = params, static_in, static_out
+        self.static_grad_out, self.grads, self.flat = static_grad_out, grads, flat
+        self.run_forward, self.run_backward = run_forward, run_backward
+        self.generation = 0  # forward replays so far
+        self.awaiting: weakref.ref | None = None  # the autograd node of the output whose backward is due
+
+    def busy(self) -> bool:
+        """Whether the last replay's output may still be backpropagated (its activations are needed)."""
+        return self.awaiting is not None and self.awaiting() is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.static_in.copy_(x)
+        self.run_forward()
+        self.generation += 1
+        return self.static_out.clone()
+
+    def backward(self, grad_out: torch.Tensor, generation: int) -> tuple[torch.Tensor | None, ...]:
+        if generation != self.generation:
+            raise RuntimeError("a backward through a CUDA-graphed training forward after a newer forward of the same "
+                               "shape replayed over its activations; run such code with cocktailparty's "
+                               "graphs_off() or COCKTAIL_CUDA_GRAPHS=0")
+        self.static_grad_out.copy_(grad_out)
+        self.run_backward()
+        self.awaiting = None
+        return self.fresh_gradients()
+
+    def fresh_gradients(self) -> tuple[torch.Tensor | None, ...]:
+        """The gradients ``run_backward`` wrote, copied out: the next replay overwrites them."""
+        if self.flat is None:
+            return tuple(None if g is None else g.clone() for g in self.grads)
+        copy, start, out = self.flat.clone(), 0, []
+        for g in self.grads:
+            if g is None:
+                out.append(None)
+            else:
+                out.append(copy[start:start + g.numel()].view_as(g))
+                start += g.numel()
+        return tuple(out)
+
+    def __call__(self, forward: Forward, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` with autograd, replayed; eagerly while the last replay awaits its backward."""
+        if self.busy():
+            return forward(x)
+        return _Replayed.apply(self, x, *self.params)
+
+
+class _Replayed(torch.autograd.Function):
+    """The autograd node of a replayed training forward: its inputs are the mixture (no
+    gradient) and the trained parameters, so autograd hands each one its gradient."""
+
+    @staticmethod
+    def forward(ctx, step: TrainingStep, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        out = step.forward(x)
+        ctx.step, ctx.generation = step, step.generation
+        step.awaiting = weakref.ref(ctx)  # dies with the autograd graph that may still need the activations
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        return (None, None, *ctx.step.backward(grad_out, ctx.generation))
+
+
+def flat_gradients(grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor | None:
+    """The gradients concatenated into one vector, or None where their dtypes or devices differ."""
+    present = [g for g in grads if g is not None]
+    if not present or len({(g.dtype, g.device) for g in present}) > 1:
+        return None
+    return torch.cat([g.reshape(-1) for g in present])
+
+
+def free_random_numbers(device: torch.device) -> None:
+    """Give ``device``'s default CUDA generator a state of its own again, same seed and offset.
+
+    A capture that fails after recording a random draw (dropout) leaves the generator marked as
+    capturing, and every later draw raises "Offset increment outside graph capture encountered
+    unexpectedly" (torch 2.11: setting its seed or state does not clear that; a fresh state does),
+    so the eager fallback of a failed capture would fail too."""
+    generator = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    fresh = torch.Generator(device=device)
+    fresh.set_state(generator.get_state())
+    generator.graphsafe_set_state(fresh)
+
+
+def capture_training(module: Callable[[], nn.Module], forward: Forward,
+                     example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module()``'s forward and backward captured as two CUDA graphs for ``example``'s key, in
+    a pool of their own (a graph sharing it could reuse the saved activations between the two
+    replays); the replays hand their gradients to the trained parameters. One eager forward and
+    backward on a side stream first, as a capture needs; from it the activations a forward saves
+    are measured, and the capture is refused (MemoryError) unless
+    :data:`TRAINING_MEMORY_FACTOR` times that is free on the GPU. ``forward``: the eager forward
+    that :class:`TrainingStep` falls back on. Returns the call :class:`ShapeGraphs` replays.
+
+    The captured forward reads aliases of the parameters (same memory, so an optimizer's in-place
+    update is read; new autograd leaves): the parameters' own gradient-accumulation nodes may
+    still belong to an earlier eager output's graph, tied to the stream that ran it, and a
+    backward captured through them would make that stream wait on the capture (CUDA refuses:
+    "operation would make the legacy stream depend on a capturing blocking stream"; seen when
+    ``out = model(x)`` kept the last step's output alive over the capture)."""
+    net = module()
+    names = [name for name, p in net.named_parameters() if p.requires_grad]
+    params = [net.get_parameter(name) for name in names]
+    aliases = {name: p.detach().requires_grad_() for name, p in zip(names, params)}
+    leaves = list(aliases.values())
+
+    def aliased_forward(x: torch.Tensor) -> torch.Tensor:
+        with graphs_off():  # the module's own forward, eagerly (inside a capture it would be anyway)
+            return torch.func.functional_call(net, aliases, (x,))
+
+    static_in = example.detach().clone()
+    device = example.device
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        before = torch.cuda.memory_allocated(device)
+        with uncached_autocast():
+            out = aliased_forward(static_in)
+        held = torch.cuda.memory_allocated(device) - before
+        torch.autograd.grad(out, leaves, torch.ones_like(out), allow_unused=True)
+    current.wait_stream(side)
+    del out
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    if free < TRAINING_MEMORY_FACTOR * held:
+        raise MemoryError(f"a training graph would hold {held / 2**30:.1f} GiB of activations and the GPU has "
+                          f"{free / 2**30:.1f} GiB free")
+    pool = torch.cuda.graph_pool_handle()
+    forward_graph, backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    try:
+        with uncached_autocast(), torch.cuda.graph(forward_graph, pool=pool):
+            static_out = aliased_forward(static_in)
+        static_grad_out = torch.empty_like(static_out)
+        with torch.cuda.graph(backward_graph, pool=pool):
+            grads = torch.autograd.grad(static_out, leaves, static_grad_out, allow_unused=True)
+            flat = flat_gradients(grads)
+    except Exception:
+        free_random_numbers(device)
+        raise
+    # The saved activations' tensors are freed now, but their memory stays the pool's, which no
+    # other capture uses: the two graphs alone read and write it.
+    step = TrainingStep(params, static_in, static_out.detach(), static_grad_out, grads, flat,
+                        forward_graph.replay, backward_graph.replay)
+    return functools.partial(step, forward)

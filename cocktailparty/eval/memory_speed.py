@@ -214,7 +214,8 @@ def real_time_factor(model: nn.Module, seconds: float = 1.0, sample_rate: int | 
 def train_step_ms(model: nn.Module, seconds: float = 1.0, sample_rate: int | None = None, batch: int = 1,
                   repeats: int = 10, budget_s: float = 10.0) -> dict[str, float]:
     """Median time of forward + loss + backward (no optimizer step) in train mode:
-    ``{"fwd_bwd_ms", "train_peak_memory_mb" (CUDA only)}``. Gradients are cleared afterwards."""
+    ``{"fwd_bwd_ms", "train_peak_memory_mb" (CUDA only)}``. Gradients are cleared afterwards.
+    Every kernel is launched eagerly, as in :func:`real_time_factor`."""
     device = device_of(model)
     x = example_input(model, seconds, sample_rate, batch, device)
     was_training = model.training
@@ -226,12 +227,13 @@ def train_step_ms(model: nn.Module, seconds: float = 1.0, sample_rate: int | Non
             p.grad = None
 
     try:
-        if device.type == "cuda":
-            step()
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-        ms, _ = _median_ms(step, device, repeats, budget_s, warmup=1)
+        with graphs_off():  # as real_time_factor: every kernel launched, whatever the model
+            if device.type == "cuda":
+                step()
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            ms, _ = _median_ms(step, device, repeats, budget_s, warmup=1)
         result = {"fwd_bwd_ms": ms}
         if device.type == "cuda":
             result["train_peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / MIB

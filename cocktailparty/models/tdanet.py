@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.cuda_graphs import forget_graphs, replay_inference, replays_inference
+from ..core.cuda_graphs import forget_graphs, replay_inference, replay_training, replays_inference, replays_training
 from .common import GlobalLayerNorm, sinusoidal_encoding
 from .registry import register
 
@@ -529,9 +529,9 @@ class TDANet(nn.Module):
     # training.precision: auto on a GPU with bf16 units: bf16 trained as well as fp32, measured
     # (README, "Training"), 1.6x as fast.
     auto_training_precision = "bf16"
-    # Inputs up to this many batch x frames replay from CUDA graphs in inference (forward):
-    # there the host's launches, not the GPU, set the speed (1 s x batch 10 is 10,000). Bigger
-    # ones gain less and would keep a graph's activations (a pool per model) allocated.
+    # Inputs up to this many batch x frames replay from CUDA graphs: there the host's launches,
+    # not the GPU, set the speed (1 s x batch 10 is 10,000; a training batch of 8 x 2 s, 16,128).
+    # Bigger ones gain less and would keep a graph's activations (a pool per model) allocated.
     GRAPHED_MAX_FRAMES = 16384
 
     def __init__(self, config: TDANetConfig | None = None):
@@ -573,6 +573,12 @@ class TDANet(nn.Module):
         """
         self.block.compile(**{"dynamic": False, **options})
 
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile` ran and was not undone (the trainer's ``uncompile``): torch
+        keeps a compiled module's call in ``_compiled_call_impl``."""
+        return getattr(self.block, "_compiled_call_impl", None) is not None
+
     def training_diagnostics(self) -> dict[str, float]:
         """Logged by the trainer with each steps.csv row: the attention's logit gain (see
         :meth:`MultiHeadSelfAttention.logit_gain`; fresh ~0.06). Its growth preceded the
@@ -589,17 +595,21 @@ class TDANet(nn.Module):
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """mixture: ``(batch, time)`` -> estimates ``(batch, num_sources, time)``.
 
-        On CUDA, in eval mode without autograd, an input of at most
-        :attr:`GRAPHED_MAX_FRAMES` batch-frames is replayed from a CUDA graph from the second
-        time its shape comes (:func:`~cocktailparty.core.cuda_graphs.replay_inference`; off
-        with ``COCKTAIL_CUDA_GRAPHS=0``): the same kernels, launched once instead of ~2,100
-        times.
+        On CUDA an input of at most :attr:`GRAPHED_MAX_FRAMES` batch-frames is replayed from
+        CUDA graphs from the second time its shape comes (off with ``COCKTAIL_CUDA_GRAPHS=0``):
+        the same kernels, launched once instead of ~2,100 times a forward. In eval mode
+        without autograd by :func:`~cocktailparty.core.cuda_graphs.replay_inference`; with
+        autograd in training mode, forward and backward, by
+        :func:`~cocktailparty.core.cuda_graphs.replay_training` (not once :meth:`compile` ran:
+        the trainer's compiled step is captured whole).
         """
         if mixture.dim() != 2:
             raise ValueError(f"TDANet takes (batch, time) waveforms, got shape {tuple(mixture.shape)}")
-        if (replays_inference(self, mixture)
-                and mixture.shape[0] * self._frames(mixture.shape[1]) <= self.GRAPHED_MAX_FRAMES):
-            return replay_inference(self, self._forward, mixture)
+        if mixture.shape[0] * self._frames(mixture.shape[1]) <= self.GRAPHED_MAX_FRAMES:
+            if replays_inference(self, mixture):
+                return replay_inference(self, self._forward, mixture)
+            if not self.compiled and replays_training(self, mixture):
+                return replay_training(self, self._forward, mixture)
         return self._forward(mixture)
 
     def _apply(self, fn, recurse: bool = True):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..core.cuda_graphs import free_random_numbers, graphs_off
 from ..core.errors import CocktailError, describe_error
 from .state import StepSnapshot
 
@@ -54,7 +55,8 @@ class GraphedStep:
         try:
             for group, lr in zip(groups, self.lrs):
                 group["lr"] = lr  # capturable Adam reads a tensor lr when the graph replays
-            with torch.cuda.stream(stream):
+            # The warm-ups repeat one shape: the model must not capture graphs of its own there.
+            with torch.cuda.stream(stream), graphs_off():
                 for _ in range(self.WARMUP_STEPS):
                     trainer.optimizer.zero_grad(set_to_none=True)
                     self._body()
@@ -66,6 +68,7 @@ class GraphedStep:
                 self.outputs = self._body()
         except Exception as err:
             torch.cuda.synchronize()  # the warm-up's side stream may still be writing
+            free_random_numbers(trainer.device)  # else the eager steps' dropout raises
             saved.restore()
             raise CaptureFailed(f"training.cuda_graph: the training step could not be captured as a CUDA graph "
                                 f"({describe_error(err)}); train without it: --set training.cuda_graph=false") from err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from cocktailparty.core import cuda_graphs
 from cocktailparty.train.config import resolve_config
 from cocktailparty.train.engine import Trainer
 from tests.helpers import write_tone_corpus
@@ -48,3 +49,6 @@ def test_graphed_step_follows_the_lr_from_one_capture(tmp_path):
     moved = sum(not torch.equal(a, b) for a, b in zip(before, weights()))
     assert moved == len(before), f"lr 1e-3 moved only {moved} of {len(before)} weight tensors"
     assert trainer.graphed is graph, "changing the lr recaptured the graph"
+    # The capture's warm-up steps repeat one shape: the model kept no training graphs of its own.
+    graphs = cuda_graphs._MODEL_GRAPHS.get(trainer.model)
+    assert graphs is None or not graphs.training.graphs

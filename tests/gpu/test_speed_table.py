@@ -14,5 +14,5 @@ def test_smoke_run_measures_every_cuda_row(capsys):
     lines = out.splitlines()
     header = next(k for k, line in enumerate(lines) if line.startswith("measurement"))
     rows = [line for line in lines[header + 2:] if line.startswith("CUDA")]
-    assert len(rows) == 16  # 8 rows for each of the two tiny models
+    assert len(rows) == 18  # 9 rows for each of the two tiny models
     assert not [row for row in rows if "not measured" in row], out
