@@ -170,6 +170,11 @@ def test_only_training_on_cuda_with_autograd_may_replay_a_training_step(monkeypa
         assert not cuda_graphs.replays_training(model, FakeCudaTensor())
     with torch.no_grad():
         assert not cuda_graphs.replays_training(model, FakeCudaTensor())
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    assert not cuda_graphs.replays_training(model, FakeCudaTensor())  # a DDP process
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert cuda_graphs.replays_training(model, FakeCudaTensor())
     assert not cuda_graphs.replays_training(model.eval(), FakeCudaTensor())
 
 

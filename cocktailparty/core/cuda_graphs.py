@@ -247,10 +247,15 @@ TRAINING_MEMORY_FACTOR = 2.0
 
 def replays_training(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``module(x)`` may come from :func:`replay_training`: a CUDA input that needs no
-    gradient of its own, training mode, autograd on, graphs allowed, and not inside a capture,
-    torch.compile, a trace or an export."""
+    gradient of its own, training mode, autograd on, graphs allowed, not inside a capture,
+    torch.compile, a trace or an export, and no process group (replays under
+    DistributedDataParallel's gradient hooks have not been tried: no multi-GPU machine yet)."""
     return (x.is_cuda and module.training and torch.is_grad_enabled() and not x.requires_grad and graphs_allowed()
-            and not _recording())
+            and not _recording() and not _distributed())
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def replay_training(module: nn.Module, forward: Forward, x: torch.Tensor) -> torch.Tensor:
