@@ -293,12 +293,18 @@ def test_a_second_forward_before_the_backward_runs_eagerly_and_both_gradients_ho
     assert_grads(net, expected)
 
 
-def test_an_output_dropped_without_a_backward_frees_the_step_for_the_next_replay():
+def captured(x: torch.Tensor):
+    """A Net and its training graphs, ``x``'s shape met twice (eager, then captured)."""
     net = Net()
     graphs = replaying(net)
-    x = torch.randn(4, 6)
     for _ in range(2):
         graphs(x).sum().backward()
+    return net, graphs
+
+
+def test_an_output_dropped_without_a_backward_frees_the_step_for_the_next_replay():
+    x = torch.randn(4, 6)
+    _, graphs = captured(x)
     out = graphs(x)
     replayed = only_step(graphs)
     assert replayed.busy()
@@ -310,11 +316,8 @@ def test_an_output_dropped_without_a_backward_frees_the_step_for_the_next_replay
 
 
 def test_a_backward_through_activations_a_newer_replay_overwrote_raises():
-    net = Net()
-    graphs = replaying(net)
     x = torch.randn(4, 6)
-    for _ in range(2):
-        graphs(x).sum().backward()
+    _, graphs = captured(x)
     old = graphs(x).sum()
     old.backward(retain_graph=True)
     graphs(x).sum().backward()  # the old output's backward ran: this one replays over its activations

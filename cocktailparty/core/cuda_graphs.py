@@ -3,7 +3,7 @@
 A bundled TDANet's forward on a short input is ~2,100 small kernels, and in eager mode the
 host's launches set its speed, not the GPU (one 1-s track on an H200: 30 ms of kernel time,
 ~16-20 us of host time a launch). A CUDA graph records a forward's kernels once and replays
-them in one launch. Two users here:
+them in one launch. Three users here:
 
 - the Separator's CUDA path (:mod:`cocktailparty.inference.cuda_path`) replays its batches of
   fixed-length chunks through a :class:`ShapeGraphs`;
@@ -12,9 +12,9 @@ them in one launch. Two users here:
   so a plain ``model(x)`` loop gets the graphs' speed with no flag;
 - the same in training (:func:`replay_training`): with autograd on, a repeated shape's forward
   and its backward are two graphs, so a user's own eager training loop (forward, loss,
-  ``backward()``, optimizer) launches the network's kernels twice a step, not ~9,000 times.
+  ``backward()``, optimizer) replays the network twice a step instead of ~8,900 launches.
 
-``COCKTAIL_CUDA_GRAPHS=0`` in the environment turns both off (debugging), as does
+``COCKTAIL_CUDA_GRAPHS=0`` in the environment turns them all off (debugging), as does
 :func:`graphs_off` for a block of code.
 """
 
@@ -218,8 +218,8 @@ def replay_inference(module: nn.Module, forward: Forward, x: torch.Tensor) -> to
     the first time it runs eagerly. Call it only where :func:`replays_inference` holds.
 
     ``forward``: the module's eager forward, a bound method of ``module`` (held weakly). The
-    output is a fresh tensor, as an eager forward's is. All of a module's graphs share one
-    memory pool (they run one at a time). A module whose parameters move (``.to()``,
+    output is a fresh tensor, as an eager forward's is. All of a module's inference graphs share
+    one memory pool (they run one at a time). A module whose parameters move (``.to()``,
     ``.half()``, ``load_state_dict(assign=True)``) must call :func:`forget_graphs` (a TDANet
     does, from ``_apply`` and after every load): the graphs read the old tensors' addresses.
     Weights changed in place (an optimizer step) are read by the next replay. A parameter
