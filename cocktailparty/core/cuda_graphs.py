@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import weakref
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable, TypeVar
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ MAX_GRAPHS = 8  # input shapes captured per Separator or model; later new shapes
 MAX_SEEN = 1024
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Result = TypeVar("Result")
 
 _switch = threading.local()  # .off: graphs_off() is active in this thread
 
@@ -66,7 +67,7 @@ def one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def warm_up_on_side_stream(forward: Forward, x: torch.Tensor) -> torch.Tensor:
+def warm_up_on_side_stream(forward: Callable[[torch.Tensor], Result], x: torch.Tensor) -> Result:
     """``forward(x)`` run eagerly on a side stream, as torch asks of a shape before its capture
     (cuBLAS and cuDNN set themselves up on a first call, which a capture must not see)."""
     current = torch.cuda.current_stream(x.device)
@@ -185,12 +186,9 @@ class _ModelGraphs:
         capture = functools.partial(_capture_returning_copies, pool=torch.cuda.graph_pool_handle())
         self.inference = ShapeGraphs(forward, capture=capture, key=_inference_key)
         held = weakref.ref(module)
-
-        def trained() -> list[nn.Parameter]:
-            return [p for p in held().parameters() if p.requires_grad]
-
         self.training = ShapeGraphs(forward, capture=functools.partial(capture_training, held),
-                                    warm_up=run_eagerly, max_graphs=MAX_TRAINING_GRAPHS, key=training_key(trained))
+                                    warm_up=run_eagerly, max_graphs=MAX_TRAINING_GRAPHS,
+                                    key=training_key(lambda: trained_parameters(held()).values()))
         self.lock = threading.Lock()
 
 
@@ -283,7 +281,12 @@ def run_eagerly(forward: Forward, x: torch.Tensor) -> torch.Tensor:
     return forward(x)
 
 
-def training_key(parameters: Callable[[], list[nn.Parameter]]) -> Callable[[torch.Tensor], Hashable]:
+def trained_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """``module``'s parameters that require a gradient, by name."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def training_key(parameters: Callable[[], Iterable[nn.Parameter]]) -> Callable[[torch.Tensor], Hashable]:
     """The key of a training graph: :func:`replay_inference`'s, and which parameters train (the
     backward computes their gradients alone)."""
     return lambda x: (_inference_key(x), tuple(map(id, parameters())))
@@ -374,7 +377,7 @@ def flat_gradients(grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor | Non
     return torch.cat([g.reshape(-1) for g in present])
 
 
-def free_random_numbers(device: torch.device) -> None:
+def release_generator_from_capture(device: torch.device) -> None:
     """Give ``device``'s default CUDA generator a state of its own again, same seed and offset.
 
     A capture that fails after recording a random draw (dropout) leaves the generator marked as
@@ -404,9 +407,8 @@ def capture_training(module: Callable[[], nn.Module], forward: Forward,
     "operation would make the legacy stream depend on a capturing blocking stream"; seen when
     ``out = model(x)`` kept the last step's output alive over the capture)."""
     net = module()
-    names = [name for name, p in net.named_parameters() if p.requires_grad]
-    params = [net.get_parameter(name) for name in names]
-    aliases = {name: p.detach().requires_grad_() for name, p in zip(names, params)}
+    trained = trained_parameters(net)
+    aliases = {name: p.detach().requires_grad_() for name, p in trained.items()}
     leaves = list(aliases.values())
 
     def aliased_forward(x: torch.Tensor) -> torch.Tensor:
@@ -415,17 +417,17 @@ def capture_training(module: Callable[[], nn.Module], forward: Forward,
 
     static_in = example.detach().clone()
     device = example.device
-    current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
+
+    def step_measuring_activations(x: torch.Tensor) -> int:
+        """One eager forward and backward; the bytes the forward kept for the backward."""
         before = torch.cuda.memory_allocated(device)
         with uncached_autocast():
-            out = aliased_forward(static_in)
+            out = aliased_forward(x)
         held = torch.cuda.memory_allocated(device) - before
         torch.autograd.grad(out, leaves, torch.ones_like(out), allow_unused=True)
-    current.wait_stream(side)
-    del out
+        return held
+
+    held = warm_up_on_side_stream(step_measuring_activations, static_in)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
@@ -442,10 +444,10 @@ def capture_training(module: Callable[[], nn.Module], forward: Forward,
             grads = torch.autograd.grad(static_out, leaves, static_grad_out, allow_unused=True)
             flat = flat_gradients(grads)
     except Exception:
-        free_random_numbers(device)
+        release_generator_from_capture(device)
         raise
     # The saved activations' tensors are freed now, but their memory stays the pool's, which no
     # other capture uses: the two graphs alone read and write it.
-    step = TrainingStep(params, static_in, static_out.detach(), static_grad_out, grads, flat,
+    step = TrainingStep(list(trained.values()), static_in, static_out.detach(), static_grad_out, grads, flat,
                         forward_graph.replay, backward_graph.replay)
     return functools.partial(step, forward)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..core.cuda_graphs import free_random_numbers, graphs_off
+from ..core.cuda_graphs import release_generator_from_capture, graphs_off
 from ..core.errors import CocktailError, describe_error
 from .state import StepSnapshot
 
@@ -68,7 +68,7 @@ class GraphedStep:
                 self.outputs = self._body()
         except Exception as err:
             torch.cuda.synchronize()  # the warm-up's side stream may still be writing
-            free_random_numbers(trainer.device)  # else the eager steps' dropout raises
+            release_generator_from_capture(trainer.device)  # else the eager steps' dropout raises
             saved.restore()
             raise CaptureFailed(f"training.cuda_graph: the training step could not be captured as a CUDA graph "
                                 f"({describe_error(err)}); train without it: --set training.cuda_graph=false") from err
