@@ -58,8 +58,22 @@ class LocallyRecurrent(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.inference_chunks = max(1, inference_chunks)
 
+    # On CUDA the LSTM runs on a batch of segments padded to a multiple of this (see _layer).
+    CUDA_BATCH_MULTIPLE = 8
+
     def _layer(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(self.rnn(x)[0]))
+        """``(N, K, D)`` -> ``(N, K, D)``. On CUDA, N is padded with zero segments to a multiple of
+        :attr:`CUDA_BATCH_MULTIPLE` for the LSTM and cut back after it: in fp16 and bf16 cuDNN runs
+        its tensor-core LSTM kernel only on such batches (H200, torch 2.11, Tune-In's sizes: 2,540
+        segments 21.6 ms, 2,544 4.9 ms). The Separator's 80 files of 4 s at 8 kHz make 2,540 a call:
+        Tune-In's fp16 pass on them went from 780 to 281 ms, the folder from 395x to 1,082x real time.
+        fp32 has no such kernel and pays only the padding's copy."""
+        pad = -x.shape[0] % self.CUDA_BATCH_MULTIPLE if x.is_cuda and not torch.jit.is_tracing() else 0
+        if pad:
+            hidden = self.rnn(F.pad(x, (0, 0, 0, 0, 0, pad)))[0][:-pad]
+        else:
+            hidden = self.rnn(x)[0]
+        return self.norm(self.proj(hidden))
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         # Shapes via flatten/view_as rather than ints read off x.shape: the ONNX exporter
