@@ -362,6 +362,23 @@ def test_depthwise_taps_are_the_conv_and_its_gradients(stride, dilation, length,
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("length", [36, 37, 5])
+def test_a_stride_2_depthwise_conv_is_every_other_frame_of_its_stride_1_conv(length):
+    """What an fp16 CUDA input runs (tests/gpu/test_depthwise_cuda.py checks that it does)."""
+    from cocktailparty.models.tdanet import Conv
+
+    torch.manual_seed(0)
+    conv = Conv(6, 6, 5, stride=2, groups=6).double()
+    x = torch.randn(2, 6, 1, length, dtype=torch.float64, requires_grad=True)
+    expected = conv(x)
+    got = conv._every_other_frame(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(got, [x, conv.weight], g), torch.autograd.grad(expected, [x, conv.weight], g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_a_compiled_depthwise_conv_on_a_cpu_keeps_the_conv():
     # Inductor's vectorised CPU code for the taps' backward corrupted the heap (torch 2.13), so
