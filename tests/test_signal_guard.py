@@ -132,3 +132,27 @@ def test_tritons_routine_takeover_is_information_and_any_other_a_warning(caplog)
     # levelno, not levelname: the CLI renames the levels ("info") once any test has run it.
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.INFO, "step 1: " + culprits[0]), (logging.WARNING, "step 1: " + culprits[1])]
+
+
+def test_a_native_takeover_inside_the_block_is_undone_from_any_thread(usr1_handler):
+    import threading
+
+    from cocktailparty.core.signal_guard import native_handlers_kept
+
+    python_c_handler = c_handler(signal.SIGUSR1)
+    getpid = ctypes.cast(LIBC.getpid, ctypes.c_void_p).value
+
+    def compile_kernels():  # what Triton's LLVM does at its first compile, here off the main thread
+        with native_handlers_kept([signal.SIGUSR1]):
+            _take_over(signal.SIGUSR1, getpid)
+            assert c_handler(signal.SIGUSR1) == getpid
+
+    worker = threading.Thread(target=compile_kernels)
+    worker.start()
+    worker.join()
+    assert c_handler(signal.SIGUSR1) == python_c_handler
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert usr1_handler == [signal.SIGUSR1]  # the Python handler runs again
+    with native_handlers_kept([signal.SIGUSR1]):
+        pass  # nothing replaced: nothing touched
+    assert c_handler(signal.SIGUSR1) == python_c_handler

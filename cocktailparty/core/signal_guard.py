@@ -21,9 +21,13 @@ POSIX only; elsewhere (Windows) the guard does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import signal
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
+
+log = logging.getLogger("cocktailparty")
 
 # Enough room for any libc's struct sigaction (glibc x86-64: 152 bytes). On Linux and macOS
 # the handler (a union of sa_handler and sa_sigaction) is its first field.
@@ -49,15 +53,38 @@ def _libc() -> Optional[ctypes.CDLL]:
 _LIBC = _libc()
 
 
+def _sigaction(signum: int) -> Optional[ctypes.Array]:
+    """The process's ``struct sigaction`` for ``signum``, as bytes, or None where it cannot be read."""
+    if _LIBC is None:
+        return None
+    found = ctypes.create_string_buffer(_SIGACTION_BYTES)
+    return found if _LIBC.sigaction(int(signum), None, found) == 0 else None
+
+
 def c_handler(signum: int) -> Optional[int]:
     """The address of the process's C-level handler for ``signum`` (0: default action,
     1: ignored), or None where it cannot be read."""
-    if _LIBC is None:
-        return None
-    old = ctypes.create_string_buffer(_SIGACTION_BYTES)
-    if _LIBC.sigaction(int(signum), None, old) != 0:
-        return None
-    return ctypes.c_void_p.from_buffer(old).value or 0
+    found = _sigaction(signum)
+    return None if found is None else ctypes.c_void_p.from_buffer(found).value or 0
+
+
+@contextlib.contextmanager
+def native_handlers_kept(signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Put back, when the block ends, any handler of ``signals`` that a native library replaced
+    inside it (Triton's LLVM does at the process's first kernel compile: SIGTERM would then end
+    the process at once and Ctrl-C skip Python's cleanup). Works from any thread, unlike
+    ``signal.signal``: the saved ``struct sigaction`` goes back as it was. Two system calls per
+    signal; for blocks that may compile kernels, not for every kernel."""
+    saved = {signum: _sigaction(signum) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, before in saved.items():
+            now = c_handler(signum)
+            if before is not None and now is not None and now != (ctypes.c_void_p.from_buffer(before).value or 0):
+                log.debug("%s's handler had been replaced by %s; put back", signal.Signals(signum).name,
+                          describe_handler(now))
+                _LIBC.sigaction(int(signum), before, None)
 
 
 def describe_handler(address: int) -> str:
