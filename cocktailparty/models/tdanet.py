@@ -32,12 +32,14 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..core.cuda_graphs import forget_graphs, replay_inference, replay_training, replays_inference, replays_training
+from . import gln_triton
 from .common import GlobalLayerNorm, sinusoidal_encoding
 from .registry import register
 
@@ -180,6 +182,10 @@ class Conv(nn.Conv1d):
         return y
 
 
+# What GLN.forward fuses into its Triton kernels: what follows the norm -> the kernels' activation.
+_FUSED = {None: None, nn.PReLU: "prelu", torch.sigmoid_: "sigmoid"}
+
+
 class GLN(GlobalLayerNorm):
     """gLN that keeps the activations' dtype under autocast. ``(batch, channels, *)``.
 
@@ -205,13 +211,23 @@ class GLN(GlobalLayerNorm):
     GROUP_NORM_MAX_FRAMES = 1024      # frames of one utterance
     GROUP_NORM_MAX_BATCH_FRAMES = 4096  # batch x frames
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, then: nn.Module | Callable | None = None) -> torch.Tensor:
+        """gLN, then ``then`` if given: a PReLU, ``torch.sigmoid_`` or any function of the output.
+
+        CUDA inference fuses a PReLU or the sigmoid with the norm (:mod:`.gln_triton`), except on the
+        short inputs that take group_norm (:meth:`_launch_bound`)."""
         if x.is_cuda and not self._launch_bound(x):
-            return self._split_statistics(x)
-        if x.dtype == self.weight.dtype:
-            return super().forward(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return F.group_norm(x, 1, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+            if gln_triton.usable(x):
+                key = type(then) if isinstance(then, nn.Module) else then
+                if key in _FUSED:
+                    return gln_triton.gln(x, self.weight, self.bias, self.eps, _FUSED[key], getattr(then, "weight", None))
+            y = self._split_statistics(x)
+        elif x.dtype == self.weight.dtype:
+            y = super().forward(x)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                y = F.group_norm(x, 1, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        return y if then is None else then(y)
 
     def _launch_bound(self, x: torch.Tensor) -> bool:
         """Whether this norm runs eagerly, without autograd, on an input small enough that
@@ -313,7 +329,11 @@ class ChannelScale(Conv):
 
 
 class ConvNorm(nn.Sequential):
-    """Conv, then gLN, then optionally PReLU. ``(batch, cin, 1, T) -> (batch, cout, 1, T / stride)``."""
+    """Conv, then gLN, then optionally PReLU. ``(batch, cin, 1, T) -> (batch, cout, 1, T / stride)``.
+
+    ``then`` (a function of the output, e.g. ``torch.sigmoid_``) follows a ConvNorm without PReLU; the
+    gLN fuses either with itself where it can (:meth:`GLN.forward`).
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
                  dilation: int = 1, bias: bool = False, act: bool = False):
@@ -322,6 +342,10 @@ class ConvNorm(nn.Sequential):
         if act:
             layers.append(nn.PReLU())
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor, then: Callable | None = None) -> torch.Tensor:
+        conv, norm, *act = self
+        return norm(conv(x), act[0] if act else then)
 
 
 class DropPath(nn.Module):
@@ -473,7 +497,7 @@ class LocalAttention(nn.Module):
         # got 15-30% slower.)
         up = F.interpolate(coarse, scale_factor=(1.0, 2.0), mode="nearest")
         if _in_place(up, local):  # inference: the same maths without two full-size temporaries
-            rho = self.gate(up).sigmoid_()
+            rho = self.gate(up, then=torch.sigmoid_)
             return self.shift(up).addcmul_(rho, local)  # eq. 7
         rho = torch.sigmoid(self.gate(up))
         tau = self.shift(up)

@@ -1,11 +1,13 @@
-"""gLN on CUDA: eager inference on a short input takes group_norm, everything else (training,
-longer inputs, CUDA-graph captures) var_mean's path; both give the same normalisation."""
+"""gLN on CUDA: eager inference on a short input takes group_norm; other inference (longer inputs,
+CUDA-graph captures) the fused Triton kernels where Triton is installed; training var_mean's path.
+All give the same normalisation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from cocktailparty.models import gln_triton
 from cocktailparty.models import tdanet as td
 
 
@@ -17,17 +19,31 @@ def _gln(channels: int = 64) -> td.GLN:
     return norm
 
 
-@pytest.mark.parametrize("batch, frames", [(1, 63), (1, 1024), (1, 1025), (8, 512), (4, 1024), (1, 6000)])
+def record_paths(monkeypatch) -> list[str]:
+    """Which GPU-time path each gLN call takes from now on: "triton" (the fused kernels, for
+    inference) or "var_mean" (_split_statistics); group_norm's calls record nothing."""
+    paths = []
+    split, fused = td.GLN._split_statistics, gln_triton.gln
+    monkeypatch.setattr(td.GLN, "_split_statistics", lambda self, y: paths.append("var_mean") or split(self, y))
+    monkeypatch.setattr(gln_triton, "gln", lambda *args: paths.append("triton") or fused(*args))
+    return paths
+
+
+CAPTURED_INFERENCE_PATH = "triton" if gln_triton.AVAILABLE else "var_mean"
+
+
+@pytest.mark.parametrize("batch, frames", [(1, 63), (1, 1024), (1, 1025), (8, 512), (4, 1024), (1, 6000),
+                                           (1, 2**18)])
 def test_inference_gln_matches_the_training_formula(batch, frames, monkeypatch):
     norm = _gln()
     x = torch.randn(batch, 64, 1, frames, device="cuda") * 3 + 1
     reference = td._GLNFunction.apply(x, norm.weight, norm.bias, norm.eps)
-    calls = []
-    monkeypatch.setattr(td.GLN, "_split_statistics", lambda self, y: calls.append(y.shape) or reference)
+    paths = record_paths(monkeypatch)
     with torch.no_grad():
         out = norm(x)
     small = frames <= td.GLN.GROUP_NORM_MAX_FRAMES and batch * frames <= td.GLN.GROUP_NORM_MAX_BATCH_FRAMES
-    assert bool(calls) != small
+    large = gln_triton.AVAILABLE and x.numel() >= gln_triton.MIN_EAGER_ELEMENTS
+    assert paths == ([] if small else ["triton"] if large else ["var_mean"])
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
@@ -41,12 +57,10 @@ def test_small_inference_gln_keeps_bf16_under_autocast():
     torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
 
 
-def test_gln_inside_a_cuda_graph_capture_keeps_var_mean(monkeypatch):
+def test_gln_inside_a_cuda_graph_capture_takes_the_gpu_time_path(monkeypatch):
     norm = _gln()
     x = torch.randn(1, 64, 1, 63, device="cuda")
-    calls = []
-    real = td.GLN._split_statistics
-    monkeypatch.setattr(td.GLN, "_split_statistics", lambda self, y: calls.append(1) or real(self, y))
+    paths = record_paths(monkeypatch)
     graph = torch.cuda.CUDAGraph()
     with torch.no_grad():
         side = torch.cuda.Stream()
@@ -54,11 +68,14 @@ def test_gln_inside_a_cuda_graph_capture_keeps_var_mean(monkeypatch):
         with torch.cuda.stream(side):
             norm(x)  # warm-up outside the capture: eager, group_norm
         torch.cuda.current_stream().wait_stream(side)
-        assert not calls
+        assert not paths
+        if gln_triton.AVAILABLE:  # the capture cannot compile the kernels: a warm-up does
+            gln_triton.gln(x, norm.weight, norm.bias, norm.eps)
+            paths.clear()
         with torch.cuda.graph(graph):
             out = norm(x)
     graph.replay()
-    assert calls == [1]
+    assert paths == [CAPTURED_INFERENCE_PATH]
     torch.testing.assert_close(out, td._GLNFunction.apply(x, norm.weight, norm.bias, norm.eps))
 
 

@@ -1,0 +1,123 @@
+"""gLN with the activation after it in two Triton kernels (cocktailparty/models/gln_triton.py), for
+CUDA inference: the values of the torch path at any strides, dtypes and lengths, in the model too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cocktailparty.core.cuda_graphs import graphs_off
+from cocktailparty.models import build_model, gln_triton
+from cocktailparty.models import tdanet as td
+from tests.helpers import TINY_TDANET
+
+
+def reference(x: torch.Tensor, weight, bias, eps, activation=None, slope=None) -> torch.Tensor:
+    x = x.double()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    var = (x - mean).square().mean(dim=(1, 2, 3), keepdim=True)
+    y = (x - mean) / torch.sqrt(var + eps) * weight.double().view(1, -1, 1, 1) + bias.double().view(1, -1, 1, 1)
+    if activation == "prelu":
+        y = torch.where(y >= 0, y, y * slope.double().view(1, -1, 1, 1))
+    elif activation == "sigmoid":
+        y = torch.sigmoid(y)
+    return y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("frames", [1, 63, 1024, 4016])
+@pytest.mark.parametrize("activation,slopes", [(None, 0), ("prelu", 1), ("prelu", 24), ("sigmoid", 0)])
+def test_the_kernels_compute_gln_and_its_activation(dtype, frames, activation, slopes):
+    torch.manual_seed(frames)
+    x = (torch.randn(3, 24, 1, frames, device="cuda") * 2 + 0.5).to(dtype)
+    weight, bias = torch.randn(24, device="cuda"), torch.randn(24, device="cuda")
+    slope = torch.rand(slopes, device="cuda") - 0.5 if slopes else None
+    with torch.no_grad():
+        got = gln_triton.gln(x, weight, bias, 1e-8, activation, slope)
+    assert got.dtype == dtype and got.shape == x.shape and got.is_contiguous()
+    tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    expected = reference(x, weight, bias, 1e-8, activation, slope)
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+def test_strided_inputs_read_as_they_are_and_a_large_mean_does_not_cancel():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(16, device="cuda"), torch.randn(16, device="cuda")
+    base = torch.randn(2, 16, 1, 2 * 3000 + 1, device="cuda") + 1000.0  # mean >> spread: fp32 sums of squares would cancel
+    views = [base[..., ::2], torch.randn(2, 3000, 16, device="cuda").transpose(1, 2).unsqueeze(2)]
+    for x in views:
+        assert not x.is_contiguous()
+        with torch.no_grad():
+            got = gln_triton.gln(x, weight, bias, 1e-8)
+        # 1e-3: fp32's own step at 1000 (6e-5) times the weights; a variance that cancelled would be off by ~1.
+        torch.testing.assert_close(got.double(), reference(x, weight, bias, 1e-8), rtol=1e-3, atol=1e-3)
+
+
+def test_only_cuda_inference_without_compile_and_of_a_size_that_pays_takes_the_kernels(monkeypatch):
+    x = torch.randn(2, 8, 1, 10, device="cuda")
+    with torch.no_grad():
+        assert not gln_triton.usable(x)  # eager and small: torch's launches cost the host less
+        monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", x.numel())
+        assert gln_triton.usable(x) and not gln_triton.usable(x.cpu()) and not gln_triton.usable(x.double())
+        assert not gln_triton.usable(torch.randn(2, 8, 3, 10, device="cuda"))
+    assert not gln_triton.usable(x)  # autograd on
+
+
+def test_a_tdanet_in_fp16_inference_gives_the_torch_paths_output(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("tdanet", **dict(TINY_TDANET, sample_rate=8000)).cuda().eval()
+    x = torch.randn(3, 16000, device="cuda")
+    calls = []
+    fused = gln_triton.gln
+    monkeypatch.setattr(gln_triton, "gln", lambda x, weight, bias, eps, activation=None, slope=None:
+                        calls.append(activation) or fused(x, weight, bias, eps, activation, slope))
+    monkeypatch.setattr(td.GLN, "GROUP_NORM_MAX_FRAMES", 0)  # no short-input group_norm path
+    monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", 0)  # the kernels at this size too
+    with torch.inference_mode(), graphs_off(), torch.autocast("cuda", torch.float16, cache_enabled=False):
+        got = model(x).float()
+        assert {"prelu", "sigmoid", None} <= set(calls)
+        monkeypatch.setattr(gln_triton, "AVAILABLE", False)
+        expected = model(x).float()
+    error = (got - expected).double().square().sum() / expected.double().square().sum()
+    assert 10 * torch.log10(1 / error) > 50  # dB: fp16 rounding, not a different function
+
+
+KEEPS_SIGTERM = """
+import os, signal, sys
+import torch
+from cocktailparty.core.signal_guard import c_handler
+signal.signal(signal.SIGTERM, lambda signum, frame: None)
+python_handler = c_handler(signal.SIGTERM)
+torch.manual_seed(0)
+x = torch.randn(2, 16, 1, 300, device="cuda")
+if sys.argv[1] == "separator":
+    from cocktailparty.inference.separate import Separator
+    from cocktailparty.models import build_model
+    from tests.helpers import TINY_TDANET
+    model = build_model("tdanet", **dict(TINY_TDANET, sample_rate=8000)).cuda().eval()
+    # One clip a call: the second call's shape is captured, and the capture takes the kernels.
+    separator = Separator(model, device="cuda", batch_seconds=1.0)
+    list(separator.separate_many([(torch.randn(8000).numpy(), 8000)] * 3))
+else:
+    from cocktailparty.models import gln_triton
+    with torch.no_grad():
+        gln_triton.gln(x, torch.ones(16, device="cuda"), torch.zeros(16, device="cuda"), 1e-8)
+torch.cuda.synchronize()
+compiled = any(files for _, _, files in os.walk(os.environ["TRITON_CACHE_DIR"]))
+print("compiled" if compiled else "nothing-compiled", "kept" if c_handler(signal.SIGTERM) == python_handler else "replaced")
+"""
+
+
+@pytest.mark.parametrize("caller, expected", [("kernel", "replaced"), ("separator", "kept")])
+def test_the_separator_keeps_sigterm_through_the_kernels_first_compile(caller, expected, tmp_path):
+    """In a fresh process with an empty kernel cache: Triton's first compile replaces SIGTERM's handler
+    (so the check means something), and the Separator's model calls put it back."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton"))
+    done = subprocess.run([sys.executable, "-c", KEEPS_SIGTERM, caller], capture_output=True, text=True, env=env,
+                          timeout=240, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["compiled", expected]
