@@ -379,6 +379,36 @@ def test_a_stride_2_depthwise_conv_is_every_other_frame_of_its_stride_1_conv(len
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_fused_gln_kernels_that_cannot_be_built_warn_once_and_stay_off(monkeypatch, caplog):
+    """Triton compiles a C launcher at its first kernel; without a C compiler that raises. The
+    fused gLN then answers None (its caller runs torch's ops, tests/gpu/test_gln_triton.py) and
+    is not tried again."""
+    import logging
+
+    from cocktailparty.models import gln_triton
+
+    monkeypatch.setattr(gln_triton, "failure", None)
+
+    def no_compiler(*args):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.\nmore")
+
+    monkeypatch.setattr(gln_triton, "_gln", no_compiler)
+    x = torch.randn(2, 4, 1, 8)
+    with caplog.at_level(logging.WARNING, logger="cocktailparty"):
+        assert gln_triton.gln(x, torch.ones(4), torch.zeros(4), 1e-8, "prelu", torch.ones(1)) is None
+        assert gln_triton.gln(x, torch.ones(4), torch.zeros(4), 1e-8) is None
+    [record] = caplog.records
+    assert "Failed to find C compiler" in record.getMessage() and "torch's ops" in record.getMessage()
+    assert gln_triton.failure == "RuntimeError: Failed to find C compiler. Please specify via CC environment variable."
+    monkeypatch.setattr(gln_triton, "AVAILABLE", True)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # only the failure says no
+    monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", 0)
+    with torch.no_grad():
+        assert not gln_triton.usable(x)
+        monkeypatch.setattr(gln_triton, "failure", None)
+        assert gln_triton.usable(x)
+
+
 @pytest.mark.slow
 def test_a_compiled_depthwise_conv_on_a_cpu_keeps_the_conv():
     # Inductor's vectorised CPU code for the taps' backward corrupted the heap (torch 2.13), so

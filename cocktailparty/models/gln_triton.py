@@ -18,10 +18,16 @@ CUDA wheels on Linux); everything else keeps the torch path (:func:`usable`).
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 
+from ..core.cuda_graphs import one_line
+
+log = logging.getLogger("cocktailparty")
+
 AVAILABLE = importlib.util.find_spec("triton") is not None
+failure: str | None = None  # why the kernels could not run in this process, once they could not
 if AVAILABLE:
     import triton
     import triton.language as tl
@@ -38,7 +44,7 @@ MIN_EAGER_ELEMENTS = 2**24
 
 def usable(x: torch.Tensor) -> bool:
     """Whether ``x`` ``(batch, channels, 1, time)`` or ``(batch, channels, time)`` takes the kernels."""
-    return (AVAILABLE and x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    return (AVAILABLE and failure is None and x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and x.dim() in (3, 4) and (x.dim() == 3 or x.shape[2] == 1)
             and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
             and (x.numel() >= MIN_EAGER_ELEMENTS or torch.cuda.is_current_stream_capturing()))
@@ -113,13 +119,29 @@ if AVAILABLE:
 
 
 def gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-        activation: str | None = None, slope: torch.Tensor | None = None) -> torch.Tensor:
+        activation: str | None = None, slope: torch.Tensor | None = None) -> torch.Tensor | None:
     """``act(gLN(x))``: normalised over channels and time per utterance, then ``weight`` and ``bias``
     per channel, then the activation (``"prelu"`` with ``slope`` of 1 or C values, ``"sigmoid"``, or none).
 
     x: ``(batch, C, 1, T)`` or ``(batch, C, T)``, any strides (a strided view of a stride-2 conv
     reads as it is). Returns a contiguous tensor of x's shape and dtype. Check :func:`usable` first.
+
+    None, with one warning, where Triton cannot build the kernels (it compiles a C launcher the
+    first time, which needs a C compiler and Python's headers): from then on :func:`usable` is
+    False and the caller's torch path runs, so a machine without them still separates.
     """
+    global failure
+    try:
+        return _gln(x, weight, bias, eps, activation, slope)
+    except Exception as err:  # noqa: BLE001 - whatever stops the kernels, torch's ops compute the same
+        if failure is None:
+            log.warning("the fused gLN kernels cannot run here (%s); the norms use torch's ops instead", one_line(err))
+        failure = one_line(err)
+        return None
+
+
+def _gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, activation: str | None,
+         slope: torch.Tensor | None) -> torch.Tensor:
     batch, channels, frames = x.shape[0], x.shape[1], x.shape[-1]
     block = min(BLOCK, triton.next_power_of_2(frames))
     blocks = triton.cdiv(frames, block)

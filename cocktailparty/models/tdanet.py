@@ -219,8 +219,10 @@ class GLN(GlobalLayerNorm):
         if x.is_cuda and not self._launch_bound(x):
             if gln_triton.usable(x):
                 key = type(then) if isinstance(then, nn.Module) else then
-                if key in _FUSED:
-                    return gln_triton.gln(x, self.weight, self.bias, self.eps, _FUSED[key], getattr(then, "weight", None))
+                fused = (gln_triton.gln(x, self.weight, self.bias, self.eps, _FUSED[key], getattr(then, "weight", None))
+                         if key in _FUSED else None)  # None too where the kernels cannot be built
+                if fused is not None:
+                    return fused
             y = self._split_statistics(x)
         elif x.dtype == self.weight.dtype:
             y = super().forward(x)

@@ -34,6 +34,7 @@ def test_the_kernels_compute_gln_and_its_activation(dtype, frames, activation, s
     slope = torch.rand(slopes, device="cuda") - 0.5 if slopes else None
     with torch.no_grad():
         got = gln_triton.gln(x, weight, bias, 1e-8, activation, slope)
+    assert got is not None, gln_triton.failure
     assert got.dtype == dtype and got.shape == x.shape and got.is_contiguous()
     tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
     expected = reference(x, weight, bias, 1e-8, activation, slope)
@@ -121,3 +122,26 @@ def test_the_separator_keeps_sigterm_through_the_kernels_first_compile(caller, e
                           timeout=240, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["compiled", expected]
+
+
+def test_kernels_that_cannot_be_built_leave_the_model_on_torchs_path_with_one_warning(monkeypatch, caplog):
+    import logging
+
+    torch.manual_seed(0)
+    model = build_model("tdanet", **dict(TINY_TDANET, sample_rate=8000)).cuda().eval()
+    x = torch.randn(3, 16000, device="cuda")
+    monkeypatch.setattr(gln_triton, "failure", None)
+    monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", 0)
+
+    def no_compiler(*args):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    monkeypatch.setattr(gln_triton, "_gln", no_compiler)
+    with torch.inference_mode(), graphs_off(), caplog.at_level(logging.WARNING, logger="cocktailparty"):
+        got = model(x)
+        again = model(x)
+        monkeypatch.setattr(gln_triton, "AVAILABLE", False)
+        expected = model(x)
+    assert len([r for r in caplog.records if "fused gLN kernels cannot run" in r.getMessage()]) == 1
+    for out in (got, again):  # torch's path both times: the same kernels
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
