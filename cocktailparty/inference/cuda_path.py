@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from ..core.cuda_graphs import ShapeGraphs, capture_graph, graphs_off, one_line
-from ..core.signal_guard import native_handlers_kept
 
 log = logging.getLogger("cocktailparty")
 
@@ -126,13 +125,11 @@ def forward_in(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tenso
     Autocast's weight-cast cache is off: a cache filled while a CUDA graph is captured would
     hold casts made in the graph's pool, stale for the next call. The model's own inference
     graphs are off (:func:`~cocktailparty.core.cuda_graphs.graphs_off`): every model call of the
-    runner comes through here, and the runner captures its batches itself. A call may compile
-    Triton kernels (a TDANet's gLNs), whose LLVM takes over SIGINT and SIGTERM the first time:
-    :func:`~cocktailparty.core.signal_guard.native_handlers_kept` gives them back.
+    runner comes through here, and the runner captures its batches itself.
     """
     autocast = torch.autocast(x.device.type, dtype=_DTYPES.get(precision, torch.bfloat16),
                               enabled=precision in _DTYPES, cache_enabled=False)
-    with native_handlers_kept(), graphs_off(), autocast:
+    with graphs_off(), autocast:
         return model(x).float()
 
 

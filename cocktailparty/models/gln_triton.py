@@ -23,6 +23,7 @@ import logging
 import torch
 
 from ..core.cuda_graphs import one_line
+from ..core.signal_guard import native_handlers_kept
 
 log = logging.getLogger("cocktailparty")
 
@@ -129,10 +130,16 @@ def gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     None, with one warning, where Triton cannot build the kernels (it compiles a C launcher the
     first time, which needs a C compiler and Python's headers): from then on :func:`usable` is
     False and the caller's torch path runs, so a machine without them still separates.
+
+    A call that compiles kernels lets Triton's LLVM take over SIGINT and SIGTERM (the first time
+    in a process: SIGTERM would then end it at once, Ctrl-C skip Python's cleanup);
+    :func:`~cocktailparty.core.signal_guard.native_handlers_kept` puts them back, for every
+    caller (the Separator, ``cocktail serve``'s worker threads, a user's own ``model(x)``).
     """
     global failure
     try:
-        return _gln(x, weight, bias, eps, activation, slope)
+        with native_handlers_kept():
+            return _gln(x, weight, bias, eps, activation, slope)
     except Exception as err:  # noqa: BLE001 - whatever stops the kernels, torch's ops compute the same
         if failure is None:
             log.warning("the fused gLN kernels cannot run here (%s); the norms use torch's ops instead", one_line(err))
