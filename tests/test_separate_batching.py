@@ -377,6 +377,80 @@ def test_rescale_batch_agrees_with_match_mixture_scale():
         np.testing.assert_allclose(row, expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_symmetric_pinv_agrees_with_torchs_at_every_rank(size):
+    generator = torch.Generator().manual_seed(size)
+    for rank in range(size + 1):
+        # Gram matrices of rank `rank`, at scales from 1e-3 to 1e3 (the cutoff is relative)
+        factors = torch.randn(20, size, rank, generator=generator, dtype=torch.float64)
+        rows = factors @ torch.randn(20, rank, 50, generator=generator, dtype=torch.float64)
+        rows = rows * 10.0 ** torch.randint(-3, 4, (20, 1, 1), generator=generator)
+        gram = rows @ rows.transpose(1, 2)
+        expected = torch.linalg.pinv(gram, hermitian=True)
+        ours = cuda_path.symmetric_pinv(gram)
+        scale = expected.abs().amax((1, 2), keepdim=True).clamp_min(1e-300)
+        assert ((ours - expected).abs() / scale).max() < 1e-9, rank
+    # equal diagonal entries (a 45-degree rotation) and an already diagonal matrix
+    special = torch.tensor([[[2.0, 1.0], [1.0, 2.0]], [[3.0, 0.0], [0.0, -4.0]]], dtype=torch.float64)
+    torch.testing.assert_close(cuda_path.symmetric_pinv(special), torch.linalg.inv(special))
+
+
+def test_on_cuda_a_batch_is_collected_only_after_the_next_is_submitted():
+    """The CUDA path leaves one batch running on the device while the host stitches the one
+    before it; outputs are as before. (The runner here is the CUDA one on the CPU.)"""
+    model = Halves(HalvesConfig())
+    clips = [(np.random.default_rng(i).standard_normal(400).astype(np.float32), RATE) for i in range(6)]
+    separator = Separator(model, device="cpu")
+    runner = cuda_path.CudaBatchRunner(model, torch.device("cpu"), "fp32", False, separator.chunk, RATE)
+    separator._cuda, separator._budget = runner, 2 * 400  # two clips a batch
+    events = []
+    submit = runner.submit
+
+    def watched_submit(pieces):
+        number = sum(kind == "submit" for kind, _ in events)
+        events.append(("submit", number))
+        pending = submit(pieces)
+        result = pending.result
+
+        def watched_result():
+            events.append(("collect", number))
+            return result()
+
+        pending.result = watched_result
+        return pending
+
+    runner.submit = watched_submit
+    outputs = list(separator.separate_many(clips))
+    assert events == [("submit", 0), ("submit", 1), ("collect", 0), ("submit", 2), ("collect", 1), ("collect", 2)]
+    alone = Separator(Halves(HalvesConfig()), device="cpu")
+    for (mixture, rate), out in zip(clips, outputs):
+        np.testing.assert_allclose(out, alone(mixture, rate), atol=1e-6)
+
+
+def test_refused_page_locked_memory_leaves_pageable_copies_with_one_warning(monkeypatch, caplog):
+    real_empty = torch.empty
+
+    def refusing(*args, pin_memory=False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory")
+        return real_empty(*args, **kwargs)
+
+    def runner() -> cuda_path.CudaBatchRunner:
+        return cuda_path.CudaBatchRunner(Halves(HalvesConfig()), torch.device("cpu"), "fp32", graphs=False,
+                                         probe_samples=800, sample_rate=RATE)
+
+    pieces = [speech(0.1, 0), speech(0.1, 1)]
+    expected = runner()(pieces)
+    refused = runner()
+    refused.page_locked = True  # as on CUDA
+    monkeypatch.setattr(torch, "empty", refusing)
+    caplog.set_level(logging.WARNING, logger="cocktailparty")
+    for _ in range(2):
+        np.testing.assert_array_equal(refused(pieces), expected)
+    assert not refused.page_locked
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["page-locked host memory refused"]
+
+
 def test_the_cuda_batch_call_runs_on_the_cpu_too():
     """Without graphs, CudaBatchRunner needs no GPU: the Separator's CUDA plumbing (the probe,
     batches across files, rescaling on the device) run on the CPU gives the CPU path's output

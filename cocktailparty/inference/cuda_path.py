@@ -12,7 +12,11 @@ equal-length pieces (chunks of long recordings, or whole short ones, side by sid
   batch, so the graph's launch-free replays pay off, while a length met once (one file of
   an odd length) is never captured;
 - puts every estimate back at its mixture's scale on the device (:func:`rescale_batch`), so
-  the host only copies finished rows out.
+  the host only copies finished rows out;
+- queues all of that without waiting for the device (:meth:`CudaBatchRunner.submit`: inputs
+  and outputs go through page-locked memory, the fp16 overflow check is a flag copied back with
+  the estimates, the rescaling's pseudo-inverse needs no host synchronisation), so the
+  Separator collects one batch and prepares the next while the GPU runs another.
 
 The runner owns the graph policy for its batches: the model's own inference graphs
 (:func:`~cocktailparty.core.cuda_graphs.replay_inference`) are off in its model calls
@@ -30,7 +34,7 @@ import functools
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -196,24 +200,61 @@ def batch_budget(free_bytes: int, bytes_per_sample: float, sample_rate: int,
 # ----------------------------------------------------------------------------- scale
 
 
+def symmetric_pinv(matrices: torch.Tensor, sweeps: int | None = None) -> torch.Tensor:
+    """The pseudo-inverse of symmetric matrices ``(B, C, C)``, as ``torch.linalg.pinv(...,
+    hermitian=True)`` gives it (eigenvalues under ``C * eps * max |eigenvalue|`` count as zero),
+    without a host synchronisation.
+
+    Why not torch's: on CUDA its ``eigh`` waits for the device to check for errors, so a batch's
+    rescaling would stall the host until the model's forward is done, and the Separator could
+    not prepare the next batch meanwhile. These matrices are tiny (C talkers), so cyclic Jacobi
+    rotations, batched with torch ops, find the eigenvectors: a 2 x 2 matrix in one rotation,
+    larger ones converge quadratically in a few sweeps (``sweeps``; default 1 for C <= 2, else 10).
+    """
+    size = matrices.shape[-1]
+    if sweeps is None:
+        sweeps = 1 if size <= 2 else 10
+    a = matrices.clone()
+    vectors = torch.eye(size, dtype=a.dtype, device=a.device).expand_as(a).clone()
+    for _ in range(sweeps):
+        for p in range(size - 1):
+            for q in range(p + 1, size):
+                apq, app, aqq = a[:, p, q], a[:, p, p], a[:, q, q]
+                # The rotation that zeroes a[p, q] (the smaller of the two angles that do).
+                zero = apq == 0
+                theta = (aqq - app) / (2 * torch.where(zero, torch.ones_like(apq), apq))
+                tangent = torch.where(theta >= 0, 1.0, -1.0) / (theta.abs() + torch.sqrt(theta * theta + 1))
+                tangent = torch.where(zero, torch.zeros_like(tangent), tangent)
+                cos = torch.rsqrt(tangent * tangent + 1)
+                sin = tangent * cos
+                rotation = torch.eye(size, dtype=a.dtype, device=a.device).repeat(a.shape[0], 1, 1)
+                rotation[:, p, p], rotation[:, q, q], rotation[:, p, q], rotation[:, q, p] = cos, cos, sin, -sin
+                a = rotation.transpose(1, 2) @ a @ rotation
+                vectors = vectors @ rotation
+    values = torch.diagonal(a, dim1=1, dim2=2)  # (B, C)
+    cutoff = size * torch.finfo(a.dtype).eps * values.abs().amax(-1, keepdim=True)
+    inverse = torch.where(values.abs() > cutoff, 1 / torch.where(values == 0, 1.0, values), 0.0)
+    return (vectors * inverse.unsqueeze(1)) @ vectors.transpose(1, 2)
+
+
 def rescale_batch(estimates: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
     """:func:`~cocktailparty.inference.separate.match_mixture_scale` for a batch, on the
-    estimates' device: ``(B, C, T)``, ``(B, T)`` -> float32 ``(B, C, T)``.
+    estimates' device and without waiting for it: ``(B, C, T)``, ``(B, T)`` -> float32 ``(B, C, T)``.
 
     The same fit: the gains that best rebuild each mixture from its estimates (least squares,
     signs included), or, where a track would then exceed twice the mixture's RMS (or the fit
     is not finite), each estimate's own projection gain. Solved in float64 through the
-    C x C normal equations with a pseudo-inverse (minimum-norm gains for a rank-deficient fit,
-    as numpy's lstsq gives), so it agrees with the numpy version to rounding. Why a second
-    version: numpy's lstsq costs about 1 ms of host time per piece, a second per 1,000 files,
-    which is as long as an H200 takes to separate them. The CPU path keeps the numpy one, so
-    its outputs stay bit-identical.
+    C x C normal equations with a pseudo-inverse (:func:`symmetric_pinv`: minimum-norm gains for
+    a rank-deficient fit, as numpy's lstsq gives), so it agrees with the numpy version to
+    rounding. Why a second version: numpy's lstsq costs about 1 ms of host time per piece, a
+    second per 1,000 files, which is as long as an H200 takes to separate them. The CPU path
+    keeps the numpy one, so its outputs stay bit-identical.
     """
     est, mix = estimates.double(), mixtures.double()
     energy = est.square().sum(-1)  # (B, C)
     correlation = (est @ mix.unsqueeze(-1)).squeeze(-1)  # (B, C): each estimate with its mixture
     gram = est @ est.transpose(1, 2)  # (B, C, C)
-    gains = (torch.linalg.pinv(gram, hermitian=True) @ correlation.unsqueeze(-1)).squeeze(-1)
+    gains = (symmetric_pinv(gram) @ correlation.unsqueeze(-1)).squeeze(-1)
     mixture_energy = mix.square().sum(-1, keepdim=True)  # (B, 1)
     # Written as "not all within bounds" so that a NaN gain counts as too loud.
     too_loud = ~(gains.square() * energy <= 4.0 * mixture_energy).all(-1, keepdim=True)
@@ -225,8 +266,11 @@ def rescale_batch(estimates: torch.Tensor, mixtures: torch.Tensor) -> torch.Tens
 
 
 class CudaBatchRunner:
-    """A model on a CUDA device as the Separator's batch call: ``(B, T)`` float32 numpy pieces
-    at the model's rate -> ``(B, C, T)`` float32 numpy estimates, each at its piece's scale.
+    """A model on a CUDA device as the Separator's batch call: ``B`` float32 numpy pieces of ``T``
+    samples at the model's rate -> ``(B, C, T)`` float32 numpy estimates, each at its piece's
+    scale. :meth:`submit` queues a batch on the device and returns at once; its
+    :meth:`PendingBatch.result` waits for the estimates. So the host can collect one batch
+    and prepare the next while the device runs another; ``runner(pieces)`` does both in turn.
 
     Args:
         model: in eval mode, on ``device``.
@@ -238,9 +282,10 @@ class CudaBatchRunner:
             is this long.
         sample_rate: the model's rate (for the probe and the budget).
 
-    All graphs share one memory pool: batches run one after another and each output is
-    copied out before the next replay, so a pool as large as the biggest shape's forward
-    serves them all (the budget's :data:`MEMORY_FRACTION` counts it once).
+    All graphs share one memory pool. That is safe with batches in flight: everything that
+    reads a graph's output (the rescaling, the overflow check) is queued on the same stream
+    before the next replay, so a pool as large as the biggest shape's forward serves them all
+    (the budget's :data:`MEMORY_FRACTION` counts it once).
     """
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str, graphs: bool, probe_samples: int,
@@ -249,7 +294,7 @@ class CudaBatchRunner:
         self.requested, self.probe_samples, self.sample_rate = check_precision(precision), probe_samples, sample_rate
         self._profile: ModelProfile | None = None
         self.overflowed = False  # an fp16 batch had to run again in fp32
-        self._staging: torch.Tensor | None = None  # page-locked, for the estimates' copy to the host
+        self.page_locked = device.type == "cuda"  # copies through page-locked memory (False if refused)
         self.graphs = None
         if graphs:
             capture = functools.partial(capture_graph, pool=torch.cuda.graph_pool_handle())
@@ -270,30 +315,78 @@ class CudaBatchRunner:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return forward_in(self.model, x, self.profile.precision)
 
-    @torch.inference_mode()
-    def __call__(self, pieces: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(pieces).to(self.device)
-        estimates = self.graphs(x) if self.graphs is not None else self._forward(x)
-        if self.profile.precision == "fp16" and not bool(torch.isfinite(estimates).all()):
-            # fp16 tops out at 65504: an input far louder than the probe may overflow inside.
-            if not self.overflowed:
-                log.warning("an fp16 batch overflowed; it and any later such batch run again in fp32 "
-                            "(COCKTAIL_PRECISION=bf16 or fp32 avoids the second run)")
-            self.overflowed = True
-            estimates = forward_in(self.model, x, "fp32")
-        return self._to_host(rescale_batch(estimates, x))
+    def __call__(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
+        return self.submit(pieces).result()
 
-    def _to_host(self, estimates: torch.Tensor) -> np.ndarray:
-        """A new numpy array of ``estimates``, copied out through a page-locked buffer kept for the
-        next batch on CUDA: a copy into pageable memory is staged by the driver at a few GB/s
-        (80 x 2 x 4 s of float32, 41 MB: 33-38 ms on an H200 host, against 15-19 ms this way,
-        the host's own copy included). The outputs must not be views of the buffer: a user may
-        keep them, and page-locked memory is the system's to spare."""
-        if estimates.device.type != "cuda":
-            return estimates.cpu().numpy()
-        count = estimates.numel()
-        if self._staging is None or self._staging.numel() < count:
-            self._staging = torch.empty(count, dtype=estimates.dtype, pin_memory=True)
-        staging = self._staging[:count].view(estimates.shape)
-        staging.copy_(estimates)
-        return staging.numpy().copy()
+    @torch.inference_mode()
+    def submit(self, pieces: Sequence[np.ndarray]) -> "PendingBatch":
+        """Queue the model on ``pieces`` (``B`` arrays of ``T`` samples, or a ``(B, T)`` array),
+        their rescaling, and the copy of the estimates back to the host. On CUDA nothing here
+        waits for the device, once a batch shape has been captured."""
+        x = self._to_device(pieces)
+        estimates = self.graphs(x) if self.graphs is not None else self._forward(x)
+        # fp16 tops out at 65504: an input far louder than the probe may overflow inside.
+        finite = torch.isfinite(estimates).all() if self.profile.precision == "fp16" else None
+        return PendingBatch(self, x, rescale_batch(estimates, x), finite)
+
+    def _to_device(self, pieces: Sequence[np.ndarray]) -> torch.Tensor:
+        """``pieces`` stacked as float32 ``(B, T)`` on the device. On CUDA they are stacked into
+        page-locked memory: a copy from pageable memory would first wait for everything queued
+        on the stream (CUDA's rule for pageable transfers), the batch before this one included."""
+        staging = self._page_locked((len(pieces), len(pieces[0])))
+        if staging is not None:
+            np.stack(pieces, out=staging.numpy())
+            # torch's page-locked allocator keeps the block until this copy is done.
+            return staging.to(self.device, non_blocking=True)
+        return torch.from_numpy(np.stack(pieces).astype(np.float32, copy=False)).to(self.device)
+
+    def _page_locked(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        """An empty page-locked host tensor, from torch's caching allocator (cheap once warm);
+        None, with one warning, if the system refuses one: copies then take pageable memory."""
+        if not self.page_locked:
+            return None
+        try:
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+        except RuntimeError as err:
+            log.warning("page-locked host memory refused (%s); copies to and from the GPU will wait for it",
+                        one_line(err))
+            self.page_locked = False
+            return None
+
+    def run_again_in_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        """The rescaled estimates of ``x`` from an fp32 forward, for a batch whose fp16 one overflowed."""
+        if not self.overflowed:
+            log.warning("an fp16 batch overflowed; it and any later such batch run again in fp32 "
+                        "(COCKTAIL_PRECISION=bf16 or fp32 avoids the second run)")
+        self.overflowed = True
+        with torch.inference_mode():
+            return rescale_batch(forward_in(self.model, x, "fp32"), x)
+
+
+class PendingBatch:
+    """A batch queued by :meth:`CudaBatchRunner.submit`: its estimates are being copied to
+    page-locked host memory (on CUDA), and :meth:`result` waits for them."""
+
+    def __init__(self, runner: CudaBatchRunner, x: torch.Tensor, estimates: torch.Tensor,
+                 finite: torch.Tensor | None):
+        self.runner, self.x, self.estimates, self.finite = runner, x, estimates, finite
+        self.done: torch.cuda.Event | None = None
+        if estimates.is_cuda:
+            host = runner._page_locked(tuple(estimates.shape))
+            flag = runner._page_locked((), torch.bool) if finite is not None else None
+            if runner.page_locked:  # neither was refused
+                self.estimates = host.copy_(estimates, non_blocking=True)
+                self.finite = flag.copy_(finite, non_blocking=True) if flag is not None else None
+                self.done = torch.cuda.Event()
+                self.done.record()
+
+    def result(self) -> np.ndarray:
+        """``(B, C, T)`` float32 estimates: a new array (never a view of page-locked memory,
+        which is the system's to spare while a user keeps the outputs)."""
+        if self.done is not None:
+            self.done.synchronize()
+        estimates = self.estimates
+        if self.finite is not None and not bool(self.finite):
+            estimates = self.runner.run_again_in_fp32(self.x)
+        host = estimates.cpu().numpy()
+        return host.copy() if estimates.is_pinned() else host

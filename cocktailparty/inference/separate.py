@@ -27,7 +27,7 @@ import os
 import sys
 from collections import Counter, deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ Array = Union[np.ndarray, torch.Tensor]
 # Debugging switches for the CUDA path, read when a Separator is made without the argument:
 # COCKTAIL_PRECISION=fp32 (or bf16, fp16; default auto) and COCKTAIL_CUDA_GRAPHS=0.
 PRECISION_ENV = "COCKTAIL_PRECISION"
+# Batches left running on the device while the host collects the one before them and prepares
+# the next (stitching, copies, reading): on CUDA the GPU then never waits for the host's share.
+BATCHES_AHEAD = 1
 
 
 class Separator:
@@ -193,17 +196,27 @@ class Separator:
         queue until there are :meth:`pieces_per_batch` of them, which then run as one call.
         What waits is bounded: once the queued pieces add up to a batch's worth of audio
         (they have assorted lengths), they all run, each length as a smaller batch; and
-        mixtures are read from ``mixtures`` only as earlier ones finish or wait. So memory
-        holds about one batch, plus any finished outputs that wait for an earlier one.
+        mixtures are read from ``mixtures`` only as earlier ones finish or wait. On CUDA a
+        batch's estimates are collected only once the next batch is submitted
+        (:data:`BATCHES_AHEAD`), so that the device works while the host stitches. So memory
+        holds about one batch (two on CUDA), plus any finished outputs that wait for an earlier one.
         """
         queues: dict[int, list[_Piece]] = {}
         in_flight: deque[_Recording] = deque()
+        submitted: deque[tuple[list[_Piece], Callable[[], Sequence[np.ndarray]]]] = deque()
+        ahead = BATCHES_AHEAD if self._cuda is not None else 0  # elsewhere a batch is done when submitted
         with Bar(total=0, enabled=progress, desc="chunks", unit="chunk", leave=False) as bar:
-            def run(pieces: list[_Piece]) -> None:
-                estimates = self._run_batch(np.stack([p.samples for p in pieces]))
-                for piece, estimate in zip(pieces, estimates):
+            def collect() -> None:
+                pieces, estimates = submitted.popleft()
+                for piece, estimate in zip(pieces, estimates()):
                     piece.recording.add(piece.index, estimate)
                 bar.update(len(pieces))
+                self._collected(len(pieces))
+
+            def run(pieces: list[_Piece]) -> None:
+                submitted.append((pieces, self._submit_batch([p.samples for p in pieces])))
+                while len(submitted) > ahead:
+                    collect()
 
             def finished() -> Iterator[tuple[Any, np.ndarray]]:
                 while in_flight and in_flight[0].done:
@@ -232,6 +245,8 @@ class Separator:
             for queue in queues.values():
                 if queue:
                     run(queue)
+            while submitted:
+                collect()
             yield from finished()
 
     def chunk_starts(self, length: int) -> list[int]:
@@ -275,11 +290,19 @@ class Separator:
             estimates = np.pad(estimates, ((0, 0), (0, length - estimates.shape[1])))
         return estimates[:, :length]
 
-    def _run_batch(self, pieces: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        """The only model call: ``(B, T)`` pieces -> ``(B, C, T)`` estimates, each at its piece's scale."""
+    def _collected(self, count: int) -> None:
+        """Called as each batch's estimates are in, with its number of pieces: a hook for
+        progress reports (the service's jobs)."""
+
+    def _submit_batch(self, pieces: list[np.ndarray]) -> Callable[[], Sequence[np.ndarray]]:
+        """The only model call: ``B`` pieces of ``T`` samples -> a call that returns their
+        ``(B, C, T)`` estimates, each at its piece's scale. On CUDA the batch is queued on the
+        device and that call waits for it; elsewhere it has run already."""
         if self._cuda is not None:
-            return self._cuda(pieces)
-        return [match_mixture_scale(estimate, piece) for estimate, piece in zip(self._forward(pieces), pieces)]
+            return self._cuda.submit(pieces).result
+        stacked = np.stack(pieces)
+        estimates = [match_mixture_scale(estimate, piece) for estimate, piece in zip(self._forward(stacked), stacked)]
+        return lambda: estimates
 
     @torch.inference_mode()
     def _torch_forward(self, pieces: np.ndarray) -> np.ndarray:

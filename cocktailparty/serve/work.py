@@ -72,13 +72,11 @@ class _Reporting(Separator):
         self._total, self._done = len(self.chunk_starts(mixture.shape[0])), 0
         return super().separate_at_model_rate(mixture, progress)
 
-    def _run_batch(self, pieces: np.ndarray):
-        out = super()._run_batch(pieces)
-        self._done += len(pieces)
+    def _collected(self, count: int) -> None:
+        self._done += count
         if self.job is not None:
             lo, hi = self.span
             self.job.report(f"separating: part {self._done} of {self._total}", lo + (hi - lo) * self._done / self._total)
-        return out
 
 
 def _separator(model: torch.nn.Module, device: torch.device, job: Job, span: tuple[float, float]) -> _Reporting:
