@@ -379,6 +379,36 @@ def test_a_stride_2_depthwise_conv_is_every_other_frame_of_its_stride_1_conv(len
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_inference_offers_the_kernels_every_norm_conv_la_layer_and_pooled_sum_and_declined_ones_change_nothing(
+        monkeypatch):
+    """Where gln_triton.usable says so (CUDA inference), the depthwise convs go to the kernels with
+    their norms and what follows, the LA layers and eq. 3's sum too; each may answer None (kernels
+    that cannot be built), and the torch path then gives exactly the output it always gives."""
+    from cocktailparty.models import gln_triton
+
+    torch.manual_seed(0)
+    model = tiny(dropout=0.0, drop_path=0.0).eval()
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        expected = model(x)
+    offered = []
+    monkeypatch.setattr(gln_triton, "usable", lambda t: not torch.is_grad_enabled())
+    monkeypatch.setattr(gln_triton, "gln", lambda x, weight, bias, eps, activation=None, slope=None, conv=None:
+                        offered.append(("norm", activation, conv and (conv.kernel, conv.stride, conv.bias is not None))))
+    monkeypatch.setattr(gln_triton, "local_attention", lambda *args: offered.append(("la", args[3])))
+    monkeypatch.setattr(gln_triton, "pooled_sum", lambda coarse, finer: offered.append(("pool", len(finer))))
+    with torch.no_grad():
+        got = model(x)
+    assert torch.equal(got, expected)
+    kinds = set(offered)
+    assert {("norm", "prelu", (5, 1, False)), ("norm", "prelu", (5, 2, False)),  # the down-sampling convs
+            ("norm", None, (5, 1, True)),  # the FFN's depthwise conv (its ReLU comes after, in torch)
+            ("norm", "sigmoid", (5, 1, False)), ("norm", None, (5, 1, False))} == {k for k in kinds if k[0] == "norm"}
+    assert [k for k in offered if k[0] != "norm"] == [("pool", 3), ("la", 2), ("la", 4), ("la", 8)] * 2
+    # The CPU's norms stay torch's (GLN offers the kernels CUDA tensors only): only conv + norm pairs came.
+    assert all(k[2] is not None for k in offered if k[0] == "norm")
+
+
 def test_fused_gln_kernels_that_cannot_be_built_warn_once_and_stay_off(monkeypatch, caplog):
     """Triton compiles a C launcher at its first kernel; without a C compiler that raises. The
     fused gLN then answers None (its caller runs torch's ops, tests/gpu/test_gln_triton.py) and

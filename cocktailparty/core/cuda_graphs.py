@@ -67,14 +67,28 @@ def one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
+def preparing_capture() -> bool:
+    """Whether this thread is in :func:`warm_up_on_side_stream`: the eager forward before a shape's
+    capture. Code that takes another path inside a capture than eagerly (the fused Triton kernels,
+    for any size there) takes that path here too, so that what it compiles and loads on a first
+    call happens before the capture, which must not see it (loading a kernel fails a capture)."""
+    return getattr(_switch, "preparing", False)
+
+
 def warm_up_on_side_stream(forward: Callable[[torch.Tensor], Result], x: torch.Tensor) -> Result:
     """``forward(x)`` run eagerly on a side stream, as torch asks of a shape before its capture
-    (cuBLAS and cuDNN set themselves up on a first call, which a capture must not see)."""
+    (cuBLAS and cuDNN set themselves up on a first call, which a capture must not see; so do
+    Triton's kernels, see :func:`preparing_capture`)."""
     current = torch.cuda.current_stream(x.device)
     side = torch.cuda.Stream(x.device)
     side.wait_stream(current)
-    with torch.cuda.stream(side):
-        out = forward(x)
+    before = preparing_capture()
+    _switch.preparing = True
+    try:
+        with torch.cuda.stream(side):
+            out = forward(x)
+    finally:
+        _switch.preparing = before
     current.wait_stream(side)
     return out
 

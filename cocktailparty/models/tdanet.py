@@ -38,7 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.cuda_graphs import forget_graphs, replay_inference, replay_training, replays_inference, replays_training
+from ..core.cuda_graphs import (forget_graphs, preparing_capture, replay_inference, replay_training, replays_inference,
+                                replays_training)
 from . import gln_triton
 from .common import GlobalLayerNorm, sinusoidal_encoding
 from .registry import register
@@ -186,6 +187,16 @@ class Conv(nn.Conv1d):
 _FUSED = {None: None, nn.PReLU: "prelu", torch.sigmoid_: "sigmoid"}
 
 
+def _fused_norm(x: torch.Tensor, norm: "GLN", then: Callable | None, conv: Conv | None = None) -> torch.Tensor | None:
+    """``then(norm(conv(x)))``, ``conv`` a depthwise conv or none, from :mod:`.gln_triton`'s kernels;
+    None where ``then`` is not one they apply or they cannot be built."""
+    key = type(then) if isinstance(then, nn.Module) else then
+    if key not in _FUSED:
+        return None
+    depthwise = gln_triton.Depthwise(conv.weight, conv.bias, conv.stride[0]) if conv is not None else None
+    return gln_triton.gln(x, norm.weight, norm.bias, norm.eps, _FUSED[key], getattr(then, "weight", None), depthwise)
+
+
 class GLN(GlobalLayerNorm):
     """gLN that keeps the activations' dtype under autocast. ``(batch, channels, *)``.
 
@@ -217,12 +228,9 @@ class GLN(GlobalLayerNorm):
         CUDA inference fuses a PReLU or the sigmoid with the norm (:mod:`.gln_triton`), except on the
         short inputs that take group_norm (:meth:`_launch_bound`)."""
         if x.is_cuda and not self._launch_bound(x):
-            if gln_triton.usable(x):
-                key = type(then) if isinstance(then, nn.Module) else then
-                fused = (gln_triton.gln(x, self.weight, self.bias, self.eps, _FUSED[key], getattr(then, "weight", None))
-                         if key in _FUSED else None)  # None too where the kernels cannot be built
-                if fused is not None:
-                    return fused
+            fused = _fused_norm(x, self, then) if gln_triton.usable(x) else None
+            if fused is not None:
+                return fused
             y = self._split_statistics(x)
         elif x.dtype == self.weight.dtype:
             y = super().forward(x)
@@ -237,7 +245,8 @@ class GLN(GlobalLayerNorm):
         frames = x.shape[-1]
         return (not torch.is_grad_enabled() and frames <= self.GROUP_NORM_MAX_FRAMES
                 and x.shape[0] * frames <= self.GROUP_NORM_MAX_BATCH_FRAMES
-                and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing())
+                and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing()
+                and not preparing_capture())
 
     def _split_statistics(self, x: torch.Tensor) -> torch.Tensor:
         """The same gLN for CUDA where the GPU's time counts, where group_norm with one group
@@ -347,7 +356,14 @@ class ConvNorm(nn.Sequential):
 
     def forward(self, x: torch.Tensor, then: Callable | None = None) -> torch.Tensor:
         conv, norm, *act = self
-        return norm(conv(x), act[0] if act else then)
+        then = act[0] if act else then
+        if (conv.depthwise and conv.dilation[0] == 1 and conv.padding[0] == (conv.kernel_size[0] - 1) // 2
+                and gln_triton.usable(x)):
+            # CUDA inference: the conv too in the norm's kernels, which never store its output.
+            fused = _fused_norm(x, norm, then, conv)
+            if fused is not None:
+                return fused
+        return norm(conv(x), then)
 
 
 class DropPath(nn.Module):
@@ -489,6 +505,17 @@ class LocalAttention(nn.Module):
         self.gate = ConvNorm(channels, channels, kernel, groups=channels)  # h1 -> rho, eq. 6
         self.shift = ConvNorm(channels, channels, kernel, groups=channels)  # h2 -> tau, eq. 5
 
+    def gated(self, feature: torch.Tensor, gate: torch.Tensor, factor: int, coarse: torch.Tensor) -> torch.Tensor:
+        """Eq. 4's gating of ``feature`` ``(batch, N, 1, 2T)`` by ``gate`` (repeated ``factor`` times
+        along time), then this layer with ``coarse`` ``(batch, N, 1, T)``. In CUDA inference, four
+        fused kernels (:func:`.gln_triton.local_attention`) where torch runs ten."""
+        if gln_triton.usable(feature):
+            fused = gln_triton.local_attention(coarse, feature, gate, factor, self.gate[0].weight,
+                                               self.shift[0].weight, self.gate[1], self.shift[1])
+            if fused is not None:
+                return fused
+        return self(upsample_mul(feature, gate, factor), coarse)
+
     def forward(self, local: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """local: ``(batch, N, 1, 2T)``; coarse: ``(batch, N, 1, T)``; returns ``(batch, N, 1, 2T)``."""
         # The paper interpolates first and convolves at the finer rate (h(up(F))); the
@@ -542,16 +569,18 @@ class TDABlock(nn.Module):
             feats.append(f)
         # Eq. 3: G = sum_i p(F_i). The equation's sum stops at S, but the text fuses all S + 1
         # scales, as does the authors' code; the coarsest needs no pooling.
-        g = feats[-1]
-        for i, f in enumerate(feats[:-1]):
-            r = 2 ** (self.depth - i)
-            g = g + F.avg_pool2d(f, (1, r), (1, r))
+        g = gln_triton.pooled_sum(feats[-1], feats[:-1]) if gln_triton.usable(feats[0]) else None
+        if g is None:
+            g = feats[-1]
+            for i, f in enumerate(feats[:-1]):
+                r = 2 ** (self.depth - i)
+                g = g + F.avg_pool2d(f, (1, r), (1, r))
         gate = torch.sigmoid(self.ga(g, pe))  # sigma(phi(G^m)) = phi(sigma(G^m)): gate once, coarse
         # Eq. 4 gating of each scale, then the top-down LA cascade (eqs. 5-7) from the
         # coarsest scale down to F'_1. Popping frees each F_i as soon as it is used.
         y = upsample_mul(feats.pop(), gate, 1)
         for i in reversed(range(self.depth)):
-            y = self.la[i](upsample_mul(feats.pop(), gate, 2 ** (self.depth - i)), y)
+            y = self.la[i].gated(feats.pop(), gate, 2 ** (self.depth - i), y)
         return self.out(y) + x
 
 

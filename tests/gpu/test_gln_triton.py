@@ -1,5 +1,6 @@
-"""gLN with the activation after it in two Triton kernels (cocktailparty/models/gln_triton.py), for
-CUDA inference: the values of the torch path at any strides, dtypes and lengths, in the model too."""
+"""gLN with the depthwise conv before it and the activation after it in two Triton kernels, and the LA
+layer (cocktailparty/models/gln_triton.py), for CUDA inference: the values of the torch path at any
+strides, dtypes and lengths, in the model too."""
 
 from __future__ import annotations
 
@@ -41,6 +42,43 @@ def test_the_kernels_compute_gln_and_its_activation(dtype, frames, activation, s
     torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("frames", [1, 63, 2048, 4001])
+@pytest.mark.parametrize("stride,kernel,bias,activation", [(1, 5, False, "prelu"), (2, 5, False, "prelu"),
+                                                           (1, 5, True, None), (2, 3, True, "sigmoid")])
+def test_a_depthwise_conv_runs_inside_the_norms_kernels(dtype, frames, stride, kernel, bias, activation):
+    torch.manual_seed(frames + stride)
+    x = (torch.randn(3, 24, 1, 2 * frames, device="cuda")[..., ::2] * 2 + 0.5).to(dtype)  # strided, as F_i are
+    conv = torch.nn.Conv2d(24, 24, (1, kernel), (1, stride), (0, (kernel - 1) // 2), groups=24, bias=bias).cuda()
+    weight, norm_bias, slope = torch.randn(24, device="cuda"), torch.randn(24, device="cuda"), torch.rand(24, device="cuda")
+    slope = slope if activation == "prelu" else None
+    with torch.no_grad():
+        got = gln_triton.gln(x, weight, norm_bias, 1e-8, activation, slope,
+                             gln_triton.Depthwise(conv.weight, conv.bias, stride))
+        expected = reference(conv.double()(x.double()), weight, norm_bias, 1e-8, activation, slope)
+    assert got is not None, gln_triton.failure
+    assert got.dtype == dtype and got.shape == expected.shape and got.is_contiguous()
+    tolerance = {torch.float32: 1e-5, torch.float16: 3e-3}[dtype]
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("frames,factors", [(250, (16, 8, 4, 2)), (3, (4, 2)), (1000, (2,))])
+def test_the_scales_pool_into_one_sum(dtype, frames, factors):
+    torch.manual_seed(frames)
+    coarse = torch.randn(3, 24, 1, frames, device="cuda").to(dtype)
+    finer = [torch.randn(3, 24, 1, 2 * frames * f, device="cuda")[..., ::2].to(dtype) for f in factors]  # strided
+    with torch.no_grad():
+        got = gln_triton.pooled_sum(coarse, finer)
+    assert got is not None, gln_triton.failure
+    expected = coarse.double()
+    for f, factor in zip(finer, factors):
+        expected = expected + torch.nn.functional.avg_pool2d(f.double(), (1, factor), (1, factor))
+    assert got.dtype == dtype and got.shape == coarse.shape and got.is_contiguous()
+    tolerance = {torch.float32: 1e-6, torch.float16: 1e-3}[dtype]
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
 def test_strided_inputs_read_as_they_are_and_a_large_mean_does_not_cancel():
     torch.manual_seed(0)
     weight, bias = torch.randn(16, device="cuda"), torch.randn(16, device="cuda")
@@ -70,13 +108,21 @@ def test_a_tdanet_in_fp16_inference_gives_the_torch_paths_output(monkeypatch):
     x = torch.randn(3, 16000, device="cuda")
     calls = []
     fused = gln_triton.gln
-    monkeypatch.setattr(gln_triton, "gln", lambda x, weight, bias, eps, activation=None, slope=None:
-                        calls.append(activation) or fused(x, weight, bias, eps, activation, slope))
+    monkeypatch.setattr(gln_triton, "gln", lambda *args: calls.append((args[4], len(args) > 6 and args[6] is not None))
+                        or fused(*args))
     monkeypatch.setattr(td.GLN, "GROUP_NORM_MAX_FRAMES", 0)  # no short-input group_norm path
     monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", 0)  # the kernels at this size too
+    layers = []
+    fused_la, fused_pool, pooled = gln_triton.local_attention, gln_triton.pooled_sum, []
+    monkeypatch.setattr(gln_triton, "local_attention", lambda *args: layers.append(args[3]) or fused_la(*args))
+    monkeypatch.setattr(gln_triton, "pooled_sum", lambda coarse, finer: pooled.append(len(finer))
+                        or fused_pool(coarse, finer))
     with torch.inference_mode(), graphs_off(), torch.autocast("cuda", torch.float16, cache_enabled=False):
         got = model(x).float()
-        assert {"prelu", "sigmoid", None} <= set(calls)
+        # the down-sampling convs with their norms and PReLU, the FFN's depthwise conv with its norm,
+        # other norms alone; the LA layers' gate factors, coarse to fine, 2 passes
+        assert {("prelu", True), (None, True), (None, False)} <= set(calls) and layers == [2, 4] * 2
+        assert pooled == [2, 2]  # eq. 3: the two finer scales pooled into the coarsest, each pass
         monkeypatch.setattr(gln_triton, "AVAILABLE", False)
         expected = model(x).float()
     error = (got - expected).double().square().sum() / expected.double().square().sum()
@@ -98,6 +144,8 @@ if sys.argv[1] == "model":
     with torch.inference_mode():
         for _ in range(2):  # the second call captures the model's own graph, which takes the kernels
             model(torch.randn(2, 8000, device="cuda"))
+    from cocktailparty.core.cuda_graphs import _MODEL_GRAPHS
+    assert len(_MODEL_GRAPHS[model].inference.graphs) == 1, "not captured"
 elif sys.argv[1] == "separator":
     from cocktailparty.inference.separate import Separator
     from cocktailparty.models import build_model
@@ -106,20 +154,26 @@ elif sys.argv[1] == "separator":
     # One clip a call: the second call's shape is captured, and the capture takes the kernels.
     separator = Separator(model, device="cuda", batch_seconds=1.0)
     list(separator.separate_many([(torch.randn(8000).numpy(), 8000)] * 3))
+    assert len(separator._cuda.graphs.graphs) == 1, "not captured"
 else:
     from cocktailparty.models import gln_triton
     with torch.no_grad():  # the kernels without gln()'s guard
-        gln_triton._gln(x, torch.ones(16, device="cuda"), torch.zeros(16, device="cuda"), 1e-8, None, None)
+        gln_triton._gln(x, torch.ones(16, device="cuda"), torch.zeros(16, device="cuda"), 1e-8, None, None, None)
 torch.cuda.synchronize()
 compiled = any(files for _, _, files in os.walk(os.environ["TRITON_CACHE_DIR"]))
-print("compiled" if compiled else "nothing-compiled", "kept" if c_handler(signal.SIGTERM) == python_handler else "replaced")
+from cocktailparty.models import gln_triton
+print("compiled" if compiled else "nothing-compiled", "kept" if c_handler(signal.SIGTERM) == python_handler else "replaced",
+      "fused" if gln_triton.failure is None else gln_triton.failure)
 """
 
 
 @pytest.mark.parametrize("caller, expected", [("kernel", "replaced"), ("model", "kept"), ("separator", "kept")])
 def test_sigterm_is_kept_through_the_kernels_first_compile(caller, expected, tmp_path):
     """In a fresh process with an empty kernel cache: Triton's first compile replaces SIGTERM's handler
-    (so the check means something), and gln() puts it back, under a model or a Separator."""
+    (so the check means something), and gln() puts it back, under a model or a Separator. And the
+    kernels compile in the eager run before a capture, never inside it (loading one would fail the
+    capture, and leave the process on torch's ops): the model's and the Separator's graphs are
+    captured with them."""
     import os
     import subprocess
     import sys
@@ -128,7 +182,7 @@ def test_sigterm_is_kept_through_the_kernels_first_compile(caller, expected, tmp
     done = subprocess.run([sys.executable, "-c", KEEPS_SIGTERM, caller], capture_output=True, text=True, env=env,
                           timeout=240, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["compiled", expected]
+    assert done.stdout.split()[-3:] == ["compiled", expected, "fused"], done.stdout[-2000:]
 
 
 def test_kernels_that_cannot_be_built_leave_the_model_on_torchs_path_with_one_warning(monkeypatch, caplog):
@@ -152,3 +206,24 @@ def test_kernels_that_cannot_be_built_leave_the_model_on_torchs_path_with_one_wa
     assert len([r for r in caplog.records if "fused gLN kernels cannot run" in r.getMessage()]) == 1
     for out in (got, again):  # torch's path both times: the same kernels
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("coarse_frames, factor", [(2008, 2), (1004, 4), (36, 8), (248, 16)])
+def test_the_la_kernels_compute_the_la_layer_on_the_gated_feature(dtype, coarse_frames, factor):
+    torch.manual_seed(coarse_frames)
+    la = td.LocalAttention(24, 5).cuda()
+    with torch.no_grad():
+        for parameter in la.parameters():
+            parameter.normal_()
+    coarse = torch.randn(3, 24, 1, coarse_frames, device="cuda").to(dtype)
+    feature = torch.randn(3, 24, 1, 2 * coarse_frames, device="cuda").to(dtype)
+    gate = torch.rand(3, 24, 1, 2 * coarse_frames // factor, device="cuda").to(dtype)
+    with torch.no_grad():
+        got = gln_triton.local_attention(coarse, feature, gate, factor, la.gate[0].weight, la.shift[0].weight,
+                                         la.gate[1], la.shift[1])
+        assert got is not None, gln_triton.failure
+        expected = la.double()(td.upsample_mul(feature.double(), gate.double(), factor), coarse.double())
+    assert got.dtype == dtype and got.shape == feature.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
