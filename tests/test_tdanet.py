@@ -379,6 +379,30 @@ def test_a_stride_2_depthwise_conv_is_every_other_frame_of_its_stride_1_conv(len
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_kernels_failing_inside_a_capture_do_not_turn_them_off(monkeypatch, caplog):
+    """A kernel that fails while a CUDA graph is captured fails the capture (reported by its
+    caller, which then runs eagerly); the kernels stay on for the eager runs after it."""
+    import logging
+
+    from cocktailparty.models import gln_triton
+
+    monkeypatch.setattr(gln_triton, "failure", None)
+
+    def cannot_load(*args):
+        raise RuntimeError("Triton Error [CUDA]: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(gln_triton, "_gln", cannot_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    x = torch.randn(2, 4, 1, 8)
+    with caplog.at_level(logging.WARNING, logger="cocktailparty"):
+        assert gln_triton.gln(x, torch.ones(4), torch.zeros(4), 1e-8) is None
+        assert gln_triton.failure is None and not caplog.records
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+        assert gln_triton.gln(x, torch.ones(4), torch.zeros(4), 1e-8) is None  # eagerly: final, with a warning
+    assert gln_triton.failure.startswith("RuntimeError: Triton Error") and len(caplog.records) == 1
+
+
 def test_inference_offers_the_kernels_every_norm_conv_la_layer_and_pooled_sum_and_declined_ones_change_nothing(
         monkeypatch):
     """Where gln_triton.usable says so (CUDA inference), the depthwise convs go to the kernels with

@@ -189,12 +189,20 @@ def gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
 
 def _or_none(kernels, *args) -> torch.Tensor | None:
     """``kernels(*args)`` with the signal handlers kept, or None with one warning (and :data:`failure`
-    set) if Triton cannot run them."""
+    set) if Triton cannot run them.
+
+    Inside a CUDA graph capture a failure is not taken as final: loading a kernel there fails the
+    capture itself (the eager run before a capture should have loaded them, see
+    :func:`usable`), and that is the capture's failure to report (its caller runs eagerly
+    then), not a reason to leave the kernels for the rest of the process."""
     global failure
     try:
         with native_handlers_kept():
             return kernels(*args)
     except Exception as err:  # noqa: BLE001 - whatever stops the kernels, torch's ops compute the same
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            log.debug("the fused kernels failed inside a capture: %s", one_line(err))
+            return None
         if failure is None:
             log.warning("the fused gLN kernels cannot run here (%s); the norms use torch's ops instead", one_line(err))
         failure = one_line(err)
