@@ -379,6 +379,28 @@ def test_a_stride_2_depthwise_conv_is_every_other_frame_of_its_stride_1_conv(len
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_the_first_use_of_the_kernels_says_so_where_they_are_not_compiled_yet(monkeypatch, caplog, tmp_path):
+    import logging
+
+    from cocktailparty.models import gln_triton
+
+    cache = tmp_path / "triton-cache"
+    monkeypatch.setattr(gln_triton, "kernel_cache_dir", lambda: cache)
+    monkeypatch.setattr(gln_triton, "_gln", lambda *args: args[0])
+    x = torch.randn(2, 4, 1, 8)
+    with caplog.at_level(logging.INFO, logger="cocktailparty"):
+        for cached in (False, True):
+            monkeypatch.setattr(gln_triton, "_first_use_seen", False)  # a new process
+            caplog.clear()
+            for _ in range(2):
+                assert gln_triton.gln(x, torch.ones(4), torch.zeros(4), 1e-8) is x
+            said = [r.getMessage() for r in caplog.records]
+            assert said == ([] if cached else [f"compiling TDANet's fused CUDA kernels: some seconds, once per machine "
+                                               f"(cached in {cache})"])
+            cache.mkdir(exist_ok=True)
+            (cache / "kernel").write_text("compiled")
+
+
 def test_kernels_failing_inside_a_capture_do_not_turn_them_off(monkeypatch, caplog):
     """A kernel that fails while a CUDA graph is captured fails the capture (reported by its
     caller, which then runs eagerly); the kernels stay on for the eager runs after it."""

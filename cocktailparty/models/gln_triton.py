@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -196,6 +198,7 @@ def _or_none(kernels, *args) -> torch.Tensor | None:
     :func:`usable`), and that is the capture's failure to report (its caller runs eagerly
     then), not a reason to leave the kernels for the rest of the process."""
     global failure
+    _announce_a_first_compile()
     try:
         with native_handlers_kept():
             return kernels(*args)
@@ -207,6 +210,34 @@ def _or_none(kernels, *args) -> torch.Tensor | None:
             log.warning("the fused gLN kernels cannot run here (%s); the norms use torch's ops instead", one_line(err))
         failure = one_line(err)
         return None
+
+
+_first_use_seen = False
+
+
+def _announce_a_first_compile() -> None:
+    """One info line, at a process's first use of the kernels, where Triton's disk cache is still
+    empty: the first use on a machine compiles them (a Separator's first batch took 16.9 s against
+    1.7 s after, on an H200), which would otherwise look like a hang."""
+    global _first_use_seen
+    if _first_use_seen:
+        return
+    _first_use_seen = True
+    try:
+        directory = kernel_cache_dir()
+        empty = not directory.is_dir() or not any(directory.iterdir())
+    except Exception as err:  # noqa: BLE001 - a courtesy message must never stop the kernels
+        log.debug("could not look into Triton's kernel cache: %s", one_line(err))
+        return
+    if empty:
+        log.info("compiling TDANet's fused CUDA kernels: some seconds, once per machine (cached in %s)", directory)
+
+
+def kernel_cache_dir() -> Path:
+    """Where Triton keeps compiled kernels (``TRITON_CACHE_DIR``, else its default under the home)."""
+    knobs = getattr(triton, "knobs", None) if AVAILABLE else None
+    directory = getattr(getattr(knobs, "cache", None), "dir", None)
+    return Path(directory or os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
 
 
 class Depthwise:
