@@ -274,23 +274,14 @@ def _grid(batch: int, channels: int, frames: int) -> tuple[int, tuple[int, int]]
     return block, (batch * channels, triton.cdiv(frames, block))
 
 
-def _moments(x: torch.Tensor, conv: Depthwise | None, weight: torch.Tensor, bias: torch.Tensor,
-             eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """gLN's per-utterance ``scale`` and ``shift`` ``(batch, C)`` (fp32) for ``conv(x)`` (or x)."""
+def _gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, activation: str | None,
+         slope: torch.Tensor | None, conv: Depthwise | None) -> torch.Tensor:
     batch, channels = x.shape[0], x.shape[1]
     args, constants, frames = _source(x, conv)
     block, grid = _grid(batch, channels, frames)
     count, mean, m2 = torch.empty(3, batch, channels * grid[1], device=x.device)
     _block_moments[grid](*args[:3], count, mean, m2, channels, frames, *args[3:], **constants, BLOCK_T=block)
-    return merged(count, mean, m2, weight, bias, eps)
-
-
-def _gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, activation: str | None,
-         slope: torch.Tensor | None, conv: Depthwise | None) -> torch.Tensor:
-    batch, channels = x.shape[0], x.shape[1]
-    scale, shift = _moments(x, conv, weight, bias, eps)
-    args, constants, frames = _source(x, conv)
-    block, grid = _grid(batch, channels, frames)
+    scale, shift = merged(count, mean, m2, weight, bias, eps)
     y = torch.empty(x.shape[:-1] + (frames,), dtype=x.dtype, device=x.device)
     slope = (slope if slope is not None else weight).float().contiguous()
     _normalise[grid](*args[:3], y, scale, shift, slope, channels, frames, *args[3:], **constants,
