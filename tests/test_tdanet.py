@@ -428,21 +428,25 @@ def test_kernels_failing_inside_a_capture_do_not_turn_them_off(monkeypatch, capl
 def test_inference_offers_the_kernels_every_norm_conv_la_layer_and_pooled_sum_and_declined_ones_change_nothing(
         monkeypatch):
     """Where gln_triton.usable says so (CUDA inference), the depthwise convs go to the kernels with
-    their norms and what follows, the LA layers and eq. 3's sum too; each may answer None (kernels
-    that cannot be built), and the torch path then gives exactly the output it always gives."""
+    their norms and what follows, the LA layers, eq. 3's sum and the attention's input and QK-norm
+    too; each may answer None (kernels that cannot be built), and the torch path then gives exactly
+    the output it always gives. (The projections' bias goes to the kernels on CUDA tensors only.)"""
     from cocktailparty.models import gln_triton
 
     torch.manual_seed(0)
-    model = tiny(dropout=0.0, drop_path=0.0).eval()
+    model = tiny(dropout=0.0, drop_path=0.0, attention_qk_norm=True).eval()
     x = torch.randn(2, 4000)
     with torch.no_grad():
         expected = model(x)
     offered = []
     monkeypatch.setattr(gln_triton, "usable", lambda t: not torch.is_grad_enabled())
-    monkeypatch.setattr(gln_triton, "gln", lambda x, weight, bias, eps, activation=None, slope=None, conv=None:
-                        offered.append(("norm", activation, conv and (conv.kernel, conv.stride, conv.bias is not None))))
+    monkeypatch.setattr(gln_triton, "gln", lambda x, weight, bias, eps, activation=None, slope=None, conv=None,
+                        x_bias=None: offered.append(("norm", activation, conv and (conv.kernel, conv.stride,
+                                                                                   conv.bias is not None))))
     monkeypatch.setattr(gln_triton, "local_attention", lambda *args: offered.append(("la", args[3])))
     monkeypatch.setattr(gln_triton, "pooled_sum", lambda coarse, finer: offered.append(("pool", len(finer))))
+    monkeypatch.setattr(gln_triton, "frame_norm", lambda *args: offered.append(("attention input", args[3])))
+    monkeypatch.setattr(gln_triton, "unit_qk", lambda *args: offered.append(("qk norm", args[3])))
     with torch.no_grad():
         got = model(x)
     assert torch.equal(got, expected)
@@ -450,7 +454,8 @@ def test_inference_offers_the_kernels_every_norm_conv_la_layer_and_pooled_sum_an
     assert {("norm", "prelu", (5, 1, False)), ("norm", "prelu", (5, 2, False)),  # the down-sampling convs
             ("norm", None, (5, 1, True)),  # the FFN's depthwise conv (its ReLU comes after, in torch)
             ("norm", "sigmoid", (5, 1, False)), ("norm", None, (5, 1, False))} == {k for k in kinds if k[0] == "norm"}
-    assert [k for k in offered if k[0] != "norm"] == [("pool", 3), ("la", 2), ("la", 4), ("la", 8)] * 2
+    assert [k for k in offered if k[0] != "norm"] == [("pool", 3), ("attention input", torch.float32),
+                                                      ("qk norm", torch.float32), ("la", 2), ("la", 4), ("la", 8)] * 2
     # The CPU's norms stay torch's (GLN offers the kernels CUDA tensors only): only conv + norm pairs came.
     assert all(k[2] is not None for k in offered if k[0] == "norm")
 

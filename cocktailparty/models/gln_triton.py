@@ -1,5 +1,7 @@
 """TDANet's memory-bound layers for CUDA inference, in Triton kernels: gLN with the depthwise conv
-before it and the activation after it, the LA layer, and eq. 3's pooled sum of the scales.
+(or a pointwise conv's bias) before it and the activation after it, the LA layer, eq. 3's pooled sum
+of the scales, the global attention's input (LayerNorm over channels plus the positional code) and
+QK-norm, and the sums between passes (residual, summation connection).
 
 Eagerly, a gLN followed by a PReLU is five passes over the activations in torch's kernels:
 ``var_mean``'s reduction, the affine map's read and write (a broadcasting kernel that does not
@@ -14,7 +16,9 @@ the LA layer (two convs of the upsampled coarse scale, their norms, the sigmoid 
 four launches; the pooled sum of eq. 3 one pass per scale. Measured on that batch, replayed
 from a CUDA graph (H200, fp16, ms): 257 torch's ops; 197 with the fused gLN (session 24); 122
 with the LA layer; 109 with the convs in the norms and the pooled sum; 106 with 2,048-frame
-programs (session 25), within 62-64 dB SNR of fp32 throughout.
+programs (session 25), within 62-64 dB SNR of fp32 throughout; in the Separator 123, then 108 with
+the LA's convs from one gather, 91 with the projections' bias in the norms and the attention's
+input and QK-norm, 86 with the sums between passes (session 26).
 
 Only for inference (no autograd), on CUDA, where Triton is installed (it comes with torch's
 CUDA wheels on Linux); everything else keeps the torch path (:func:`usable`).
@@ -84,7 +88,8 @@ if AVAILABLE:
               IS_CONV: tl.constexpr, KERNEL: tl.constexpr, STRIDE: tl.constexpr, UPSAMPLE: tl.constexpr,
               HAS_BIAS: tl.constexpr):
         """Frames ``t`` of utterance b's channel c, in fp32: of x itself, or of x's depthwise conv
-        (:func:`_conv_taps`, plus a bias), rounded to x's dtype as torch's conv would store it."""
+        (:func:`_conv_taps`), plus a bias per channel if ``HAS_BIAS``, rounded to x's dtype as torch's
+        conv would store it."""
         row = x_ptr + b * stride_b + c * stride_c
         if IS_CONV:
             value, _ = _conv_taps(row, w_ptr, w_ptr, c, t, inside, in_frames, stride_t, KERNEL, STRIDE, UPSAMPLE,
@@ -94,6 +99,8 @@ if AVAILABLE:
             value = value.to(x_ptr.dtype.element_ty).to(tl.float32)
         else:
             value = tl.load(row + t * stride_t, mask=inside, other=0.0).to(tl.float32)
+            if HAS_BIAS:  # a pointwise conv's bias, left out of its GEMM
+                value = (value + tl.load(bias_ptr + c)).to(x_ptr.dtype.element_ty).to(tl.float32)
         return value
 
     @triton.jit
@@ -178,10 +185,12 @@ if AVAILABLE:
 
 def gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
         activation: str | None = None, slope: torch.Tensor | None = None,
-        conv: "Depthwise | None" = None) -> torch.Tensor | None:
-    """``act(gLN(x))``, or ``act(gLN(conv(x)))`` with a depthwise ``conv``: normalised over channels
-    and time per utterance, then ``weight`` and ``bias`` per channel, then the activation
-    (``"prelu"`` with ``slope`` of 1 or C values, ``"sigmoid"``, or none).
+        conv: "Depthwise | None" = None, x_bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``act(gLN(x))``, ``act(gLN(conv(x)))`` with a depthwise ``conv``, or ``act(gLN(x + x_bias))``
+    with ``x_bias`` ``(C,)`` (a pointwise conv's bias, which its GEMM would add by first copying it
+    into the whole output): normalised over channels and time per utterance, then ``weight`` and
+    ``bias`` per channel, then the activation (``"prelu"`` with ``slope`` of 1 or C values,
+    ``"sigmoid"``, or none).
 
     x: ``(batch, C, 1, T)`` or ``(batch, C, T)``, any strides (a strided view reads as it is).
     Returns a contiguous tensor of x's shape (its last axis the conv's output length) and dtype.
@@ -198,7 +207,7 @@ def gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     :func:`~cocktailparty.core.signal_guard.native_handlers_kept` puts them back, for every
     caller (the Separator, ``cocktail serve``'s worker threads, a user's own ``model(x)``).
     """
-    return _or_none(_gln, x, weight, bias, eps, activation, slope, conv)
+    return _or_none(_gln, x, weight, bias, eps, activation, slope, conv, x_bias)
 
 
 def _or_none(kernels, *args) -> torch.Tensor | None:
@@ -269,12 +278,14 @@ class Depthwise:
         return (in_frames * self.upsample + 2 * pad - self.kernel) // self.stride + 1
 
 
-def _source(x: torch.Tensor, conv: Depthwise | None) -> tuple[tuple, dict, int]:
-    """The kernels' arguments for reading ``x`` through ``conv`` (or as it is), and the frames read."""
+def _source(x: torch.Tensor, conv: Depthwise | None, x_bias: torch.Tensor | None = None) -> tuple[tuple, dict, int]:
+    """The kernels' arguments for reading ``x`` through ``conv``, or as it is plus ``x_bias`` (if
+    given), and the frames read."""
     in_frames = x.shape[-1]
     if conv is None:
-        return ((x, x, x, in_frames, x.stride(0), x.stride(1), x.stride(-1)),
-                dict(IS_CONV=False, KERNEL=1, STRIDE=1, UPSAMPLE=1, HAS_BIAS=False), in_frames)
+        bias = x_bias.detach().float().contiguous() if x_bias is not None else x
+        return ((x, bias, bias, in_frames, x.stride(0), x.stride(1), x.stride(-1)),
+                dict(IS_CONV=False, KERNEL=1, STRIDE=1, UPSAMPLE=1, HAS_BIAS=x_bias is not None), in_frames)
     bias = conv.bias if conv.bias is not None else conv.weight
     return ((x, conv.weight, bias, in_frames, x.stride(0), x.stride(1), x.stride(-1)),
             dict(IS_CONV=True, KERNEL=conv.kernel, STRIDE=conv.stride, UPSAMPLE=conv.upsample,
@@ -287,9 +298,9 @@ def _grid(batch: int, channels: int, frames: int) -> tuple[int, tuple[int, int]]
 
 
 def _gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, activation: str | None,
-         slope: torch.Tensor | None, conv: Depthwise | None) -> torch.Tensor:
+         slope: torch.Tensor | None, conv: Depthwise | None, x_bias: torch.Tensor | None = None) -> torch.Tensor:
     batch, channels = x.shape[0], x.shape[1]
-    args, constants, frames = _source(x, conv)
+    args, constants, frames = _source(x, conv, x_bias)
     block, grid = _grid(batch, channels, frames)
     count, mean, m2 = torch.empty(3, batch, channels * grid[1], device=x.device)
     _block_moments[grid](*args[:3], count, mean, m2, channels, frames, *args[3:], **constants, BLOCK_T=block)
@@ -442,3 +453,144 @@ def _pooled_sum(coarse: torch.Tensor, finer: list[torch.Tensor]) -> torch.Tensor
         base = out
     return out
 
+
+
+if AVAILABLE:
+    @triton.jit
+    def _frame_norm(x_ptr, w_ptr, b_ptr, pe_ptr, out_ptr, channels, frames, stride_b, stride_c, stride_t, eps,
+                    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+        """One program per (utterance, block of frames): LayerNorm over the channels of each frame of
+        x ``(batch, C, T)`` (any strides), plus the code ``pe`` ``(T, C)``, stored as ``(batch, T, C)``."""
+        b = tl.program_id(0).to(tl.int64)
+        t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+        c = tl.arange(0, BLOCK_C)
+        inside = (c[:, None] < channels) & (t[None, :] < frames)
+        x = tl.load(x_ptr + b * stride_b + c[:, None] * stride_c + t[None, :] * stride_t, mask=inside,
+                    other=0.0).to(tl.float32)  # (BLOCK_C, BLOCK_T)
+        mean = tl.sum(x, axis=0) / channels
+        deviation = tl.where(inside, x - mean[None, :], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=0) / channels + eps)
+        weight = tl.load(w_ptr + c, mask=c < channels, other=0.0)
+        shift = tl.load(b_ptr + c, mask=c < channels, other=0.0)
+        code = tl.load(pe_ptr + t[None, :] * channels + c[:, None], mask=inside, other=0.0).to(tl.float32)
+        y = deviation * rstd[None, :] * weight[:, None] + shift[:, None] + code
+        tl.store(out_ptr + (b * frames + t[None, :]) * channels + c[:, None], y.to(out_ptr.dtype.element_ty),
+                 mask=inside)
+
+
+FRAME_NORM_FRAMES = 16  # frames a _frame_norm program normalises
+
+
+def frame_norm(x: torch.Tensor, norm: nn.LayerNorm, pe: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """``norm(x.transpose(1, 2)) + pe`` as a new contiguous ``(batch, T, C)`` tensor of ``dtype``, from
+    x ``(batch, C, 1, T)`` (any strides) and pe ``(T, C)``: TDANet's global attention's input in one
+    pass, where torch would copy the transposed view into a contiguous one for its LayerNorm, cast,
+    normalise, add and cast again. None where Triton cannot run it (see :func:`gln`)."""
+    return _or_none(_frame_norm_call, x, norm, pe, dtype)
+
+
+def _frame_norm_call(x: torch.Tensor, norm: nn.LayerNorm, pe: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    batch, channels, frames = x.shape[0], x.shape[1], x.shape[-1]
+    out = torch.empty((batch, frames, channels), dtype=dtype, device=x.device)
+    grid = (batch, triton.cdiv(frames, FRAME_NORM_FRAMES))
+    _frame_norm[grid](x, norm.weight.float().contiguous(), norm.bias.float().contiguous(), pe.contiguous(), out,
+                      channels, frames, x.stride(0), x.stride(1), x.stride(-1), norm.eps,
+                      BLOCK_C=triton.next_power_of_2(channels), BLOCK_T=FRAME_NORM_FRAMES)
+    return out
+
+
+if AVAILABLE:
+    @triton.jit
+    def _unit_qk(qkv_ptr, temperature_ptr, out_ptr, vectors, heads, HEAD_DIM: tl.constexpr, BLOCK_V: tl.constexpr):
+        """Each query and key head vector of the rows of ``qkv`` ``(rows, 3, heads, HEAD_DIM)``
+        (contiguous) divided by its L2 norm (at least 1e-12, as F.normalize has it), the queries also
+        multiplied by their head's temperature, stored as ``(rows, 2, heads, HEAD_DIM)``;
+        ``vectors`` = rows x 2 x heads."""
+        i = tl.program_id(0).to(tl.int64) * BLOCK_V + tl.arange(0, BLOCK_V)
+        row, j = i // (2 * heads), i % (2 * heads)  # j: query heads, then key heads
+        d = tl.arange(0, HEAD_DIM)
+        inside = (i < vectors)[:, None]
+        x = tl.load(qkv_ptr + (row * 3 * heads + j)[:, None] * HEAD_DIM + d[None, :], mask=inside,
+                    other=0.0).to(tl.float32)
+        norm = tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), 1e-12)
+        gain = tl.where(j < heads, tl.load(temperature_ptr + j % heads, mask=i < vectors, other=1.0), 1.0) / norm
+        tl.store(out_ptr + i[:, None] * HEAD_DIM + d[None, :], (x * gain[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=inside)
+
+
+UNIT_QK_VECTORS = 64  # head vectors a _unit_qk program normalises
+
+
+def unit_qk(qkv: torch.Tensor, heads: int, temperature: torch.Tensor, dtype: torch.dtype
+            ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """QK-norm's queries and keys, ``(batch, heads, L, d)`` each (strided views of one new tensor of
+    ``dtype``), from the projection's output ``qkv`` ``(batch, L, 3 * heads * d)``: each head vector
+    at unit length, the queries times ``temperature`` ``(heads,)``. One pass, where torch's norm,
+    division and product each write the (fp32) queries and keys once more. None where Triton cannot
+    run it (see :func:`gln`)."""
+    return _or_none(_unit_qk_call, qkv, heads, temperature, dtype)
+
+
+def _unit_qk_call(qkv: torch.Tensor, heads: int, temperature: torch.Tensor, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, length, width = qkv.shape
+    head_dim = width // (3 * heads)
+    out = torch.empty((batch, length, 2, heads, head_dim), dtype=dtype, device=qkv.device)
+    vectors = batch * length * 2 * heads
+    _unit_qk[(triton.cdiv(vectors, UNIT_QK_VECTORS),)](
+        qkv.contiguous(), temperature.detach().float().reshape(-1).contiguous(), out, vectors, heads,
+        HEAD_DIM=head_dim, BLOCK_V=UNIT_QK_VECTORS)
+    q, k = out.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k
+
+
+if AVAILABLE:
+    @triton.jit
+    def _add_affine(a_ptr, b_ptr, out_ptr, bias_ptr, scale_ptr, shift_ptr, slope_ptr, channels, frames, a_stride_b,
+                    a_stride_c, a_stride_t, b_stride_b, b_stride_c, b_stride_t, HAS_BIAS: tl.constexpr,
+                    HAS_AFFINE: tl.constexpr, ACTIVATION: tl.constexpr, SLOPE_PER_CHANNEL: tl.constexpr,
+                    BLOCK_T: tl.constexpr):
+        """``out = act((a + b + bias) * scale + shift)`` with bias, scale and shift per channel (each
+        where asked for); out contiguous, in a's dtype."""
+        row = tl.program_id(0).to(tl.int64)
+        b, c = row // channels, row % channels
+        t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+        inside = t < frames
+        y = tl.load(a_ptr + b * a_stride_b + c * a_stride_c + t * a_stride_t, mask=inside, other=0.0).to(tl.float32)
+        y += tl.load(b_ptr + b * b_stride_b + c * b_stride_c + t * b_stride_t, mask=inside, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + c)
+        if HAS_AFFINE:
+            y = y * tl.load(scale_ptr + c) + tl.load(shift_ptr + c)
+        if ACTIVATION == 1:
+            slope = tl.load(slope_ptr + c) if SLOPE_PER_CHANNEL else tl.load(slope_ptr)
+            y = tl.where(y >= 0, y, y * slope)
+        tl.store(out_ptr + row * frames + t, y.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def add_affine(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+               shift: torch.Tensor | None = None, activation: str | None = None,
+               slope: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``act((a + b + bias) * scale + shift)`` in one pass, ``bias``, ``scale`` and ``shift`` ``(C,)``
+    (the first, or the last two, may be None), the activation ``"prelu"`` (``slope`` of 1 or C values)
+    or none: TDANet's residual after a pointwise conv whose bias its GEMM left out, and the
+    summation connection into the next pass (``PReLU(scale * (e + x) + shift)``), each one pass
+    where torch takes two or three. a, b ``(batch, C, 1, T)`` or ``(batch, C, T)``, any strides; the
+    result is contiguous, in a's dtype. None where Triton cannot run it (see :func:`gln`)."""
+    return _or_none(_add_affine_call, a, b, bias, scale, shift, activation, slope)
+
+
+def _add_affine_call(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None,
+                     shift: torch.Tensor | None, activation: str | None, slope: torch.Tensor | None) -> torch.Tensor:
+    batch, channels, frames = a.shape[0], a.shape[1], a.shape[-1]
+    block, grid = _grid(batch, channels, frames)
+    out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+
+    def per_channel(values: torch.Tensor | None) -> torch.Tensor:
+        return values.detach().float().reshape(-1).contiguous() if values is not None else out
+
+    _add_affine[grid](a, b, out, per_channel(bias), per_channel(scale), per_channel(shift), per_channel(slope),
+                      channels, frames, a.stride(0), a.stride(1), a.stride(-1), b.stride(0), b.stride(1), b.stride(-1),
+                      HAS_BIAS=bias is not None, HAS_AFFINE=scale is not None, ACTIVATION=ACTIVATIONS.index(activation),
+                      SLOPE_PER_CHANNEL=slope is not None and slope.numel() > 1, BLOCK_T=block)
+    return out

@@ -137,15 +137,27 @@ class Conv(nn.Conv1d):
         if self.pointwise and x.is_contiguous(memory_format=torch.channels_last):
             return F.linear(x.permute(0, 2, 3, 1), self.weight.squeeze(2), self.bias).permute(0, 3, 1, 2)
         if self.pointwise and x.is_cuda:
-            # On an NCHW tensor a pointwise conv is weight @ x per utterance: one batched
-            # cuBLAS GEMM, no layout change, and no cudnn algorithm search (whose workspace
-            # probes, not the model, set the peak memory of a cudnn.benchmark training run).
-            b, c, h, t = x.shape
-            w = self.weight.squeeze(2).expand(b, -1, -1)
-            y = torch.bmm(w, x.reshape(b, c, h * t)) if self.bias is None else \
-                torch.baddbmm(self.bias.unsqueeze(1), w, x.reshape(b, c, h * t))
-            return y.view(b, -1, h, t)
+            return self.pointwise_gemm(x, self.bias)
         return self._conv2d(x, self.stride[0])
+
+    def pointwise_gemm(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This pointwise conv on an NCHW ``(batch, cin, 1, T)`` CUDA tensor, with ``bias`` (this
+        conv's, or None to leave it out) -> ``(batch, cout, 1, T)``.
+
+        Weight @ x per utterance: one batched cuBLAS GEMM, no layout change, and no cudnn algorithm
+        search (whose workspace probes, not the model, set the peak memory of a cudnn.benchmark
+        training run). The weight is cast before it is expanded: autocast would cast the expanded
+        one, a (batch, cout, cin) copy a call (2.7 ms of the default model's 108-ms fp16 pass,
+        80 x 4 s, H200).
+        """
+        b, c, h, t = x.shape
+        w = self.weight.squeeze(2)
+        if torch.is_autocast_enabled(x.device.type):
+            w = w.to(torch.get_autocast_dtype(x.device.type))
+        w = w.expand(b, -1, -1)
+        y = torch.bmm(w, x.reshape(b, c, h * t)) if bias is None else \
+            torch.baddbmm(bias.unsqueeze(1), w, x.reshape(b, c, h * t))
+        return y.view(b, -1, h, t)
 
     def _conv2d(self, x: torch.Tensor, stride: int) -> torch.Tensor:
         return F.conv2d(x, self.weight.unsqueeze(2), self.bias, (1, stride), (0, self.padding[0]),
@@ -189,14 +201,17 @@ class Conv(nn.Conv1d):
 _FUSED = {None: None, nn.PReLU: "prelu", torch.sigmoid_: "sigmoid"}
 
 
-def _fused_norm(x: torch.Tensor, norm: "GLN", then: Callable | None, conv: Conv | None = None) -> torch.Tensor | None:
-    """``then(norm(conv(x)))``, ``conv`` a depthwise conv or none, from :mod:`.gln_triton`'s kernels;
-    None where ``then`` is not one they apply or they cannot be built."""
+def _fused_norm(x: torch.Tensor, norm: "GLN", then: Callable | None, conv: Conv | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``then(norm(conv(x)))``, ``conv`` a depthwise conv or none, or ``then(norm(x + bias))`` with a
+    per-channel ``bias``, from :mod:`.gln_triton`'s kernels; None where ``then`` is not one they
+    apply or they cannot be built."""
     key = type(then) if isinstance(then, nn.Module) else then
     if key not in _FUSED:
         return None
     depthwise = gln_triton.Depthwise(conv.weight, conv.bias, conv.stride[0]) if conv is not None else None
-    return gln_triton.gln(x, norm.weight, norm.bias, norm.eps, _FUSED[key], getattr(then, "weight", None), depthwise)
+    return gln_triton.gln(x, norm.weight, norm.bias, norm.eps, _FUSED[key], getattr(then, "weight", None), depthwise,
+                          bias)
 
 
 class GLN(GlobalLayerNorm):
@@ -365,6 +380,15 @@ class ConvNorm(nn.Sequential):
             fused = _fused_norm(x, norm, then, conv)
             if fused is not None:
                 return fused
+        if conv.pointwise and conv.bias is not None and x.is_cuda and x.dim() == 4 and gln_triton.usable(x):
+            # CUDA inference: the conv's bias added in the norm's kernels; in the GEMM, cuBLAS would
+            # add it by first copying the broadcast bias into the whole output (5.3 ms of the
+            # default model's 108-ms fp16 pass, 80 x 4 s, H200: the full-rate projections).
+            y = conv.pointwise_gemm(x, None)
+            fused = _fused_norm(y, norm, then, bias=conv.bias)
+            if fused is not None:
+                return fused
+            return norm(y + conv.bias.to(y.dtype).view(-1, 1, 1), then)
         return norm(conv(x), then)
 
 
@@ -447,13 +471,30 @@ class MultiHeadSelfAttention(nn.Module):
                  for h in range(self.heads)]
         return float(torch.stack(gains).max()) / d ** 0.5
 
+    def _unit_qk(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The QK-norm's queries and keys from :func:`.gln_triton.unit_qk` in CUDA inference (one pass,
+        in the dtype attention takes, where torch's norm, division and product and autocast's casts
+        took 4.6 ms of the default model's 108-ms fp16 pass, 80 x 4 s, H200); else None."""
+        head_dim = qkv.shape[-1] // (3 * self.heads)
+        if not gln_triton.usable(qkv) or head_dim & (head_dim - 1):  # the kernel's vectors: powers of two
+            return None
+        device = qkv.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else qkv.dtype
+        return gln_triton.unit_qk(qkv, self.heads, self.log_temperature.exp(), dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, channels = x.shape
-        q, k, v = self.in_proj(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.in_proj(x)
+        q, k, v = qkv.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         scale = None
         if self.log_temperature is not None:
-            q = F.normalize(q, dim=-1) * self.log_temperature.exp().to(q.dtype)
-            k, scale = F.normalize(k, dim=-1), 1.0
+            unit = self._unit_qk(qkv)
+            if unit is None:
+                q = F.normalize(q, dim=-1) * self.log_temperature.exp().to(q.dtype)
+                k = F.normalize(k, dim=-1)
+            else:
+                q, k = unit
+            scale = 1.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=scale)
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, channels))
 
@@ -485,11 +526,25 @@ class GlobalAttention(nn.Module):
 
     def forward(self, g: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
         """g: ``(batch, N, 1, T_S)``; pe: ``(T_S, N)``. Returns G^m, same shape as g."""
-        seq = g.flatten(2).transpose(1, 2)  # (batch, T_S, N); a free view in channels-last
-        attn = self.attn(self.attn_in_norm(seq) + pe).transpose(1, 2).unsqueeze(2)  # MHSA(LN(G) + d)
+        attn = self.attn(self._attention_input(g, pe)).transpose(1, 2).unsqueeze(2)  # MHSA(LN(G) + d)
         # The paper: MHSA output -> gLN -> residual with G (not with G + d).
         g = g + self.drop_path(self.attn_norm(attn))
         return g + self.drop_path(self.ffn(g))
+
+    def _attention_input(self, g: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+        """LN(G) + d, ``(batch, T_S, N)``, from g ``(batch, N, 1, T_S)`` and pe ``(T_S, N)``."""
+        if isinstance(self.attn_in_norm, nn.LayerNorm) and gln_triton.usable(g):
+            # CUDA inference: one pass (:func:`.gln_triton.frame_norm`), in the dtype the projection
+            # that follows takes, where torch copies the transposed view for its LayerNorm, and casts
+            # and adds around it (3.2 ms of the default model's 108-ms fp16 pass, 80 x 4 s, H200).
+            device = g.device.type
+            dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                     else torch.promote_types(g.dtype, pe.dtype))
+            fused = gln_triton.frame_norm(g, self.attn_in_norm, pe, dtype)
+            if fused is not None:
+                return fused
+        seq = g.flatten(2).transpose(1, 2)  # (batch, T_S, N); a free view in channels-last
+        return self.attn_in_norm(seq) + pe
 
 
 # ----------------------------------------------------------------------------- LA layer
@@ -583,6 +638,14 @@ class TDABlock(nn.Module):
         y = upsample_mul(feats.pop(), gate, 1)
         for i in reversed(range(self.depth)):
             y = self.la[i].gated(feats.pop(), gate, 2 ** (self.depth - i), y)
+        if self.out.bias is not None and y.is_cuda and gln_triton.usable(y):
+            # CUDA inference: the conv's bias and the residual in one pass after the GEMM, which
+            # would first copy the broadcast bias into its whole output.
+            raw = self.out.pointwise_gemm(y, None)
+            fused = gln_triton.add_affine(raw, x, self.out.bias)
+            if fused is not None:
+                return fused
+            return raw + self.out.bias.to(raw.dtype).view(-1, 1, 1) + x
         return self.out(y) + x
 
 
@@ -687,6 +750,16 @@ class TDANet(nn.Module):
         forget_graphs(self)  # .to(), .half() and the like move the tensors the graphs read
         return super()._apply(fn, recurse)
 
+    def _summed(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The summation connection, ``fuse(e + x)``, into the next pass; in CUDA inference one pass
+        (:func:`.gln_triton.add_affine`) where torch takes three."""
+        if x.is_cuda and gln_triton.usable(x):
+            scale, prelu = self.fuse
+            fused = gln_triton.add_affine(e, x, None, scale.weight, scale.bias, "prelu", prelu.weight)
+            if fused is not None:
+                return fused
+        return self.fuse(e + x)
+
     def _forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """The forward itself, always eager: ``(batch, time)`` -> ``(batch, num_sources, time)``."""
         cfg = self.config
@@ -708,7 +781,7 @@ class TDANet(nn.Module):
 
         x = self.block(e, pe)
         for _ in range(cfg.unfolds - 1):
-            x = self.block(self.fuse(e + x), pe)
+            x = self.block(self._summed(e, x), pe)
 
         masks = self.mask(x).view(batch, cfg.num_sources, -1, 1, frames)  # M_i
         masked = (enc.unsqueeze(1) * masks).reshape(batch * cfg.num_sources, -1, frames)  # eq. 2

@@ -104,11 +104,12 @@ def test_only_cuda_inference_without_compile_and_of_a_size_that_pays_takes_the_k
 
 def test_a_tdanet_in_fp16_inference_gives_the_torch_paths_output(monkeypatch):
     torch.manual_seed(0)
-    model = build_model("tdanet", **dict(TINY_TDANET, sample_rate=8000)).cuda().eval()
+    model = build_model("tdanet", **dict(TINY_TDANET, sample_rate=8000, attention_qk_norm=True)).cuda().eval()
     x = torch.randn(3, 16000, device="cuda")
     calls = []
     fused = gln_triton.gln
-    monkeypatch.setattr(gln_triton, "gln", lambda *args: calls.append((args[4], len(args) > 6 and args[6] is not None))
+    monkeypatch.setattr(gln_triton, "gln", lambda *args: calls.append((args[4], len(args) > 6 and args[6] is not None,
+                                                                       len(args) > 7 and args[7] is not None))
                         or fused(*args))
     monkeypatch.setattr(td.GLN, "GROUP_NORM_MAX_FRAMES", 0)  # no short-input group_norm path
     monkeypatch.setattr(gln_triton, "MIN_EAGER_ELEMENTS", 0)  # the kernels at this size too
@@ -117,12 +118,21 @@ def test_a_tdanet_in_fp16_inference_gives_the_torch_paths_output(monkeypatch):
     monkeypatch.setattr(gln_triton, "local_attention", lambda *args: layers.append(args[3]) or fused_la(*args))
     monkeypatch.setattr(gln_triton, "pooled_sum", lambda coarse, finer: pooled.append(len(finer))
                         or fused_pool(coarse, finer))
+    attention = []
+    for name in ("frame_norm", "unit_qk", "add_affine"):
+        kernel = getattr(gln_triton, name)
+        monkeypatch.setattr(gln_triton, name, lambda *args, name=name, kernel=kernel: attention.append(name)
+                            or kernel(*args))
     with torch.inference_mode(), graphs_off(), torch.autocast("cuda", torch.float16, cache_enabled=False):
         got = model(x).float()
         # the down-sampling convs with their norms and PReLU, the FFN's depthwise conv with its norm,
-        # other norms alone; the LA layers' gate factors, coarse to fine, 2 passes
-        assert {("prelu", True), (None, True), (None, False)} <= set(calls) and layers == [2, 4] * 2
+        # the projection's bias with its norm, other norms alone; the LA layers' gate factors, coarse
+        # to fine, 2 passes
+        assert {("prelu", True, False), (None, True, False), ("prelu", False, True), (None, False, False)} <= set(calls)
+        assert layers == [2, 4] * 2
         assert pooled == [2, 2]  # eq. 3: the two finer scales pooled into the coarsest, each pass
+        # the attention's input and QK-norm, the residual after each pass, the summation connection
+        assert attention == ["frame_norm", "unit_qk", "add_affine", "add_affine", "frame_norm", "unit_qk", "add_affine"]
         monkeypatch.setattr(gln_triton, "AVAILABLE", False)
         expected = model(x).float()
     error = (got - expected).double().square().sum() / expected.double().square().sum()
@@ -227,3 +237,76 @@ def test_the_la_kernels_compute_the_la_layer_on_the_gated_feature(dtype, coarse_
     assert got.dtype == dtype and got.shape == feature.shape
     tolerance = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype, out_dtype", [(torch.float32, torch.float32), (torch.float16, torch.float16),
+                                              (torch.float16, torch.float32)])
+@pytest.mark.parametrize("channels, frames", [(512, 251), (24, 37), (5, 1)])
+def test_the_attention_input_is_layer_norm_over_channels_plus_the_code(dtype, out_dtype, channels, frames):
+    torch.manual_seed(channels)
+    norm = torch.nn.LayerNorm(channels).cuda()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (torch.randn(3, channels, 1, frames + 4, device="cuda")[..., 2:-2] * 3 + 1).to(dtype)  # strided
+    pe = torch.randn(frames, channels, device="cuda")
+    with torch.no_grad():
+        got = gln_triton.frame_norm(x, norm, pe, out_dtype)
+    assert got is not None, gln_triton.failure
+    expected = torch.nn.functional.layer_norm(x.double().flatten(2).transpose(1, 2), (channels,), norm.weight.double(),
+                                              norm.bias.double(), norm.eps) + pe.double()
+    assert got.dtype == out_dtype and got.shape == expected.shape and got.is_contiguous()
+    tolerance = 1e-5 if out_dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("batch, length, heads, head_dim", [(80, 251, 8, 64), (3, 50, 2, 8), (1, 1, 1, 16)])
+def test_qk_norm_puts_each_head_vector_at_unit_length_times_the_temperature(dtype, batch, length, heads, head_dim):
+    torch.manual_seed(length)
+    qkv = torch.randn(batch, length, 3 * heads * head_dim, device="cuda").to(dtype)
+    qkv[0, 0, :head_dim] = 0  # a zero query keeps F.normalize's floor
+    temperature = torch.rand(heads, device="cuda") * 3 + 0.5
+    with torch.no_grad():
+        got = gln_triton.unit_qk(qkv, heads, temperature, dtype)
+    assert got is not None, gln_triton.failure
+    q, k, _ = qkv.double().view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    expected = (torch.nn.functional.normalize(q, dim=-1) * temperature.double().view(-1, 1, 1),
+                torch.nn.functional.normalize(k, dim=-1))
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-3
+    for out, want in zip(got, expected):
+        assert out.dtype == dtype and out.shape == want.shape
+        torch.testing.assert_close(out.double(), want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_pointwise_convs_bias_is_added_before_the_norm(dtype):
+    torch.manual_seed(1)
+    x = torch.randn(2, 12, 1, 3000, device="cuda").to(dtype)
+    x_bias, weight, bias = (torch.randn(12, device="cuda") for _ in range(3))
+    with torch.no_grad():
+        got = gln_triton.gln(x, weight, bias, 1e-8, None, None, None, x_bias * 2)
+    assert got is not None, gln_triton.failure
+    expected = reference((x.double() + 2 * x_bias.double().view(-1, 1, 1)).to(dtype), weight, bias, 1e-8)
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-3
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_sums_with_a_bias_or_an_affine_map_and_prelu_take_one_pass(dtype):
+    torch.manual_seed(2)
+    a = torch.randn(3, 12, 1, 3000, device="cuda").to(dtype)
+    b = torch.randn(3, 12, 1, 6000, device="cuda")[..., ::2].to(dtype)  # strided
+    bias, scale, shift, slope = torch.randn(12, device="cuda"), torch.randn(12, 1, 1, device="cuda"), \
+        torch.randn(12, device="cuda"), torch.full((1,), 0.2, device="cuda")
+    total = a.double() + b.double()
+    affine = total * scale.double().view(-1, 1, 1) + shift.double().view(-1, 1, 1)
+    cases = [(dict(bias=bias), total + bias.double().view(-1, 1, 1)),
+             (dict(scale=scale, shift=shift, activation="prelu", slope=slope), torch.where(affine >= 0, affine, 0.2 * affine))]
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-3
+    for options, expected in cases:
+        with torch.no_grad():
+            got = gln_triton.add_affine(a, b, **options)
+        assert got is not None, gln_triton.failure
+        assert got.dtype == dtype and got.shape == a.shape and got.is_contiguous()
+        torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
