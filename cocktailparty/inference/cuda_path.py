@@ -300,6 +300,11 @@ class CudaBatchRunner:
         self._profile: ModelProfile | None = None
         self.overflowed = False  # an fp16 batch had to run again in fp32
         self.page_locked = device.type == "cuda"  # copies through page-locked memory (False if refused)
+        # Copies to and from the device run on streams of their own, beside the model's: a batch's
+        # inputs go up while the batch before it runs, and its estimates come down while the next
+        # one runs (on the model's stream they took 14 ms of a 1.5-s folder of 1,000 x 4 s, H200).
+        self._uploads = torch.cuda.Stream(device) if self.page_locked else None
+        self._downloads = torch.cuda.Stream(device) if self.page_locked else None
         self.graphs = None
         if graphs:
             capture = functools.partial(capture_graph, pool=torch.cuda.graph_pool_handle())
@@ -342,7 +347,12 @@ class CudaBatchRunner:
         if staging is not None:
             np.stack(pieces, out=staging.numpy())
             # torch's page-locked allocator keeps the block until this copy is done.
-            return staging.to(self.device, non_blocking=True)
+            with torch.cuda.stream(self._uploads):
+                x = staging.to(self.device, non_blocking=True)
+            model_stream = torch.cuda.current_stream(self.device)
+            model_stream.wait_stream(self._uploads)
+            x.record_stream(model_stream)  # its memory is not reused before the model's stream is done with it
+            return x
         return torch.from_numpy(np.stack(pieces).astype(np.float32, copy=False)).to(self.device)
 
     def _page_locked(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
@@ -380,10 +390,16 @@ class PendingBatch:
             host = runner._page_locked(tuple(estimates.shape))
             flag = runner._page_locked((), torch.bool) if finite is not None else None
             if runner.page_locked:  # neither was refused
-                self.estimates = host.copy_(estimates, non_blocking=True)
-                self.finite = flag.copy_(finite, non_blocking=True) if flag is not None else None
-                self.done = torch.cuda.Event()
-                self.done.record()
+                downloads = runner._downloads
+                downloads.wait_stream(torch.cuda.current_stream(estimates.device))  # for the rescaling
+                with torch.cuda.stream(downloads):
+                    self.estimates = host.copy_(estimates, non_blocking=True)
+                    self.finite = flag.copy_(finite, non_blocking=True) if flag is not None else None
+                    self.done = torch.cuda.Event()
+                    self.done.record()
+                for device_tensor in (estimates, finite):  # not reused before the copies are done
+                    if device_tensor is not None:
+                        device_tensor.record_stream(downloads)
 
     def result(self) -> np.ndarray:
         """``(B, C, T)`` float32 estimates: a new array (never a view of page-locked memory,
