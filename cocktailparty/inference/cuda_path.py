@@ -14,7 +14,7 @@ equal-length pieces (chunks of long recordings, or whole short ones, side by sid
 - puts every estimate back at its mixture's scale on the device (:func:`rescale_batch`), so
   the host only copies finished rows out;
 - queues all of that without waiting for the device (:meth:`CudaBatchRunner.submit`: inputs
-  and outputs go through page-locked memory, the fp16 overflow check is a flag copied back with
+  and outputs go through page-locked memory, on copy streams beside the model's, the fp16 overflow check is a flag copied back with
   the estimates, the rescaling's pseudo-inverse needs no host synchronisation), so the
   Separator collects one batch and prepares the next while the GPU runs another.
 
@@ -247,9 +247,9 @@ def rescale_batch(estimates: torch.Tensor, mixtures: torch.Tensor) -> torch.Tens
     C x C normal equations with a pseudo-inverse (:func:`symmetric_pinv`: minimum-norm gains for
     a rank-deficient fit, as numpy's lstsq gives), so it agrees with the numpy version to
     rounding (the gains are rounded to float32 before they scale the float32 estimates, where numpy
-    scales in float64: an error of a unit in the last place). Why a second version: numpy's lstsq costs about 1 ms of host time per piece, a
-    second per 1,000 files, which is as long as an H200 takes to separate them. The CPU path
-    keeps the numpy one, so its outputs stay bit-identical.
+    scales in float64: an error of a unit in the last place). Why a second version: numpy's lstsq
+    costs about 1 ms of host time per piece, a second per 1,000 files, more than an H200 takes to
+    separate them. The CPU path keeps the numpy one, so its outputs stay bit-identical.
     """
     batch, talkers, _ = estimates.shape
     # One float64 copy of estimates and mixture side by side, and one batched product gives every
