@@ -261,6 +261,11 @@ def kernel_cache_dir() -> Path:
     return Path(directory or os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
 
 
+def flat_fp32(values: torch.Tensor) -> torch.Tensor:
+    """Parameters as the kernels read them: fp32, flat, contiguous (no copy where they are already)."""
+    return values.detach().float().reshape(-1).contiguous()
+
+
 class Depthwise:
     """A depthwise conv as the kernels read it: ``weight`` ``(C, 1, k)`` or ``(C, 1, 1, k)``, an
     optional ``bias`` ``(C,)``, a ``stride``, and padding ``(k - 1) // 2`` (no dilation), applied
@@ -268,8 +273,8 @@ class Depthwise:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1, upsample: int = 1):
         self.kernel = weight.shape[-1]
-        self.weight = weight.detach().float().reshape(-1).contiguous()
-        self.bias = bias.detach().float().contiguous() if bias is not None else None
+        self.weight = flat_fp32(weight)
+        self.bias = flat_fp32(bias) if bias is not None else None
         self.stride, self.upsample = stride, upsample
 
     def frames(self, in_frames: int) -> int:
@@ -283,7 +288,7 @@ def _source(x: torch.Tensor, conv: Depthwise | None, x_bias: torch.Tensor | None
     given), and the frames read."""
     in_frames = x.shape[-1]
     if conv is None:
-        bias = x_bias.detach().float().contiguous() if x_bias is not None else x
+        bias = flat_fp32(x_bias) if x_bias is not None else x
         return ((x, bias, bias, in_frames, x.stride(0), x.stride(1), x.stride(-1)),
                 dict(IS_CONV=False, KERNEL=1, STRIDE=1, UPSAMPLE=1, HAS_BIAS=x_bias is not None), in_frames)
     bias = conv.bias if conv.bias is not None else conv.weight
@@ -306,7 +311,7 @@ def _gln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, 
     _block_moments[grid](*args[:3], count, mean, m2, channels, frames, *args[3:], **constants, BLOCK_T=block)
     scale, shift = merged(count, mean, m2, weight, bias, eps)
     y = torch.empty(x.shape[:-1] + (frames,), dtype=x.dtype, device=x.device)
-    slope = (slope if slope is not None else weight).float().contiguous()
+    slope = flat_fp32(slope if slope is not None else weight)
     _normalise[grid](*args[:3], y, scale, shift, slope, channels, frames, *args[3:], **constants,
                      ACTIVATION=ACTIVATIONS.index(activation), SLOPE_PER_CHANNEL=slope.numel() > 1, BLOCK_T=block)
     return y
@@ -317,7 +322,7 @@ def merged(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor, weight: to
     """Per-utterance gLN ``scale`` and ``shift`` ``(batch, C)`` (fp32) from block moments ``(batch, C * blocks)``."""
     batch, channels = count.shape[0], weight.numel()
     scale, shift = torch.empty(2, batch, channels, device=count.device)
-    _merge[(batch,)](count, mean, m2, weight.float().contiguous(), bias.float().contiguous(), scale, shift,
+    _merge[(batch,)](count, mean, m2, flat_fp32(weight), flat_fp32(bias), scale, shift,
                      count.shape[1], channels, eps, BLOCK_P=1024, BLOCK_C=min(1024, triton.next_power_of_2(channels)))
     return scale, shift
 
@@ -454,7 +459,6 @@ def _pooled_sum(coarse: torch.Tensor, finer: list[torch.Tensor]) -> torch.Tensor
     return out
 
 
-
 if AVAILABLE:
     @triton.jit
     def _frame_norm(x_ptr, w_ptr, b_ptr, pe_ptr, out_ptr, channels, frames, stride_b, stride_c, stride_t, eps,
@@ -493,7 +497,7 @@ def _frame_norm_call(x: torch.Tensor, norm: nn.LayerNorm, pe: torch.Tensor, dtyp
     batch, channels, frames = x.shape[0], x.shape[1], x.shape[-1]
     out = torch.empty((batch, frames, channels), dtype=dtype, device=x.device)
     grid = (batch, triton.cdiv(frames, FRAME_NORM_FRAMES))
-    _frame_norm[grid](x, norm.weight.float().contiguous(), norm.bias.float().contiguous(), pe.contiguous(), out,
+    _frame_norm[grid](x, flat_fp32(norm.weight), flat_fp32(norm.bias), pe.contiguous(), out,
                       channels, frames, x.stride(0), x.stride(1), x.stride(-1), norm.eps,
                       BLOCK_C=triton.next_power_of_2(channels), BLOCK_T=FRAME_NORM_FRAMES)
     return out
@@ -538,7 +542,7 @@ def _unit_qk_call(qkv: torch.Tensor, heads: int, temperature: torch.Tensor, dtyp
     out = torch.empty((batch, length, 2, heads, head_dim), dtype=dtype, device=qkv.device)
     vectors = batch * length * 2 * heads
     _unit_qk[(triton.cdiv(vectors, UNIT_QK_VECTORS),)](
-        qkv.contiguous(), temperature.detach().float().reshape(-1).contiguous(), out, vectors, heads,
+        qkv.contiguous(), flat_fp32(temperature), out, vectors, heads,
         HEAD_DIM=head_dim, BLOCK_V=UNIT_QK_VECTORS)
     q, k = out.permute(2, 0, 3, 1, 4).unbind(0)
     return q, k
@@ -586,10 +590,10 @@ def _add_affine_call(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None
     block, grid = _grid(batch, channels, frames)
     out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
 
-    def per_channel(values: torch.Tensor | None) -> torch.Tensor:
-        return values.detach().float().reshape(-1).contiguous() if values is not None else out
+    def given(values: torch.Tensor | None) -> torch.Tensor:  # a pointer the kernel never reads where absent
+        return flat_fp32(values) if values is not None else out
 
-    _add_affine[grid](a, b, out, per_channel(bias), per_channel(scale), per_channel(shift), per_channel(slope),
+    _add_affine[grid](a, b, out, given(bias), given(scale), given(shift), given(slope),
                       channels, frames, a.stride(0), a.stride(1), a.stride(-1), b.stride(0), b.stride(1), b.stride(-1),
                       HAS_BIAS=bias is not None, HAS_AFFINE=scale is not None, ACTIVATION=ACTIVATIONS.index(activation),
                       SLOPE_PER_CHANNEL=slope is not None and slope.numel() > 1, BLOCK_T=block)

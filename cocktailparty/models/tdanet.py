@@ -151,10 +151,7 @@ class Conv(nn.Conv1d):
         80 x 4 s, H200).
         """
         b, c, h, t = x.shape
-        w = self.weight.squeeze(2)
-        if torch.is_autocast_enabled(x.device.type):
-            w = w.to(torch.get_autocast_dtype(x.device.type))
-        w = w.expand(b, -1, -1)
+        w = self.weight.squeeze(2).to(autocast_dtype(x.device.type) or self.weight.dtype).expand(b, -1, -1)
         y = torch.bmm(w, x.reshape(b, c, h * t)) if bias is None else \
             torch.baddbmm(bias.unsqueeze(1), w, x.reshape(b, c, h * t))
         return y.view(b, -1, h, t)
@@ -406,6 +403,12 @@ class DropPath(nn.Module):
         return x * (keep / (1.0 - self.p))  # scale the (batch,) mask, not the activations
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in on ``device_type``, or None where it is off: what a
+    fused kernel whose output feeds one should write."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 def _no_autocast(device_type: str):
     """Leave autocast for a region (a no-op context when it is off, which keeps tracing plain)."""
     return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
@@ -478,8 +481,7 @@ class MultiHeadSelfAttention(nn.Module):
         head_dim = qkv.shape[-1] // (3 * self.heads)
         if not gln_triton.usable(qkv) or head_dim & (head_dim - 1):  # the kernel's vectors: powers of two
             return None
-        device = qkv.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else qkv.dtype
+        dtype = autocast_dtype(qkv.device.type) or qkv.dtype
         return gln_triton.unit_qk(qkv, self.heads, self.log_temperature.exp(), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -537,9 +539,7 @@ class GlobalAttention(nn.Module):
             # CUDA inference: one pass (:func:`.gln_triton.frame_norm`), in the dtype the projection
             # that follows takes, where torch copies the transposed view for its LayerNorm, and casts
             # and adds around it (3.2 ms of the default model's 108-ms fp16 pass, 80 x 4 s, H200).
-            device = g.device.type
-            dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
-                     else torch.promote_types(g.dtype, pe.dtype))
+            dtype = autocast_dtype(g.device.type) or torch.promote_types(g.dtype, pe.dtype)
             fused = gln_triton.frame_norm(g, self.attn_in_norm, pe, dtype)
             if fused is not None:
                 return fused
