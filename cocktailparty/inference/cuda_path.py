@@ -368,6 +368,28 @@ class CudaBatchRunner:
             self.page_locked = False
             return None
 
+    def copy_to_host(self, estimates: torch.Tensor, finite: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.cuda.Event] | None:
+        """Queue the copy of a batch's ``estimates`` and overflow flag ``finite`` (or None) into
+        page-locked host memory, on the download stream once the model's stream has computed them:
+        the host tensors and an event recorded after the copies; None where page-locked memory is
+        refused (the caller's ``.cpu()`` copies then)."""
+        host = self._page_locked(tuple(estimates.shape))
+        flag = self._page_locked((), torch.bool) if finite is not None else None
+        if not self.page_locked:  # one of them was refused
+            return None
+        self._downloads.wait_stream(torch.cuda.current_stream(estimates.device))
+        with torch.cuda.stream(self._downloads):
+            host.copy_(estimates, non_blocking=True)
+            if flag is not None:
+                flag.copy_(finite, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        for device_tensor in (estimates, finite):  # not reused before the copies are done
+            if device_tensor is not None:
+                device_tensor.record_stream(self._downloads)
+        return host, flag, done
+
     def run_again_in_fp32(self, x: torch.Tensor) -> torch.Tensor:
         """The rescaled estimates of ``x`` from an fp32 forward, for a batch whose fp16 one overflowed."""
         if not self.overflowed:
@@ -386,20 +408,9 @@ class PendingBatch:
                  finite: torch.Tensor | None):
         self.runner, self.x, self.estimates, self.finite = runner, x, estimates, finite
         self.done: torch.cuda.Event | None = None
-        if estimates.is_cuda:
-            host = runner._page_locked(tuple(estimates.shape))
-            flag = runner._page_locked((), torch.bool) if finite is not None else None
-            if runner.page_locked:  # neither was refused
-                downloads = runner._downloads
-                downloads.wait_stream(torch.cuda.current_stream(estimates.device))  # for the rescaling
-                with torch.cuda.stream(downloads):
-                    self.estimates = host.copy_(estimates, non_blocking=True)
-                    self.finite = flag.copy_(finite, non_blocking=True) if flag is not None else None
-                    self.done = torch.cuda.Event()
-                    self.done.record()
-                for device_tensor in (estimates, finite):  # not reused before the copies are done
-                    if device_tensor is not None:
-                        device_tensor.record_stream(downloads)
+        copied = runner.copy_to_host(estimates, finite) if estimates.is_cuda else None
+        if copied is not None:
+            self.estimates, self.finite, self.done = copied
 
     def result(self) -> np.ndarray:
         """``(B, C, T)`` float32 estimates: a new array (never a view of page-locked memory,
